@@ -1,0 +1,124 @@
+"""Virtual memory areas: a process's sorted list of non-overlapping mappings.
+
+The list is plain Python; the compiled core receives it as a uint32 array of rows
+(start, end, vm_flags, shm_base) built by `vma_array`.
+"""
+import bisect
+
+import numpy as np
+
+from .layout import PAGE_SHIFT, vm_flags
+
+
+class ShmObject:
+    """A shared-memory object (the kernel's shmem file) backing shared mappings.
+
+    Its frames live in the core's global shm array at [base, base + npages); it holds a
+    reference on each, and lives while any VMA names it (users)."""
+
+    __slots__ = ("base", "npages", "users")
+
+    def __init__(self, base, npages):
+        self.base = base
+        self.npages = npages
+        self.users = 0
+
+
+class Vma:
+    """[start, end) with a protection ("", "r", "rw"), private or backed by a shared
+    object at page offset pgoff."""
+
+    __slots__ = ("start", "end", "prot", "shm", "pgoff")
+
+    def __init__(self, start, end, prot, shm=None, pgoff=0):
+        self.start, self.end, self.prot, self.shm, self.pgoff = start, end, prot, shm, pgoff
+
+    @property
+    def shared(self):
+        return self.shm is not None
+
+    @property
+    def flags(self):
+        return vm_flags(self.prot, self.shared)
+
+    def piece(self, start, end):
+        """The part [start, end) of this VMA, as a new Vma naming the same object."""
+        return Vma(start, end, self.prot, self.shm,
+                   self.pgoff + ((start - self.start) >> PAGE_SHIFT))
+
+    def allows(self, write):
+        return "w" in self.prot if write else "r" in self.prot
+
+    def __repr__(self):
+        kind = "shared" if self.shared else "private"
+        return f"Vma({self.start:#x}, {self.end:#x}, {self.prot!r}, {kind})"
+
+
+def find(vmas, addr):
+    """Index of the VMA containing addr, or -1."""
+    i = bisect.bisect_right([v.start for v in vmas], addr) - 1
+    if i >= 0 and addr < vmas[i].end:
+        return i
+    return -1
+
+
+def pieces(vmas, start, end):
+    """[(index, lo, hi)]: the parts of [start, end) inside each VMA, in order, and
+    whether the VMAs cover the whole range without a hole."""
+    out = []
+    pos = start
+    covered = True
+    for i, v in enumerate(vmas):
+        if v.end <= start or v.start >= end:
+            continue
+        lo, hi = max(v.start, start), min(v.end, end)
+        if lo > pos:
+            covered = False
+        out.append((i, lo, hi))
+        pos = hi
+    if pos < end:
+        covered = False
+    return out, covered
+
+
+def remove_range(vmas, start, end):
+    """The VMA list with [start, end) cut out (splitting VMAs at the edges), and the
+    VMAs (or parts) that were removed."""
+    kept, removed = [], []
+    for v in vmas:
+        if v.end <= start or v.start >= end:
+            kept.append(v)
+            continue
+        if v.start < start:
+            kept.append(v.piece(v.start, start))
+        removed.append(v.piece(max(v.start, start), min(v.end, end)))
+        if v.end > end:
+            kept.append(v.piece(end, v.end))
+    return kept, removed
+
+
+def mergeable(a, b):
+    """vma_merge: a and b touch and may become one VMA."""
+    if a.end != b.start or a.prot != b.prot or a.shm is not b.shm:
+        return False
+    return a.shm is None or b.pgoff == a.pgoff + ((a.end - a.start) >> PAGE_SHIFT)
+
+
+def normalise(vmas):
+    """Sort and merge neighbours that can be merged."""
+    vmas = sorted(vmas, key=lambda v: v.start)
+    out = []
+    for v in vmas:
+        if out and mergeable(out[-1], v):
+            out[-1] = Vma(out[-1].start, v.end, v.prot, v.shm, out[-1].pgoff)
+        else:
+            out.append(v)
+    return out
+
+
+def vma_array(vmas):
+    """The core's view: a C-contiguous uint32 array of (start, end, vm_flags, shm_base)."""
+    arr = np.zeros((len(vmas), 4), dtype=np.uint32)
+    for i, v in enumerate(vmas):
+        arr[i] = (v.start, v.end, v.flags, v.shm.base + v.pgoff if v.shm is not None else 0)
+    return arr

@@ -1,0 +1,36 @@
+"""Build the compiled core.
+
+Compiler directives are set once here.  LAZYVM_DEBUG=1 in the environment rebuilds the
+core with bounds checking, wraparound checks and C assertions on, for test runs
+(`.ci/run` does this); the default build is the fast one.
+"""
+import os
+
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+DEBUG = os.environ.get("LAZYVM_DEBUG", "") not in ("", "0")
+
+directives = {
+    "language_level": 3,
+    "boundscheck": DEBUG,
+    "wraparound": DEBUG,
+    "initializedcheck": DEBUG,
+    "cdivision": True,
+    "embedsignature": True,
+}
+macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
+if not DEBUG:
+    macros.append(("NDEBUG", "1"))
+extra = ["-O2"] if not DEBUG else ["-O1", "-g"]
+
+ext = Extension(
+    "lazyvm._core",
+    ["lazyvm/_core.pyx"],
+    include_dirs=[np.get_include()],
+    define_macros=macros,
+    extra_compile_args=extra,
+)
+
+setup(ext_modules=cythonize([ext], compiler_directives=directives))
