@@ -29,6 +29,8 @@ allocates what it needs before it changes anything, so OutOfMemory leaves no hal
 fork and no leaked frame.
 """
 
+import mmap
+
 import numpy as np
 cimport numpy as cnp
 from libc.string cimport memset, memcpy, memcmp
@@ -91,6 +93,19 @@ cdef enum:
     MAX_NODES = 1 << 28          # next_and_idx keeps 28 bits of node index
 
 
+def host_zeros(size_t nbytes):
+    """A zeroed numpy uint8 array over private anonymous memory that the host backs a
+    4 KiB page at a time, as frames are touched.  (numpy asks for transparent huge pages
+    on large arrays: then writing one page table would zero-fill 2 MiB.)"""
+    buf = mmap.mmap(-1, max(nbytes, PAGE_SIZE), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    if hasattr(mmap, "MADV_NOHUGEPAGE"):
+        try:
+            buf.madvise(mmap.MADV_NOHUGEPAGE)
+        except OSError:
+            pass
+    return np.frombuffer(buf, dtype=np.uint8)[:nbytes]
+
+
 cdef inline void* array_data(object a):
     return cnp.PyArray_DATA(<cnp.ndarray>a)
 
@@ -137,7 +152,7 @@ cdef class Core:
         cdef uint32_t k, i, t, pfn
         cdef pte_t* tbl
         self.nframes = nframes
-        self.physical = np.zeros(<size_t>nframes * PAGE_SIZE, dtype=np.uint8)
+        self.physical = host_zeros(<size_t>nframes * PAGE_SIZE)
         self.mem8 = <uint8_t*>array_data(self.physical)
         self.mem32 = <pte_t*>self.mem8
         self.count_arr = np.zeros(nframes, dtype=np.int32)
@@ -184,7 +199,7 @@ cdef class Core:
 
         # swap
         self.nswap = nswap
-        self.swap_arr = np.zeros(<size_t>max(nswap, 1) * PAGE_SIZE, dtype=np.uint8)
+        self.swap_arr = host_zeros(<size_t>max(nswap, 1) * PAGE_SIZE)
         self.swap_count_arr = np.full(max(nswap, 1), -1, dtype=np.int32)
         self.swap_cache_arr = np.zeros(max(nswap, 1), dtype=np.uint32)
         self.swap_data = <uint8_t*>array_data(self.swap_arr)
