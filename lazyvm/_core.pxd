@@ -15,6 +15,7 @@
 # The typedefs are named after the numpy dtypes of the arrays that hold them, so the C
 # type and the array dtype are visibly the same thing.
 
+cimport cython
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t, int64_t
 
 ctypedef uint32_t pte_t      # np.uint32: a PTE or PDE word
@@ -105,6 +106,7 @@ cdef inline pte_t vm_page_prot(uint32_t vm_flags) noexcept nogil:
     return PAGE_READONLY
 
 
+@cython.final            # direct (inlinable) calls instead of the vtable
 cdef class Core:
     # ---- physical memory -------------------------------------------------------------
     cdef readonly object physical        # np.uint8[nframes * 4096]

@@ -981,12 +981,24 @@ cdef class Core:
                     gp[pdx] = 0
                     self.free_table(t)
 
-    def exit_mm(self, uint32_t pgd, bint free_pgd):
-        """exit_mmap / exec: drop every user table (one use of a shared one; a private
-        one is zapped and freed), then free the pgd if free_pgd."""
+    def exit_mm(self, uint32_t pgd, const uint32_t[:, ::1] vmas, bint free_pgd):
+        """exit_mmap / exec: zap every VMA's range (2.4 exit_mmap), then clear_page_tables:
+        a shared table loses one use and nothing else; a private one is freed.  Frees
+        the pgd too if free_pgd."""
         cdef pte_t* gp = self.mem32 + (<size_t>pgd << 10)
-        cdef uint32_t pdx, t
+        cdef const uint32_t* vp = vma_ptr(vmas)
+        cdef Py_ssize_t nv = vmas.shape[0], v
+        cdef uint32_t pdx, t, lo, hi
         with nogil:
+            for v in range(nv):
+                for pdx in range(pdx_of(vp[4 * v]), pdx_of(vp[4 * v + 1] - 1) + 1):
+                    if not (gp[pdx] & _P):
+                        continue
+                    t = gp[pdx] >> PAGE_SHIFT
+                    if self.count[t] > 1:
+                        continue
+                    span_clip(vp[4 * v], vp[4 * v + 1], pdx, &lo, &hi)
+                    self.zap_pte_range(t, lo, hi)
             for pdx in range(USER_PTRS_PER_PGD):
                 if not (gp[pdx] & _P):
                     continue
@@ -996,7 +1008,6 @@ cdef class Core:
                     self.count[t] -= 1
                     self.st[ST_TABLES_DROPPED] += 1
                 else:
-                    self.zap_pte_range(t, 0, PTRS_PER_PTE)
                     self.free_table(t)
         if free_pgd:
             self.free_pgd(pgd)

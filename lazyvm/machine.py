@@ -19,10 +19,13 @@ from .layout import (MAX_MEMORY, MAX_SWAP_SLOTS, MMAP_BASE, P, PAGE_SHIFT, PAGE_
 from .vma import ShmObject, Vma
 
 FORK_MODES = ("copy", "share")
+_NO_VMAS = vmalib.vma_array([])
 RECLAIM_METHODS = ("rmap", "scan")
 
 
 def _int(value, what):
+    if type(value) is int:
+        return value
     if isinstance(value, bool) or not isinstance(value, Integral):
         raise ValueError(f"{what} must be an integer, not {value!r}")
     return int(value)
@@ -91,6 +94,7 @@ class Machine:
         self._procs = {}
         self._next_pid = 1
         self._scan_cursor = 0
+        self._shm_live = 0           # shared objects ever made and not yet released
 
     def __repr__(self):
         return (f"Machine(memory={self.memory}, fork_mode={self.fork_mode!r}, "
@@ -117,8 +121,8 @@ class Machine:
         pgd = self._core.new_pgd()
         return self._add(pgd, [])
 
-    def _add(self, pgd, vmas):
-        p = Process(self, self._next_pid, pgd, vmas)
+    def _add(self, pgd, vmas, arr=None):
+        p = Process(self, self._next_pid, pgd, vmas, arr)
         self._next_pid += 1
         self._procs[p.pid] = p
         return p
@@ -207,11 +211,14 @@ class Machine:
 
     # -- shared-memory objects -------------------------------------------------------
     def _new_shm(self, npages):
+        self._shm_live += 1
         return ShmObject(self._core.shm_alloc(npages), npages)
 
     def _retarget(self, old, new):
         """Account shared-object users for a VMA list going from old to new; release an
         object no VMA names any more (after the core has zapped its PTEs)."""
+        if not self._shm_live:
+            return
         delta = Counter()
         objs = {}
         for v in old:
@@ -227,19 +234,20 @@ class Machine:
             obj.users += d
             if obj.users == 0:
                 self._core.shm_release(obj.base, obj.npages)
+                self._shm_live -= 1
 
 
 class Process:
     """A process: a page directory and a list of VMAs (create with Machine.spawn)."""
 
-    def __init__(self, machine, pid, pgd, vmas):
+    def __init__(self, machine, pid, pgd, vmas=(), arr=None):
         self.machine = machine
         self.pid = pid
         self.pgd = pgd
         self.alive = True
         self._vmas = []
-        self._varr = vmalib.vma_array([])
-        self._set_vmas(vmas)
+        self._varr = _NO_VMAS
+        self._set_vmas(list(vmas), arr)
 
     def __repr__(self):
         state = "alive" if self.alive else "exited"
@@ -251,11 +259,13 @@ class Process:
             raise ProcessExited(f"process {self.pid} has exited")
         return self.machine._core
 
-    def _set_vmas(self, vmas):
-        new = vmalib.normalise(vmas)
+    def _set_vmas(self, vmas, arr=None):
+        """Install a new VMA list (normalised here unless arr, its core array, is given:
+        Vma objects are never changed once in a list, so a fork shares both)."""
+        new = vmalib.normalise(vmas) if arr is None else vmas
         self.machine._retarget(self._vmas, new)
         self._vmas = new
-        self._varr = vmalib.vma_array(new)
+        self._varr = vmalib.vma_array(new) if arr is None else arr
 
     def _access(self, addr, length, write):
         """The VMA pieces of [addr, addr+length), or SegmentationFault if any byte is
@@ -414,19 +424,19 @@ class Process:
             pgd = core.fork_copy(self.pgd, self._varr)
         else:
             pgd = core.fork_share(self.pgd)
-        return self.machine._add(pgd, [v.piece(v.start, v.end) for v in self._vmas])
+        return self.machine._add(pgd, self._vmas, self._varr)
 
     def exec(self):
         """Drop the whole user space, keep the process (and its page directory)."""
         core = self._live()
-        core.exit_mm(self.pgd, False)
-        self._set_vmas([])
+        core.exit_mm(self.pgd, self._varr, False)
+        self._set_vmas([], _NO_VMAS)
 
     def exit(self):
         """Drop the user space and the page directory; the process is gone."""
         core = self._live()
-        core.exit_mm(self.pgd, True)
-        self._set_vmas([])
+        core.exit_mm(self.pgd, self._varr, True)
+        self._set_vmas([], _NO_VMAS)
         self.alive = False
         del self.machine._procs[self.pid]
 
