@@ -1246,7 +1246,7 @@ cdef class Core:
                     for i in range(lo, hi):
                         scanned += 1
                         pte = tbl[i]
-                        if not (pte & _P):
+                        if not pte_present(pte):     # PROTNONE frames are mapped too
                             continue
                         f = pte >> PAGE_SHIFT
                         if f == self.zero_pfn or not (self.flags[f] & F_ANON):
