@@ -503,6 +503,7 @@ cdef class Core:
             pte = src[i]
             if pte == 0:
                 continue
+            copied += 1
             if not pte_present(pte):
                 self.swap_count[swp_offset(pte)] += 1
                 dst[i] = pte
@@ -518,7 +519,6 @@ cdef class Core:
             count[f] += 1
             if rm:
                 self.rmap_add(f, slotbase | i)
-            copied += 1
         self.st[ST_PTES_COPIED] += copied
 
     cdef void zap_pte_range(self, uint32_t t, uint32_t lo, uint32_t hi) noexcept nogil:

@@ -1,0 +1,240 @@
+"""lazyvm.workloads: every workload runs in every configuration, reports the documented
+keys, and its counters say what the policy implies (one unshare per written table,
+no unshare under copy, the same COW copies either way, ...)."""
+
+import pytest
+
+from lazyvm.workloads import (CONFIGS, COUNTER_KEYS, PEAK_KEYS, PUBLISHED, WORKLOADS,
+                              format_results, run_workload)
+
+# Tiny shapes: each workload, all four configurations, check() after every iteration.
+TINY = {
+    "fork_exit": dict(pages=1500, iterations=3),
+    "fork_exec": dict(iterations=6),
+    # 3,000 pages = 3 tables; writes fall in the first half: 2 tables.
+    "snapshot": dict(pages=3000, write_fraction=0.01, write_span=0.5, iterations=2,
+                     chunks=3),
+    "prefork": dict(pages=2048, children=3, write_fraction=0.01, iterations=2),
+    "small_fork": dict(iterations=40),
+    "published": dict(big_iterations=2, small_iterations=6),
+}
+
+SHARE = [c for c, (mode, _) in CONFIGS.items() if mode == "share"]
+COPY = [c for c, (mode, _) in CONFIGS.items() if mode == "copy"]
+
+
+@pytest.fixture(scope="module")
+def results():
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            cache[name] = run_workload(name, quick=True, check=True, **TINY[name])
+        return cache[name]
+    return get
+
+
+def test_every_workload_has_a_tiny_shape():
+    assert set(TINY) == set(WORKLOADS)
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_keys_types_and_no_leak(results, name):
+    r = results(name)
+    assert r["workload"] == name
+    assert set(r["configs"]) == set(CONFIGS)
+    assert r["params"]["quick"] is True
+    for cname, c in r["configs"].items():
+        assert (c["fork_mode"], c["rmap"]) == CONFIGS[cname]
+        for k in COUNTER_KEYS + PEAK_KEYS + ("iterations", "time_ns",
+                                             "time_per_iteration_ns", "leaked_frames",
+                                             "memory"):
+            assert type(c[k]) is int, (cname, k, type(c[k]))
+            assert c[k] >= 0, (cname, k, c[k])
+        assert c["time_ns"] > 0 and c["iterations"] > 0
+        assert c["leaked_frames"] == 0, cname
+        assert c["frames_peak"] > 0 and c["page_tables_peak"] > 0
+        assert c["loops"] and c["phases"]
+        for group in ("loops", "phases"):
+            for ph, s in c[group].items():
+                assert set(s) == {"count", "total_ns", "mean_ns", "median_ns", "min_ns"}
+                assert all(type(v) is int and v >= 0 for v in s.values()), (ph, s)
+                assert s["count"] > 0
+        assert sum(s["total_ns"] for s in c["loops"].values()) > 0
+        # The phases partition the measured time.
+        assert sum(s["total_ns"] for s in c["phases"].values()) == c["time_ns"]
+        assert sum(s["count"] for s in c["loops"].values()) == c["iterations"]
+        if not c["rmap"]:
+            assert c["pte_chain_nodes_peak"] == 0, cname
+        assert c["forks"] >= c["iterations"]
+        for k in ("swap_ins", "shmem_faults"):
+            assert c[k] == 0, (cname, k)
+    for cname in COPY:
+        assert r["configs"][cname]["unshares"] == 0, cname
+        assert r["configs"][cname]["unshare_reuses"] == 0, cname
+        assert r["configs"][cname]["tables_dropped"] == 0, cname
+    text = format_results(r)
+    assert name in text
+    for cname in CONFIGS:
+        assert cname in text
+
+
+def test_fork_exit(results):
+    r = results("fork_exit")
+    n, pages = TINY["fork_exit"]["iterations"], TINY["fork_exit"]["pages"]
+    tables = r["info"]["tables"]
+    cfg = r["configs"]
+    for c in CONFIGS:
+        assert cfg[c]["iterations"] == n
+        assert cfg[c]["forks"] == n
+        # Nobody writes after the fork: no fault at all.
+        assert cfg[c]["faults"] == 0 and cfg[c]["cow_copies"] == 0, c
+    for c in COPY:
+        assert cfg[c]["ptes_copied"] == pages * n, c
+    for c in SHARE:
+        assert cfg[c]["ptes_copied"] == 0 and cfg[c]["unshares"] == 0, c
+        # The child's exit drops one use of every table it shares: nothing else.
+        assert cfg[c]["tables_dropped"] == tables * n, c
+        assert cfg[c]["page_tables_peak"] < cfg["copy"]["page_tables_peak"]
+        assert cfg[c]["frames_peak"] < cfg["copy"]["frames_peak"]
+    # The first copy fork with rmap turns every direct slot into a chain.
+    assert cfg["copy+rmap"]["pte_chain_nodes_peak"] >= pages
+    assert cfg["share+rmap"]["pte_chain_nodes_peak"] == 0
+
+
+def test_fork_exec(results):
+    r = results("fork_exec")
+    p = r["params"]
+    n = p["iterations"]
+    cmd = p["cmd_text"] + p["cmd_data"] + p["cmd_stack"]
+    cfg = r["configs"]
+    for c in CONFIGS:
+        assert cfg[c]["iterations"] == n
+        # The command image is demand-zero; the parent's one stack write is a COW copy
+        # while the child still maps the page.
+        assert cfg[c]["demand_zero"] == n * cmd, c
+        assert cfg[c]["cow_copies"] == n * p["parent_writes"], c
+    for c in SHARE:
+        # Only the shell's stack table is written while shared.
+        assert cfg[c]["unshares"] == n, c
+        # Privatize copies the entries this mm's VMAs cover: the stack's.
+        assert cfg[c]["ptes_copied"] == n * p["shell_stack"], c
+    for c in COPY:
+        assert cfg[c]["ptes_copied"] == n * r["info"]["shell_pages"], c
+
+
+def test_snapshot(results):
+    r = results("snapshot")
+    n = TINY["snapshot"]["iterations"]
+    info = r["info"]
+    assert info["tables_written"] == 2 and info["tables"] == 3
+    cfg = r["configs"]
+    for c in CONFIGS:
+        # Every parent write copies once; the child's reads find present pages.
+        assert cfg[c]["cow_copies"] == info["pages_written"] * n, c
+        assert cfg[c]["zero_page_maps"] == 0 and cfg[c]["demand_zero"] == 0, c
+    for c in SHARE:
+        assert cfg[c]["unshares"] > 0
+        assert cfg[c]["unshares"] == info["tables_written"] * n, c
+        assert cfg[c]["page_tables_peak"] < cfg["copy"]["page_tables_peak"], c
+        assert cfg[c]["page_tables_peak"] < cfg["copy+rmap"]["page_tables_peak"], c
+    assert (cfg["share+rmap"]["pte_chain_nodes_peak"]
+            < cfg["copy+rmap"]["pte_chain_nodes_peak"])
+
+
+def test_prefork(results):
+    r = results("prefork")
+    p = r["params"]
+    n, k = p["iterations"], p["children"]
+    info = r["info"]
+    cfg = r["configs"]
+    for c in CONFIGS:
+        assert cfg[c]["forks"] == n * k, c
+        assert cfg[c]["cow_copies"] == n * k * info["pages_written_per_child"], c
+    for c in SHARE:
+        assert cfg[c]["unshares"] == n * k * info["tables_written_per_child"], c
+
+
+def test_small_fork(results):
+    r = results("small_fork")
+    n = TINY["small_fork"]["iterations"]
+    cfg = r["configs"]
+    assert r["info"]["tables_written_per_child"] == 3
+    for c in CONFIGS:
+        assert cfg[c]["cow_copies"] == 3 * n, c
+        assert cfg[c]["faults"] == 3 * n, c
+    for c in SHARE:
+        # Each child's write unshares every table it writes under: three.
+        assert cfg[c]["unshares"] == 3 * n, c
+    for c in CONFIGS:
+        # Fork copies 12 PTEs, or privatize copies the same 12 (its VMAs' entries).
+        assert cfg[c]["ptes_copied"] == 3 * r["params"]["pages_per_area"] * n, c
+
+
+def test_published(results):
+    r = results("published")
+    rows = r["published"]
+    assert len(rows) == len(PUBLISHED) + 1
+    for row, pub in zip(rows, PUBLISHED):
+        assert row["shape"] == pub["shape"]
+        assert (row["published_before_ms"], row["published_after_ms"]) == (
+            pub["before_ms"], pub["after_ms"])
+        assert set(row["sim_ratio"]) == {"share/copy", "share+rmap/copy+rmap"}
+        assert all(v > 0 for v in row["sim_ratio"].values())
+        assert all(v > 0 for v in row["sim_ms"].values())
+    assert rows[-1]["sim_ratio"]["copy+rmap/copy"] > 0
+    # A 40 MB fork that copies 10,240 PTEs is slower than one that shares ~12 tables.
+    assert rows[0]["sim_ratio"]["share/copy"] < 1
+    assert rows[0]["sim_ratio"]["share+rmap/copy+rmap"] < 1
+    text = format_results(r)
+    for pub in PUBLISHED:
+        assert pub["shape"] in text
+        assert "%.1f -> %.1f ms" % (pub["before_ms"], pub["after_ms"]) in text
+    assert "McCracken" in text and "Torvalds" in text
+
+
+def test_one_configuration_and_defaults_are_quick_or_full():
+    r = run_workload("fork_exit", configs=["share"], quick=True, pages=64, iterations=2)
+    assert list(r["configs"]) == ["share"]
+    assert "time vs share" in format_results(r)
+    assert WORKLOADS["small_fork"].defaults["iterations"] == 10000
+    assert WORKLOADS["small_fork"].quick["iterations"] == 1000
+    r = WORKLOADS["small_fork"](quick=True, configs="copy", iterations=3)
+    assert r["configs"]["copy"]["iterations"] == 3
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError):
+        run_workload("no_such_workload")
+    with pytest.raises(ValueError):
+        run_workload("fork_exit", configs=["copy", "lazy"], quick=True)
+    with pytest.raises(TypeError):
+        run_workload("fork_exit", quick=True, bogus=1)
+
+
+def test_warmup_is_neither_timed_nor_counted():
+    # The first copy fork with rmap turns each PageDirect frame into a chain node; the
+    # node outlives the child's exit (removal never collapses back to direct), so later
+    # forks allocate none. With warmup=1 that first fork is not counted.
+    pages = 1500
+    cold = run_workload("fork_exit", configs=["copy+rmap"], warmup=0, check=True,
+                        pages=pages, iterations=2)["configs"]["copy+rmap"]
+    warm = run_workload("fork_exit", configs=["copy+rmap"], warmup=1, check=True,
+                        pages=pages, iterations=2)["configs"]["copy+rmap"]
+    assert cold["iterations"] == warm["iterations"] == 2
+    assert cold["forks"] == warm["forks"] == 2
+    assert cold["chain_nodes_allocated"] == pages
+    assert warm["chain_nodes_allocated"] == 0
+    assert warm["pte_chain_nodes_peak"] == pages
+    with pytest.raises(ValueError):
+        run_workload("fork_exit", quick=True, warmup=-1)
+
+
+def test_interleaved_and_sequential_runs_count_the_same():
+    kw = dict(quick=True, pages=1024, children=2, write_fraction=0.02, iterations=2)
+    a = run_workload("prefork", interleave=True, **kw)
+    b = run_workload("prefork", interleave=False, **kw)
+    assert a["info"] == b["info"]
+    for c in CONFIGS:
+        for k in COUNTER_KEYS + PEAK_KEYS + ("iterations", "leaked_frames"):
+            assert a["configs"][c][k] == b["configs"][c][k], (c, k)
