@@ -135,9 +135,10 @@ cdef class Core:
 
     # ---- rmap: pte_chain pool ---------------------------------------------------------
     cdef readonly bint rmap_enabled
-    cdef object nodes_arr                # np.uint32[node_cap, 16]; node 0 is the null node
+    cdef object nodes_arr                # np.uint32[node_limit, 16]; node 0 is the null node
     cdef uint32_t* nodes
-    cdef uint32_t node_cap               # nodes in the pool
+    cdef uint32_t node_limit             # nodes reserved (virtual memory, backed when used)
+    cdef uint32_t node_cap               # nodes in the pool: doubles up to node_limit
     cdef uint32_t node_hwm               # nodes >= node_hwm never used
     cdef uint32_t node_free              # free list through next_and_idx, 0 = none
     cdef uint32_t node_nfree             # free nodes, listed and above node_hwm

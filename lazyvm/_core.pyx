@@ -90,7 +90,7 @@ _COUNTER_NAMES = (
 # itself one more.
 cdef enum:
     FAULT_NODES = 1040
-    MAX_NODES = 1 << 28          # next_and_idx keeps 28 bits of node index
+    MAX_NODES = 1 << 26          # the pool's largest virtual reservation (4 GiB)
 
 
 def host_zeros(size_t nbytes):
@@ -190,9 +190,18 @@ cdef class Core:
 
         # rmap pool: node 0 is the null node.
         self.rmap_enabled = rmap
-        self.node_cap = 1024
-        self.nodes_arr = np.zeros((self.node_cap, NODE_WORDS), dtype=np.uint32)
+        self.node_limit = <uint32_t>min(MAX_NODES, max(1 << 16, 16 * <uint64_t>nframes))
+        while True:
+            try:
+                pool = host_zeros(<size_t>self.node_limit * NODE_WORDS * 4)
+                break
+            except (OSError, MemoryError):
+                if self.node_limit <= 4096:
+                    raise
+                self.node_limit //= 2
+        self.nodes_arr = pool.view(np.uint32).reshape(self.node_limit, NODE_WORDS)
         self.nodes = <uint32_t*>array_data(self.nodes_arr)
+        self.node_cap = 1024
         self.node_hwm = 1
         self.node_free = 0
         self.node_nfree = self.node_cap - 1
@@ -293,25 +302,22 @@ cdef class Core:
             return self.grow_nodes(n)
 
     cdef int grow_nodes(self, uint32_t n) noexcept:
-        """Grow the pool until n nodes are free: an allocation point (fault injection)."""
+        """Double the pool until n nodes are free: an allocation point (fault injection).
+
+        The pool is one numpy array over a virtual reservation of node_limit nodes that
+        the host backs only where nodes are used, so growing copies nothing: a fork
+        may reserve its worst case, which in steady state it never touches."""
         cdef uint64_t cap = self.node_cap
         if self.fail_countdown >= 0:
             if self.fail_countdown == 0:
                 return ERR_NOMEM
             self.fail_countdown -= 1
-        while cap - self.node_cap + self.node_nfree < n:
-            cap *= 2
-        if cap > MAX_NODES:
+        while cap - self.node_cap + self.node_nfree < n and cap < self.node_limit:
+            cap = min(cap * 2, <uint64_t>self.node_limit)
+        if cap - self.node_cap + self.node_nfree < n:
             return ERR_NOMEM
-        try:
-            arr = np.zeros((cap, NODE_WORDS), dtype=np.uint32)
-        except MemoryError:
-            return ERR_NOMEM
-        arr[:self.node_hwm] = self.nodes_arr[:self.node_hwm]
         self.node_nfree += <uint32_t>(cap - self.node_cap)
         self.node_cap = <uint32_t>cap
-        self.nodes_arr = arr
-        self.nodes = <uint32_t*>array_data(arr)
         return OK
 
     cdef uint32_t node_alloc(self) noexcept nogil:
@@ -778,16 +784,20 @@ cdef class Core:
         self.free_frame(g)
 
     def fork_copy(self, uint32_t ppgd, const uint32_t[:, ::1] vmas):
-        """dup_mmap with 2.4's copy_page_range: returns the child's pgd frame."""
+        """dup_mmap with 2.4's copy_page_range: returns the child's pgd frame.
+
+        Everything is had before anything changes: the pgd, one table per parent table a
+        VMA reaches, and chain nodes for the worst case (1024 new nodes a table; growing
+        the pool to that costs nothing, see grow_nodes).  So OutOfMemory leaves no trace
+        of the child, and the copy itself cannot fail."""
         cdef pte_t* pp = self.mem32 + (<size_t>ppgd << 10)
         cdef const uint32_t* vp = vma_ptr(vmas)
         cdef Py_ssize_t nv = vmas.shape[0], v
-        cdef uint32_t pdx, first, last, lo, hi, g, t, ntab = 0, k
+        cdef uint32_t pdx, first, last, lo, hi, g, t, ntab = 0
         cdef uint32_t tabs[768]
         cdef pte_t* cp
         cdef bint cow, shared
         memset(tabs, 0, sizeof(tabs))
-        # 1. Allocate everything first: the pgd and one table per parent table reached.
         g = self.alloc_frame(F_PGD, 0)
         if g == 0:
             raise OutOfMemory("no free frame for the child's page directory")
@@ -805,7 +815,6 @@ cdef class Core:
         if self.rmap_enabled and self.reserve_nodes(ntab * PTRS_PER_PTE) != OK:
             self._undo_tables(tabs, g)
             raise OutOfMemory("no pte_chain node to be had for the child")
-        # 2. Copy; nothing can fail from here.
         self._init_pgd(g)
         cp = self.mem32 + (<size_t>g << 10)
         with nogil:
