@@ -169,7 +169,7 @@ cdef class Core:
     cdef uint32_t alloc_frame(self, pflags_t fl, bint zero) noexcept nogil
     cdef void free_frame(self, uint32_t f) noexcept nogil
     cdef void put_page(self, uint32_t f) noexcept nogil
-    cdef uint32_t alloc_table(self) noexcept nogil
+    cdef uint32_t alloc_table(self, bint zero=*) noexcept nogil
     cdef void free_table(self, uint32_t t) noexcept nogil
     cdef int reserve_nodes(self, uint32_t n) noexcept nogil
     cdef int grow_nodes(self, uint32_t n) noexcept

@@ -267,9 +267,10 @@ cdef class Core:
         if self.count[f] == 0:
             self.free_frame(f)
 
-    cdef uint32_t alloc_table(self) noexcept nogil:
-        """A zeroed user page table with use count 1, or 0 when out of memory."""
-        cdef uint32_t t = self.alloc_frame(F_PTABLE, 1)
+    cdef uint32_t alloc_table(self, bint zero=True) noexcept nogil:
+        """A user page table with use count 1 (zeroed unless the caller will write every
+        entry), or 0 when out of memory."""
+        cdef uint32_t t = self.alloc_frame(F_PTABLE, zero)
         if t != 0:
             self.count[t] = 1
             self.st[ST_PAGE_TABLES] += 1
@@ -491,7 +492,8 @@ cdef class Core:
 
     cdef void copy_pte_range(self, uint32_t src_t, uint32_t dst_t, uint32_t lo, uint32_t hi,
                              bint cow, bint shared) noexcept nogil:
-        """2.4 copy_pte_range over entries [lo, hi) of table src_t into table dst_t.
+        """2.4 copy_pte_range over entries [lo, hi) of table src_t into table dst_t;
+        every entry of the range is written, empty ones too.
 
         cow: a private mapping, write-protect in parent and child.  shared: clear D in
         the child.  The child's copy is old (A clear).  Reserved frames are copied
@@ -508,6 +510,7 @@ cdef class Core:
         for i in range(lo, hi):
             pte = src[i]
             if pte == 0:
+                dst[i] = 0          # the child's table may be a recycled, unzeroed frame
                 continue
             copied += 1
             if not pte_present(pte):
@@ -806,7 +809,10 @@ cdef class Core:
             last = pdx_of(vp[4 * v + 1] - 1)
             for pdx in range(first, last + 1):
                 if (pp[pdx] & _P) and tabs[pdx] == 0:
-                    t = self.alloc_table()
+                    # a table this one VMA covers whole is written entry by entry by
+                    # copy_pte_range: no need to clear it first
+                    t = self.alloc_table(not (vp[4 * v] <= (pdx << PGDIR_SHIFT) and
+                                              vp[4 * v + 1] >= ((pdx + 1) << PGDIR_SHIFT)))
                     if t == 0:
                         self._undo_tables(tabs, g)
                         raise OutOfMemory("no free frame for a page table of the child")
