@@ -166,6 +166,7 @@ cdef class Core:
     cdef int64_t st[40]                  # indexed by the ST_* enum in _core.pyx
 
     # internal methods
+    cdef bint injected_failure(self) noexcept nogil
     cdef uint32_t alloc_frame(self, pflags_t fl, bint zero) noexcept nogil
     cdef void free_frame(self, uint32_t f) noexcept nogil
     cdef void put_page(self, uint32_t f) noexcept nogil
@@ -192,6 +193,7 @@ cdef class Core:
                           uint32_t vmf, bint write) noexcept nogil
     cdef int do_wp_page(self, pte_t* tbl, uint32_t t, uint32_t i, pte_t pte) noexcept nogil
     cdef bint page_referenced(self, uint32_t f) noexcept nogil
+    cdef uint32_t add_to_swap(self, uint32_t f) noexcept nogil
     cdef int swap_out_frame(self, uint32_t f) noexcept nogil
     cdef uint8_t* mmu(self, pte_t* pgd, uint32_t addr, bint write) noexcept nogil
     cdef void _init_pgd(self, uint32_t g) noexcept

@@ -226,14 +226,22 @@ cdef class Core:
 
     # ================================================================ frame allocator
 
+    cdef bint injected_failure(self) noexcept nogil:
+        """Fault injection (Machine.fail_after): True once the allocations allowed are
+        used up.  Every allocation point (frame, pool growth, swap slot) asks first."""
+        if self.fail_countdown < 0:
+            return False
+        if self.fail_countdown == 0:
+            return True
+        self.fail_countdown -= 1
+        return False
+
     cdef uint32_t alloc_frame(self, pflags_t fl, bint zero) noexcept nogil:
         """Take a free frame with flags fl (zeroed if zero and it was used before).
         Returns 0 when memory is exhausted (or fault injection says so)."""
         cdef uint32_t f, used
-        if self.fail_countdown >= 0:
-            if self.fail_countdown == 0:
-                return 0
-            self.fail_countdown -= 1
+        if self.injected_failure():
+            return 0
         if self.free_head != 0:
             f = self.free_head
             self.free_head = self.link[f]
@@ -309,10 +317,8 @@ cdef class Core:
         the host backs only where nodes are used, so growing copies nothing: a fork
         may reserve its worst case, which in steady state it never touches."""
         cdef uint64_t cap = self.node_cap
-        if self.fail_countdown >= 0:
-            if self.fail_countdown == 0:
-                return ERR_NOMEM
-            self.fail_countdown -= 1
+        if self.injected_failure():
+            return ERR_NOMEM
         while cap - self.node_cap + self.node_nfree < n and cap < self.node_limit:
             cap = min(cap * 2, <uint64_t>self.node_limit)
         if cap - self.node_cap + self.node_nfree < n:
@@ -451,10 +457,8 @@ cdef class Core:
     cdef uint32_t swap_alloc(self) noexcept nogil:
         """A swap slot with no entries yet, or 0 when the area is full."""
         cdef uint32_t s
-        if self.fail_countdown >= 0:
-            if self.fail_countdown == 0:
-                return 0
-            self.fail_countdown -= 1
+        if self.injected_failure():
+            return 0
         if self.swap_free != 0:
             s = self.swap_free
             self.swap_free = self.swap_cache[s]
@@ -1147,24 +1151,32 @@ cdef class Core:
             self.st[ST_DIRECT] += 1
         return ref
 
+    cdef uint32_t add_to_swap(self, uint32_t f) noexcept nogil:
+        """f's swap slot: the one the swap cache has it under, else a new slot that f is
+        written to and cached under (add_to_swap).  0 when the swap area is full."""
+        cdef uint32_t s
+        if self.flags[f] & F_SWAPCACHE:
+            return self.index[f]
+        s = self.swap_alloc()
+        if s == 0:
+            return 0
+        memcpy(self.swap_data + (<size_t>s << PAGE_SHIFT),
+               self.mem8 + (<size_t>f << PAGE_SHIFT), PAGE_SIZE)
+        self.swap_cache[s] = f
+        self.index[f] = s
+        self.flags[f] |= F_SWAPCACHE
+        self.count[f] += 1                       # the swap cache's reference
+        self.st[ST_SWAP_OUTS] += 1
+        return s
+
     cdef int swap_out_frame(self, uint32_t f) noexcept nogil:
         """Swap f out through its chain: write it to a slot (unless the swap cache has it
         already), turn every slot that maps it into a swap entry (try_to_unmap), free it."""
         cdef uint32_t s, n, k, idx, slot
         cdef pte_t* p
-        if self.flags[f] & F_SWAPCACHE:
-            s = self.index[f]
-        else:
-            s = self.swap_alloc()
-            if s == 0:
-                return ERR_NOMEM
-            memcpy(self.swap_data + (<size_t>s << PAGE_SHIFT),
-                   self.mem8 + (<size_t>f << PAGE_SHIFT), PAGE_SIZE)
-            self.swap_cache[s] = f
-            self.index[f] = s
-            self.flags[f] |= F_SWAPCACHE
-            self.count[f] += 1
-            self.st[ST_SWAP_OUTS] += 1
+        s = self.add_to_swap(f)
+        if s == 0:
+            return ERR_NOMEM
         if self.flags[f] & F_DIRECT:
             self._unmap_slot(f, self.link[f], s)
         else:
@@ -1269,20 +1281,10 @@ cdef class Core:
                         if pte & _A:
                             tbl[i] = pte & ~_A
                             continue
-                        if self.flags[f] & F_SWAPCACHE:
-                            s = self.index[f]
-                        else:
-                            s = self.swap_alloc()
-                            if s == 0:
-                                rc = ERR_NOMEM
-                                break
-                            memcpy(self.swap_data + (<size_t>s << PAGE_SHIFT),
-                                   self.mem8 + (<size_t>f << PAGE_SHIFT), PAGE_SIZE)
-                            self.swap_cache[s] = f
-                            self.index[f] = s
-                            self.flags[f] |= F_SWAPCACHE
-                            self.count[f] += 1
-                            self.st[ST_SWAP_OUTS] += 1
+                        s = self.add_to_swap(f)
+                        if s == 0:
+                            rc = ERR_NOMEM
+                            break
                         if pte & _D:
                             self.flags[f] |= F_DIRTY
                         tbl[i] = swp_entry(s)
