@@ -8,13 +8,13 @@ The "fork 0 pages" group is the Python process alone: what every host fork also 
 (its RSS is in extra_info), to subtract when reading per-page costs.
 """
 
-import mmap
 import os
 
-import numpy as np
 import pytest
 
-from benchlib import BIG, FULL, PAGE, per_item, rounds
+from lazyvm.linux import LinuxMapping
+
+from benchlib import BIG, FULL, per_item, rounds
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 
@@ -32,19 +32,8 @@ def _rss_kib():
 
 @pytest.fixture(scope="module", params=[0, 1024, BIG, FULL], ids=lambda n: "%dpages" % n)
 def mapping(request):
-    pages = request.param
-    if pages == 0:
-        yield 0
-        return
-    mm = mmap.mmap(-1, pages * PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS,
-                   prot=mmap.PROT_READ | mmap.PROT_WRITE)
-    if hasattr(mmap, "MADV_NOHUGEPAGE"):
-        mm.madvise(mmap.MADV_NOHUGEPAGE)
-    view = np.frombuffer(mm, dtype=np.uint8)
-    view[::PAGE] = 1                 # touch every page
-    del view
-    yield pages
-    mm.close()
+    with LinuxMapping(request.param):    # the same mapping `lazyvm compare` forks
+        yield request.param
 
 
 def _fork():
