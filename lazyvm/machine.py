@@ -117,7 +117,11 @@ class Machine:
         return self._core.physical
 
     def spawn(self):
-        """A new process with an empty user space."""
+        """A new process with an empty user space.
+
+        >>> m = Machine(memory=8 << 20); p = m.spawn(); p.vmas, p.alive
+        ([], True)
+        """
         pgd = self._core.new_pgd()
         return self._add(pgd, [])
 
@@ -129,7 +133,12 @@ class Machine:
 
     # -- inspection ------------------------------------------------------------------
     def stats(self):
-        """A dict of int counters (docs/API.md lists them)."""
+        """A dict of int counters (docs/API.md lists them).
+
+        >>> m = Machine(memory=8 << 20); p = m.spawn(); a = p.mmap(8192)
+        >>> p.write(a, b"x"); s = m.stats(); s["demand_zero"], s["page_tables"]
+        (1, 1)
+        """
         return self._core.stats()
 
     def reset_peaks(self):
@@ -141,7 +150,14 @@ class Machine:
         return self._core.frame_count(self._pfn(pfn))
 
     def rmap(self, pfn):
-        """[(table_pfn, index), ...]: the PTE slots that map frame pfn (rmap only)."""
+        """[(table_pfn, index), ...]: the PTE slots that map frame pfn (rmap only).
+
+        >>> m = Machine(memory=8 << 20, fork_mode="copy"); p = m.spawn()
+        >>> a = p.mmap(4096); p.write(a, b"x"); c = p.fork()
+        >>> pfn = p.translate(a) >> 12
+        >>> sorted(m.rmap(pfn)) == sorted([(p.pde(a) >> 12, 0), (c.pde(a) >> 12, 0)])
+        True
+        """
         return self._core.rmap_slots(self._pfn(pfn))
 
     def _pfn(self, pfn):
@@ -151,7 +167,16 @@ class Machine:
         return pfn
 
     def check(self):
-        """Verify every invariant of DESIGN.md section 3; raise InvariantError if broken."""
+        """Verify every invariant of DESIGN.md section 3; raise InvariantError if broken.
+
+        >>> m = Machine(memory=8 << 20); p = m.spawn(); a = p.mmap(4096)
+        >>> p.write(a, b"x"); m.check()
+        >>> m.physical.view("uint32")[(p.pde(a) >> 12) * 1024] = 0   # lose a PTE
+        >>> m.check()
+        Traceback (most recent call last):
+        ...
+        lazyvm.errors.InvariantError: invariant 1: frame ... count 1 != 0 (slots 0 + caches)
+        """
         from .errors import InvariantError
         users = Counter()
         objects = {}
@@ -179,7 +204,15 @@ class Machine:
         method "rmap" (the default with rmap): a second-chance clock over frames, testing
         and unmapping through each frame's pte_chain (2.6.0).  method "scan" (the default
         without rmap): Linux 2.4's swap_out, walking each process's page tables.  A full
-        swap area raises OutOfMemory before anything changes."""
+        swap area raises OutOfMemory before anything changes.
+
+        >>> m = Machine(memory=8 << 20, swap=1 << 20); p = m.spawn(); a = p.mmap(8192)
+        >>> p.write(a, b"ab" * 4096)          # both PTEs young (A set)
+        >>> m.reclaim(2)                      # first lap clears A, the second takes them
+        2
+        >>> p.translate(a) is None, p.read(a, 2), m.stats()["swap_ins"]
+        (True, b'ab', 1)
+        """
         n = _int(n, "n")
         if n < 0:
             raise ValueError(f"n must not be negative, not {n}")
@@ -202,7 +235,15 @@ class Machine:
     def fail_after(self, n):
         """Fault injection for tests: the next n allocations (frames, pte_chain pool
         growth, swap slots) succeed and every one after them fails, as if memory were
-        exhausted, until fail_after(None)."""
+        exhausted, until fail_after(None).
+
+        >>> m = Machine(memory=8 << 20); p = m.spawn(); a = p.mmap(4096)
+        >>> m.fail_after(0); p.write(a, b"x")
+        Traceback (most recent call last):
+        ...
+        lazyvm.errors.OutOfMemory: no free frame (or pte_chain node) for a page fault
+        >>> m.fail_after(None); p.write(a, b"x"); m.check()
+        """
         if n is not None:
             n = _int(n, "n")
             if n < 0:
@@ -283,14 +324,24 @@ class Process:
 
     @property
     def vmas(self):
-        """[(start, end, prot, shared), ...], sorted."""
+        """[(start, end, prot, shared), ...], sorted.
+
+        >>> p = Machine(memory=8 << 20).spawn(); a = p.mmap(3 * 4096)
+        >>> p.mprotect(a + 4096, 4096, "r"); [(hex(s), hex(e), pr) for s, e, pr, _ in p.vmas]
+        [('0x40000000', '0x40001000', 'rw'), ('0x40001000', '0x40002000', 'r'), ('0x40002000', '0x40003000', 'rw')]
+        """
         return [(v.start, v.end, v.prot, v.shared) for v in self._vmas]
 
     # -- mappings ---------------------------------------------------------------------
     def mmap(self, length, prot="rw", shared=False, addr=None):
         """Map length bytes of anonymous memory, private or shared; return the address.
         Without addr: first fit at or above 0x40000000, then below.  With addr: exactly
-        there, replacing what was mapped (MAP_FIXED)."""
+        there, replacing what was mapped (MAP_FIXED).
+
+        >>> p = Machine(memory=8 << 20).spawn()
+        >>> hex(p.mmap(8192)), hex(p.mmap(4096, prot="r", shared=True, addr=0x1000))
+        ('0x40000000', '0x1000')
+        """
         core = self._live()
         prot = parse_prot(prot)
         if not isinstance(shared, bool):
@@ -325,7 +376,12 @@ class Process:
 
     def munmap(self, addr, length):
         """Unmap [addr, addr+length): frames lose their references, page tables whose
-        4 MiB span no VMA reaches any more are freed (one use dropped, if shared)."""
+        4 MiB span no VMA reaches any more are freed (one use dropped, if shared).
+
+        >>> m = Machine(memory=8 << 20); p = m.spawn(); a = p.mmap(8192)
+        >>> p.write(a, b"x"); p.munmap(a, 8192); p.vmas, m.stats()["page_tables"]
+        ([], 0)
+        """
         core = self._live()
         addr, length = _range(addr, length, "munmap")
         end = addr + length
@@ -337,7 +393,13 @@ class Process:
         self._set_vmas(kept)
 
     def mprotect(self, addr, length, prot):
-        """Change the protection of [addr, addr+length), which must be fully mapped."""
+        """Change the protection of [addr, addr+length), which must be fully mapped.
+        A private mapping never gets RW back from mprotect: the next write faults.
+
+        >>> p = Machine(memory=8 << 20).spawn(); a = p.mmap(4096); p.write(a, b"x")
+        >>> p.mprotect(a, 4096, "r"); hex(p.pte(a) & 0xfff)
+        '0x65'
+        """
         core = self._live()
         addr, length = _range(addr, length, "mprotect")
         prot = parse_prot(prot)
@@ -355,7 +417,12 @@ class Process:
 
     # -- access ----------------------------------------------------------------------
     def read(self, addr, length):
-        """Read length bytes at addr (any alignment, may cross pages and VMAs)."""
+        """Read length bytes at addr (any alignment, may cross pages and VMAs).
+
+        >>> p = Machine(memory=8 << 20).spawn(); a = p.mmap(8192)
+        >>> p.write(a + 4094, b"abcd"); p.read(a + 4093, 6)
+        b'\\x00abcd\\x00'
+        """
         core = self._live()
         addr, length = _span(addr, length)
         parts = self._access(addr, length, False)
@@ -366,7 +433,14 @@ class Process:
 
     def write(self, addr, data):
         """Write bytes at addr.  Every page is faulted in for write before the first byte
-        is copied, so a write that runs out of memory changes no byte."""
+        is copied, so a write that runs out of memory changes no byte.
+
+        >>> p = Machine(memory=8 << 20).spawn(); a = p.mmap(4096, prot="r")
+        >>> p.write(a, b"x")
+        Traceback (most recent call last):
+        ...
+        lazyvm.errors.SegmentationFault: process 1: write at 0x40000000 against protection 'r'
+        """
         core = self._live()
         src = np.frombuffer(bytes(data), dtype=np.uint8)
         addr, length = _span(addr, len(src))
@@ -377,7 +451,12 @@ class Process:
             core.write_from(self.pgd, self._varr, i, lo, src, lo - addr, hi - lo)
 
     def touch(self, addr, length, write=False):
-        """Access every page of [addr, addr+length) (bulk faulting in the core)."""
+        """Access every page of [addr, addr+length) (bulk faulting in the core).
+
+        >>> m = Machine(memory=8 << 20); p = m.spawn(); a = p.mmap(1 << 20)
+        >>> p.touch(a, 1 << 20); m.stats()["zero_page_maps"]    # reads map the ZERO_PAGE
+        256
+        """
         core = self._live()
         addr, length = _range(addr, length, "touch")
         parts = self._access(addr, length, bool(write))
@@ -385,7 +464,13 @@ class Process:
             core.fault_range(self.pgd, self._varr, i, lo, hi, bool(write))
 
     def touch_pages(self, addrs, write=False):
-        """Access the page of each address in addrs (a sequence or numpy array), in order."""
+        """Access the page of each address in addrs (a sequence or numpy array), in order.
+
+        >>> import numpy as np
+        >>> m = Machine(memory=8 << 20); p = m.spawn(); a = p.mmap(1 << 20)
+        >>> p.touch_pages(a + 4096 * np.arange(0, 256, 2), write=True); m.stats()["demand_zero"]
+        128
+        """
         core = self._live()
         a = np.asarray(addrs)
         if a.ndim != 1 or (a.size and not np.issubdtype(a.dtype, np.integer)):
@@ -414,7 +499,12 @@ class Process:
     # -- fork, exec, exit ------------------------------------------------------------
     def fork(self, mode=None):
         """A child with a copy of this address space: mode "copy" (2.4 copy_page_range)
-        or "share" (share the page tables, the seed); None means Machine.fork_mode."""
+        or "share" (share the page tables, the seed); None means Machine.fork_mode.
+
+        >>> m = Machine(memory=8 << 20); p = m.spawn(); a = p.mmap(4096); p.write(a, b"1")
+        >>> c = p.fork(); c.write(a, b"2"); p.read(a, 1), c.read(a, 1), m.stats()["unshares"]
+        (b'1', b'2', 1)
+        """
         core = self._live()
         if mode is None:
             mode = self.machine.fork_mode
@@ -427,13 +517,23 @@ class Process:
         return self.machine._add(pgd, self._vmas, self._varr)
 
     def exec(self):
-        """Drop the whole user space, keep the process (and its page directory)."""
+        """Drop the whole user space, keep the process (and its page directory).
+
+        >>> m = Machine(memory=8 << 20); p = m.spawn(); p.write(p.mmap(4096), b"x")
+        >>> p.exec(); p.vmas, p.alive, m.stats()["frames_used"] - m.boot_frames
+        ([], True, 1)
+        """
         core = self._live()
         core.exit_mm(self.pgd, self._varr, False)
         self._set_vmas([], _NO_VMAS)
 
     def exit(self):
-        """Drop the user space and the page directory; the process is gone."""
+        """Drop the user space and the page directory; the process is gone.
+
+        >>> m = Machine(memory=8 << 20); p = m.spawn(); p.write(p.mmap(4096), b"x")
+        >>> p.exit(); m.processes, m.stats()["frames_used"] == m.boot_frames
+        ([], True)
+        """
         core = self._live()
         core.exit_mm(self.pgd, self._varr, True)
         self._set_vmas([], _NO_VMAS)
@@ -448,14 +548,24 @@ class Process:
         return addr
 
     def pde(self, addr):
-        """The raw page-directory entry for addr."""
+        """The raw page-directory entry for addr.
+
+        >>> p = Machine(memory=8 << 20).spawn(); a = p.mmap(4096); p.write(a, b"x")
+        >>> hex(p.pde(a) & 0xfff), hex(p.pde(0xC0000000) & 0xfff)   # user, kernel
+        ('0x67', '0x63')
+        """
         self._live()
         addr = self._entry_addr(addr)
         mem = self.machine._core.physical.view(np.uint32)
         return int(mem[(self.pgd << 10) + (addr >> PGDIR_SHIFT)])
 
     def pte(self, addr):
-        """The raw page-table entry for addr (0 if its PDE is not present)."""
+        """The raw page-table entry for addr (0 if its PDE is not present).
+
+        >>> p = Machine(memory=8 << 20).spawn(); a = p.mmap(8192); p.write(a, b"x")
+        >>> p.touch(a + 4096, 4096); hex(p.pte(a) & 0xfff), hex(p.pte(a + 4096))
+        ('0x67', '0x25')
+        """
         pde = self.pde(addr)
         if not pde & P:
             return 0
@@ -463,7 +573,13 @@ class Process:
         return int(mem[((pde >> PAGE_SHIFT) << 10) + ((addr >> PAGE_SHIFT) & 1023)])
 
     def translate(self, addr):
-        """The physical address addr maps to, or None if it is not present."""
+        """The physical address addr maps to, or None if it is not present.
+
+        >>> p = Machine(memory=8 << 20).spawn(); a = p.mmap(4096)
+        >>> p.translate(a + 5) is None; p.write(a, b"x"); p.translate(a + 5) & 0xfff
+        True
+        5
+        """
         pte = self.pte(addr)
         if not pte & P:
             return None
