@@ -174,6 +174,8 @@ cdef class Core:
     cdef void free_table(self, uint32_t t) noexcept nogil
     cdef int reserve_nodes(self, uint32_t n) noexcept nogil
     cdef int grow_nodes(self, uint32_t n) noexcept
+    cdef uint32_t mapped_entries(self, uint32_t t, uint32_t lo, uint32_t hi) noexcept nogil
+    cdef int reserve_table_nodes(self, uint32_t t, uint32_t extra) noexcept nogil
     cdef uint32_t node_alloc(self) noexcept nogil
     cdef void node_release(self, uint32_t n) noexcept nogil
     cdef void rmap_add(self, uint32_t f, uint32_t slot) noexcept nogil
@@ -197,6 +199,7 @@ cdef class Core:
     cdef int swap_out_frame(self, uint32_t f) noexcept nogil
     cdef uint8_t* mmu(self, pte_t* pgd, uint32_t addr, bint write) noexcept nogil
     cdef void _init_pgd(self, uint32_t g) noexcept
+    cdef uint32_t _fork_node_bound(self, pte_t* pp, const uint32_t* vp, Py_ssize_t nv) noexcept
     cdef void _undo_tables(self, uint32_t* tabs, uint32_t g) noexcept
     cdef _copy(self, uint32_t pgd, const uint32_t[:, ::1] vmas, Py_ssize_t vi,
                uint32_t addr, uint8_t* buf, Py_ssize_t n, bint write)

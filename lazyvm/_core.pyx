@@ -89,7 +89,6 @@ _COUNTER_NAMES = (
 # Chain nodes kept free before a fault: a privatize adds at most 1024 slots, the fault
 # itself one more.
 cdef enum:
-    FAULT_NODES = 1040
     MAX_NODES = 1 << 26          # the pool's largest virtual reservation (4 GiB)
 
 
@@ -317,15 +316,32 @@ cdef class Core:
         the host backs only where nodes are used, so growing copies nothing: a fork
         may reserve its worst case, which in steady state it never touches."""
         cdef uint64_t cap = self.node_cap
+        if <uint64_t>self.node_limit - self.node_cap + self.node_nfree < n:
+            return ERR_NOMEM                     # more than the reservation holds
         if self.injected_failure():
             return ERR_NOMEM
-        while cap - self.node_cap + self.node_nfree < n and cap < self.node_limit:
+        while cap - self.node_cap + self.node_nfree < n:
             cap = min(cap * 2, <uint64_t>self.node_limit)
-        if cap - self.node_cap + self.node_nfree < n:
-            return ERR_NOMEM
         self.node_nfree += <uint32_t>(cap - self.node_cap)
         self.node_cap = <uint32_t>cap
         return OK
+
+    cdef uint32_t mapped_entries(self, uint32_t t, uint32_t lo, uint32_t hi) noexcept nogil:
+        """Entries of table t in [lo, hi) that map a frame other than the ZERO_PAGE: the
+        most chain nodes copying them can take (each page_add_rmap makes at most one)."""
+        cdef pte_t* tbl = self.mem32 + (<size_t>t << 10)
+        cdef uint32_t i, n = 0
+        for i in range(lo, hi):
+            if pte_present(tbl[i]) and (tbl[i] >> PAGE_SHIFT) != self.zero_pfn:
+                n += 1
+        return n
+
+    cdef int reserve_table_nodes(self, uint32_t t, uint32_t extra) noexcept nogil:
+        """Reserve the nodes privatizing table t may take, plus extra: a whole table's
+        worth when that is free already, else exactly its mapped entries."""
+        if self.node_nfree >= PTRS_PER_PTE + extra:
+            return OK
+        return self.reserve_nodes(self.mapped_entries(t, 0, PTRS_PER_PTE) + extra)
 
     cdef uint32_t node_alloc(self) noexcept nogil:
         cdef uint32_t n
@@ -585,6 +601,7 @@ cdef class Core:
                 pte = src[i]
                 if pte == 0:
                     continue
+                copied += 1
                 if not pte_present(pte):
                     self.swap_count[swp_offset(pte)] += 1
                     dst[i] = pte
@@ -598,7 +615,6 @@ cdef class Core:
                     if rm:
                         self.rmap_add(f, slotbase | i)
                 dst[i] = pte
-                copied += 1
         self.count[t] -= 1
         pgd[pdx] = (nt << PAGE_SHIFT) | PDE_USER
         self.st[ST_UNSHARES] += 1
@@ -638,7 +654,7 @@ cdef class Core:
         cdef pte_t* tbl
         cdef int rc
         self.st[ST_FAULTS] += 1
-        if self.rmap_enabled and self.reserve_nodes(FAULT_NODES) != OK:
+        if self.rmap_enabled and self.reserve_nodes(1) != OK:   # the PTE this fault maps
             return ERR_NOMEM
         while True:
             pde = pgd[pdx]
@@ -661,6 +677,8 @@ cdef class Core:
             # From here the fault changes the table, or needs a writable PDE.
             if not (pde & _RW):
                 if self.count[t] > 1:
+                    if self.rmap_enabled and self.reserve_table_nodes(t, 1) != OK:
+                        return ERR_NOMEM
                     nt = self.alloc_table()
                     if nt == 0:
                         return ERR_NOMEM
@@ -822,7 +840,8 @@ cdef class Core:
                         raise OutOfMemory("no free frame for a page table of the child")
                     tabs[pdx] = t
                     ntab += 1
-        if self.rmap_enabled and self.reserve_nodes(ntab * PTRS_PER_PTE) != OK:
+        if self.rmap_enabled and self.reserve_nodes(ntab * PTRS_PER_PTE) != OK \
+                and self.reserve_nodes(self._fork_node_bound(pp, vp, nv)) != OK:
             self._undo_tables(tabs, g)
             raise OutOfMemory("no pte_chain node to be had for the child")
         self._init_pgd(g)
@@ -844,6 +863,19 @@ cdef class Core:
         self.st[ST_FORKS] += 1
         self.st[ST_FORKS_COPY] += 1
         return g
+
+    cdef uint32_t _fork_node_bound(self, pte_t* pp, const uint32_t* vp, Py_ssize_t nv) noexcept:
+        """The most chain nodes a copy fork can take: the parent's entries in its VMAs
+        that map a frame (the ZERO_PAGE aside)."""
+        cdef Py_ssize_t v
+        cdef uint32_t pdx, lo, hi
+        cdef uint64_t n = 0
+        for v in range(nv):
+            for pdx in range(pdx_of(vp[4 * v]), pdx_of(vp[4 * v + 1] - 1) + 1):
+                if pp[pdx] & _P:
+                    span_clip(vp[4 * v], vp[4 * v + 1], pdx, &lo, &hi)
+                    n += self.mapped_entries(pp[pdx] >> PAGE_SHIFT, lo, hi)
+        return <uint32_t>min(n, <uint64_t>0xFFFFFFFF)
 
     cdef void _undo_tables(self, uint32_t* tabs, uint32_t g) noexcept:
         cdef uint32_t pdx
@@ -965,18 +997,20 @@ cdef class Core:
         cdef Py_ssize_t nov = old_vmas.shape[0], nnv = new_vmas.shape[0]
         cdef uint32_t first = pdx_of(start), last = pdx_of(end - 1), pdx, t, lo, hi
         cdef uint32_t spare[768]
+        cdef uint32_t need = 0
         cdef int nspare = 0, k
         for pdx in range(first, last + 1):
             if (gp[pdx] & _P) and self.count[gp[pdx] >> PAGE_SHIFT] > 1 \
                     and span_covered(np_, nnv, pdx):
+                need += self.mapped_entries(gp[pdx] >> PAGE_SHIFT, 0, PTRS_PER_PTE)
                 t = self.alloc_table()
-                if t == 0 or (self.rmap_enabled and
-                              self.reserve_nodes((nspare + 1) * PTRS_PER_PTE) != OK):
+                if t == 0 or (self.rmap_enabled and self.reserve_nodes(need) != OK):
                     if t != 0:
                         self.free_table(t)
                     for k in range(nspare):
                         self.free_table(spare[k])
-                    raise OutOfMemory("no free frame to privatize a shared page table")
+                    raise OutOfMemory("no free frame or pte_chain node to privatize a "
+                                      "shared page table")
                 spare[nspare] = t
                 nspare += 1
         with nogil:
@@ -1040,7 +1074,7 @@ cdef class Core:
         cdef pte_t* gp = self.mem32 + (<size_t>pgd << 10)
         cdef const uint32_t* vp = vma_ptr(vmas)
         cdef Py_ssize_t nv = vmas.shape[0], k, npc = pieces.shape[0]
-        cdef uint32_t pdx, t, lo, hi, i, nneed = 0, j
+        cdef uint32_t pdx, t, lo, hi, i, nneed = 0, j, nodes = 0
         cdef uint32_t need[768]
         cdef pte_t* tbl
         cdef pte_t pte, prot
@@ -1059,15 +1093,16 @@ cdef class Core:
                         break
                 else:
                     continue
+                nodes += self.mapped_entries(t, 0, PTRS_PER_PTE)
                 t = self.alloc_table()
-                if t == 0 or (self.rmap_enabled and
-                              self.reserve_nodes((nneed + 1) * PTRS_PER_PTE) != OK):
+                if t == 0 or (self.rmap_enabled and self.reserve_nodes(nodes) != OK):
                     if t != 0:
                         self.free_table(t)
                     for j in range(USER_PTRS_PER_PGD):
                         if need[j]:
                             self.free_table(need[j])
-                    raise OutOfMemory("no free frame to privatize a shared page table")
+                    raise OutOfMemory("no free frame or pte_chain node to privatize a "
+                                      "shared page table")
                 need[pdx] = t
                 nneed += 1
         with nogil:
@@ -1456,6 +1491,26 @@ cdef class Core:
                     fail(1, f"frame {f} thinks it is in the swap cache of slot {self.index[f]}")
             else:
                 fail(6, f"frame {f} is neither free nor in use (flags {fl:#x})")
+        for i in range(PTRS_PER_PTE):
+            if self.mem32[(<size_t>self.zero_pfn << 10) + i] != 0:
+                fail(6, "the ZERO_PAGE is not all zeros")
+        ntab = 0
+        for f in range(hwm):
+            if self.flags[f] & F_PTABLE:
+                ntab += 1
+        if ntab != self.st[ST_PAGE_TABLES] or len(pgds) != self.st[ST_PGDS]:
+            fail(3, f"counters: {self.st[ST_PAGE_TABLES]} page tables, {self.st[ST_PGDS]} "
+                    f"pgds; the frames say {ntab} and {len(pgds)}")
+        steps = 0
+        s = self.swap_free
+        while s != 0:
+            if s >= self.swap_hwm or self.swap_count[s] != -1 or steps > self.nswap:
+                fail(7, f"free swap list reaches slot {s}, which is in use")
+            steps += 1
+            s = self.swap_cache[s]
+        if self.nswap and steps + (self.nswap - self.swap_hwm) != self.swap_nfree:
+            fail(7, f"{steps} listed + {self.nswap - self.swap_hwm} never used free swap "
+                    f"slots, swap_nfree says {self.swap_nfree}")
         steps = 0
         f = self.free_head
         while f != 0:
@@ -1473,6 +1528,7 @@ cdef class Core:
             return
         cdef uint8_t[::1] mark = np.zeros(max(ntab, 1) * PTRS_PER_PTE, dtype=np.uint8)
         cdef uint8_t[::1] node_seen = np.zeros(self.node_cap, dtype=np.uint8)
+        cdef int64_t all_slots = 0, direct = 0
         seen_nodes = 0
         for f in range(hwm):
             fl = self.flags[f]
@@ -1482,6 +1538,7 @@ cdef class Core:
             if fl & F_DIRECT:
                 self._check_slot(f, self.link[f], tord, mark)
                 chain_len = 1
+                direct += 1
             else:
                 n = self.link[f]
                 while n != 0:
@@ -1499,6 +1556,11 @@ cdef class Core:
                     n = self.nodes[<size_t>n * NODE_WORDS] >> 4
             if chain_len != nslots[f]:
                 fail(2, f"frame {f}: chain holds {chain_len} slots, {nslots[f]} PTEs map it")
+            if not (fl & F_DIRECT):
+                all_slots += chain_len
+        if all_slots != self.st[ST_SLOTS] or direct != self.st[ST_DIRECT]:
+            fail(2, f"counters: {self.st[ST_SLOTS]} chain slots, {self.st[ST_DIRECT]} direct; "
+                    f"the chains hold {all_slots} and {direct}")
         if seen_nodes != self.st[ST_NODES]:
             fail(2, f"{seen_nodes} nodes reachable from chains, {self.st[ST_NODES]} in use")
         n = self.node_free

@@ -39,11 +39,12 @@ def ptx(addr):
 
 
 def parse_prot(prot):
-    """Normalise a protection string to "", "r" or "rw" (x means r on i386).
+    """Normalise a protection string to "", "r" or "rw" (x means r on i386, so "wx"
+    is "rw").
     Raises ValueError for anything else."""
     if not isinstance(prot, str) or len(set(prot)) != len(prot) or not set(prot) <= set("rwx"):
         raise ValueError(f"unknown protection {prot!r}: use '', 'r' or 'rw' (x means r)")
-    if "w" in prot and "r" not in prot:
+    if "w" in prot and not set(prot) & set("rx"):
         raise ValueError(f"unknown protection {prot!r}: write-only does not exist on i386")
     if "w" in prot:
         return "rw"

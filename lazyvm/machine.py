@@ -6,6 +6,8 @@ happens before the core is called, so a ValueError or SegmentationFault changes 
 the core itself allocates before it changes anything, so OutOfMemory leaves the machine
 consistent (Machine.check() passes after every error).
 """
+import functools
+import threading
 from collections import Counter
 from numbers import Integral
 
@@ -19,6 +21,19 @@ from .layout import (MAX_MEMORY, MAX_SWAP_SLOTS, MMAP_BASE, P, PAGE_SHIFT, PAGE_
 from .vma import ShmObject, Vma
 
 FORK_MODES = ("copy", "share")
+BIG = 1 << 62                  # "as many as there are": larger counts are clamped to this
+
+
+def _serialized(method):
+    """Run a method of Machine or Process under its machine's lock.  The core drops the
+    GIL in its bulk loops, so threads may drive different machines in parallel; one
+    machine's structures are changed by one thread at a time."""
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):
+        with (self if isinstance(self, Machine) else self.machine)._lock:
+            return method(self, *args, **kwargs)
+    return locked
+
 _NO_VMAS = vmalib.vma_array([])
 RECLAIM_METHODS = ("rmap", "scan")
 
@@ -95,6 +110,8 @@ class Machine:
         self._next_pid = 1
         self._scan_cursor = 0
         self._shm_live = 0           # shared objects ever made and not yet released
+        self._shm_holes = []         # [(base, npages)]: index ranges of released objects
+        self._lock = threading.RLock()
 
     def __repr__(self):
         return (f"Machine(memory={self.memory}, fork_mode={self.fork_mode!r}, "
@@ -116,6 +133,7 @@ class Machine:
         """Physical memory: a numpy uint8 array of frames * 4096 bytes (read only)."""
         return self._core.physical
 
+    @_serialized
     def spawn(self):
         """A new process with an empty user space.
 
@@ -132,6 +150,7 @@ class Machine:
         return p
 
     # -- inspection ------------------------------------------------------------------
+    @_serialized
     def stats(self):
         """A dict of int counters (docs/API.md lists them).
 
@@ -141,14 +160,17 @@ class Machine:
         """
         return self._core.stats()
 
+    @_serialized
     def reset_peaks(self):
         """Set frames_peak, page_tables_peak and pte_chain_nodes_peak to current values."""
         self._core.reset_peaks()
 
+    @_serialized
     def frame_count(self, pfn):
         """The reference count of a data frame, or the use count of a page table."""
         return self._core.frame_count(self._pfn(pfn))
 
+    @_serialized
     def rmap(self, pfn):
         """[(table_pfn, index), ...]: the PTE slots that map frame pfn (rmap only).
 
@@ -166,6 +188,7 @@ class Machine:
             raise ValueError(f"frame {pfn} is outside physical memory")
         return pfn
 
+    @_serialized
     def check(self):
         """Verify every invariant of DESIGN.md section 3; raise InvariantError if broken.
 
@@ -198,6 +221,7 @@ class Machine:
                          [(o.base, o.npages) for o in objects.values()])
 
     # -- memory pressure ---------------------------------------------------------------
+    @_serialized
     def reclaim(self, n, method=None):
         """Swap out up to n private anonymous frames; return how many were freed.
 
@@ -216,6 +240,7 @@ class Machine:
         n = _int(n, "n")
         if n < 0:
             raise ValueError(f"n must not be negative, not {n}")
+        n = min(n, self.memory // PAGE_SIZE)     # never more than there are frames
         if not self.swap:
             raise ValueError("reclaim needs a swap area: Machine(swap=bytes)")
         if method is None:
@@ -232,6 +257,7 @@ class Machine:
         freed, self._scan_cursor = self._core.reclaim_scan(n, mms, self._scan_cursor)
         return freed
 
+    @_serialized
     def fail_after(self, n):
         """Fault injection for tests: the next n allocations (frames, pte_chain pool
         growth, swap slots) succeed and every one after them fails, as if memory were
@@ -245,15 +271,36 @@ class Machine:
         >>> m.fail_after(None); p.write(a, b"x"); m.check()
         """
         if n is not None:
-            n = _int(n, "n")
+            n = min(_int(n, "n"), BIG)
             if n < 0:
                 raise ValueError("n must not be negative")
         self._core.set_fail_after(n)
 
     # -- shared-memory objects -------------------------------------------------------
     def _new_shm(self, npages):
+        """A shared-memory object of npages, its index range first fit in the ranges
+        released objects left, else new."""
         self._shm_live += 1
+        for k, (base, n) in enumerate(self._shm_holes):
+            if n >= npages:
+                if n == npages:
+                    del self._shm_holes[k]
+                else:
+                    self._shm_holes[k] = (base + npages, n - npages)
+                return ShmObject(base, npages)
         return ShmObject(self._core.shm_alloc(npages), npages)
+
+    def _free_shm_range(self, base, npages):
+        """Give an object's (zeroed) index range back, merging it with its neighbours."""
+        holes = sorted(self._shm_holes + [(base, npages)])
+        merged = [holes[0]]
+        for b, n in holes[1:]:
+            pb, pn = merged[-1]
+            if pb + pn == b:
+                merged[-1] = (pb, pn + n)
+            else:
+                merged.append((b, n))
+        self._shm_holes = merged
 
     def _retarget(self, old, new):
         """Account shared-object users for a VMA list going from old to new; release an
@@ -275,6 +322,7 @@ class Machine:
             obj.users += d
             if obj.users == 0:
                 self._core.shm_release(obj.base, obj.npages)
+                self._free_shm_range(obj.base, obj.npages)
                 self._shm_live -= 1
 
 
@@ -333,6 +381,7 @@ class Process:
         return [(v.start, v.end, v.prot, v.shared) for v in self._vmas]
 
     # -- mappings ---------------------------------------------------------------------
+    @_serialized
     def mmap(self, length, prot="rw", shared=False, addr=None):
         """Map length bytes of anonymous memory, private or shared; return the address.
         Without addr: first fit at or above 0x40000000, then below.  With addr: exactly
@@ -374,6 +423,7 @@ class Process:
                 return pos
         raise OutOfMemory(f"no room for {length:#x} bytes in the user address space")
 
+    @_serialized
     def munmap(self, addr, length):
         """Unmap [addr, addr+length): frames lose their references, page tables whose
         4 MiB span no VMA reaches any more are freed (one use dropped, if shared).
@@ -392,6 +442,7 @@ class Process:
         core.zap(self.pgd, self._varr, new_arr, addr, end)
         self._set_vmas(kept)
 
+    @_serialized
     def mprotect(self, addr, length, prot):
         """Change the protection of [addr, addr+length), which must be fully mapped.
         A private mapping never gets RW back from mprotect: the next write faults.
@@ -416,6 +467,7 @@ class Process:
         self._set_vmas(kept + removed)
 
     # -- access ----------------------------------------------------------------------
+    @_serialized
     def read(self, addr, length):
         """Read length bytes at addr (any alignment, may cross pages and VMAs).
 
@@ -431,6 +483,7 @@ class Process:
             core.read_into(self.pgd, self._varr, i, lo, out, lo - addr, hi - lo)
         return out.tobytes()
 
+    @_serialized
     def write(self, addr, data):
         """Write bytes at addr.  Every page is faulted in for write before the first byte
         is copied, so a write that runs out of memory changes no byte.
@@ -442,7 +495,13 @@ class Process:
         lazyvm.errors.SegmentationFault: process 1: write at 0x40000000 against protection 'r'
         """
         core = self._live()
-        src = np.frombuffer(bytes(data), dtype=np.uint8)
+        if isinstance(data, (str, int)) or not hasattr(data, "__buffer__") and \
+                not isinstance(data, (bytes, bytearray, memoryview, np.ndarray)):
+            raise ValueError(f"data must be bytes-like, not {type(data).__name__}")
+        try:
+            src = np.frombuffer(memoryview(data).cast("B"), dtype=np.uint8)
+        except TypeError as e:
+            raise ValueError(f"data must be a contiguous bytes-like object: {e}") from None
         addr, length = _span(addr, len(src))
         parts = self._access(addr, length, True)
         for i, lo, hi in parts:
@@ -450,6 +509,7 @@ class Process:
         for i, lo, hi in parts:
             core.write_from(self.pgd, self._varr, i, lo, src, lo - addr, hi - lo)
 
+    @_serialized
     def touch(self, addr, length, write=False):
         """Access every page of [addr, addr+length) (bulk faulting in the core).
 
@@ -463,6 +523,7 @@ class Process:
         for i, lo, hi in parts:
             core.fault_range(self.pgd, self._varr, i, lo, hi, bool(write))
 
+    @_serialized
     def touch_pages(self, addrs, write=False):
         """Access the page of each address in addrs (a sequence or numpy array), in order.
 
@@ -497,6 +558,7 @@ class Process:
         core.fault_pages(self.pgd, self._varr, pages, np.ascontiguousarray(vidx), bool(write))
 
     # -- fork, exec, exit ------------------------------------------------------------
+    @_serialized
     def fork(self, mode=None):
         """A child with a copy of this address space: mode "copy" (2.4 copy_page_range)
         or "share" (share the page tables, the seed); None means Machine.fork_mode.
@@ -516,6 +578,7 @@ class Process:
             pgd = core.fork_share(self.pgd)
         return self.machine._add(pgd, self._vmas, self._varr)
 
+    @_serialized
     def exec(self):
         """Drop the whole user space, keep the process (and its page directory).
 
@@ -527,6 +590,7 @@ class Process:
         core.exit_mm(self.pgd, self._varr, False)
         self._set_vmas([], _NO_VMAS)
 
+    @_serialized
     def exit(self):
         """Drop the user space and the page directory; the process is gone.
 
@@ -547,6 +611,7 @@ class Process:
             raise ValueError(f"address {addr:#x} is not a 32-bit address")
         return addr
 
+    @_serialized
     def pde(self, addr):
         """The raw page-directory entry for addr.
 
@@ -559,6 +624,7 @@ class Process:
         mem = self.machine._core.physical.view(np.uint32)
         return int(mem[(self.pgd << 10) + (addr >> PGDIR_SHIFT)])
 
+    @_serialized
     def pte(self, addr):
         """The raw page-table entry for addr (0 if its PDE is not present).
 
@@ -572,6 +638,7 @@ class Process:
         mem = self.machine._core.physical.view(np.uint32)
         return int(mem[((pde >> PAGE_SHIFT) << 10) + ((addr >> PAGE_SHIFT) & 1023)])
 
+    @_serialized
     def translate(self, addr):
         """The physical address addr maps to, or None if it is not present.
 
