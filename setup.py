@@ -23,7 +23,7 @@ directives = {
 macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
 if not DEBUG:
     macros.append(("NDEBUG", "1"))
-extra = ["-O2"] if not DEBUG else ["-O1", "-g"]
+extra = ["-O3"] if not DEBUG else ["-O1", "-g"]
 
 ext = Extension(
     "lazyvm._core",
