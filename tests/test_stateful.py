@@ -298,6 +298,8 @@ class VMStateMachine(RuleBasedStateMachine):
                          rmap=self.RMAP, swap=self.SWAP)
         self.stats0 = self.m.stats()
         self.frames_total = self.stats0["frames_total"]
+        assert self.frames_total == self.MEMORY // PAGE and self.m.memory == self.MEMORY
+        assert self.m.rmap_enabled == self.RMAP
         SEEN["examples"] += 1
         self.procs = []         # [[Process, PModel], ...]
         self.dead = []          # exited Process objects
@@ -458,6 +460,62 @@ class VMStateMachine(RuleBasedStateMachine):
             for pg in (v.start - PAGE, v.end):
                 if 0 <= pg < USER_TOP and mdl.find(pg) is None:
                     self._check_page(p, mdl, pg)
+
+    def _independent_check(self):
+        """DESIGN section 3 invariants 1, 3, 4 and 5 recomputed from the public
+        API alone (pde, pte, frame_count), not trusting Machine.check()."""
+        slots = {}              # (table pfn, index) -> (pte, shared mapping?)
+        users = collections.defaultdict(set)    # table pfn -> pids whose PDE points at it
+        for p, mdl in self.procs:
+            spans = {x for v in mdl.vmas for x in range(v.start >> 22, ((v.end - 1) >> 22) + 1)}
+            for x in range(USER_TOP >> 22):
+                pde = int(p.pde(x << 22) or 0)
+                if pde & P:
+                    assert x in spans, ("pid %s keeps a table at PDE %d where it maps nothing"
+                                        % (p.pid, x))
+                    users[pde >> 12].add((p.pid, pde))
+            for v in mdl.vmas:
+                for pg in range(v.start, v.end, PAGE):
+                    pde = int(p.pde(pg) or 0)
+                    if not pde & P:
+                        continue
+                    pte = int(p.pte(pg) or 0)
+                    if not pte:     # (a new VMA in a hole of a shared table needs no copy)
+                        continue
+                    key = (pde >> 12, (pg >> 12) & 1023)
+                    if key in slots:
+                        assert slots[key] == (pte, v.shared), (
+                            "slot %s seen as %s and as %s" % (key, slots[key], (pte, v.shared)))
+                    slots[key] = (pte, v.shared)
+        for table, who in users.items():
+            assert self.m.frame_count(table) == len(who), (
+                "table %s has use count %d, but %d pgds point at it"
+                % (hx(table), self.m.frame_count(table), len(who)))
+            if len(who) > 1:
+                assert all(not pde & RW for _, pde in who), (
+                    "shared table %s reached through a writable PDE" % hx(table))
+        frames = collections.defaultdict(list)
+        for key, (pte, shared) in slots.items():
+            if pte & (P | PROTNONE):
+                frames[pte >> 12].append((pte, shared))
+        for pfn, refs in frames.items():
+            count = self.m.frame_count(pfn)
+            shared = {sh for _, sh in refs}
+            assert len(shared) == 1, "frame %s is in private and shared mappings" % hx(pfn)
+            shared = shared.pop()
+            if count == 0:          # only a reserved frame: the ZERO_PAGE
+                assert not shared and not any(pte & RW for pte, _ in refs)
+                assert not self.m.physical[pfn * PAGE:(pfn + 1) * PAGE].any()
+                continue
+            extra = count - len(refs)
+            allowed = (1,) if shared else ((0, 1) if self.SWAP else (0,))
+            assert extra in allowed, ("frame %s: count %d, %d slots map it (%s)"
+                                      % (hx(pfn), count, len(refs),
+                                         "shared" if shared else "private"))
+            if not shared and len(refs) > 1:
+                assert not any(pte & RW for pte, _ in refs), (
+                    "private frame %s in %d slots, one of them writable" % (hx(pfn), len(refs)))
+        SEEN["independent-checks"] += 1
 
     def _present_writable(self, p, pg):
         pte = int(p.pte(pg) or 0)
@@ -709,6 +767,7 @@ class VMStateMachine(RuleBasedStateMachine):
                 cp = int(c.pde(x << 22) or 0)
                 assert not cp & P or cp >> 12 != int(p.pde(x << 22)) >> 12, (
                     "copy fork left child PDE %d on the parent's table" % x)
+        self._independent_check()
 
     def _op_exit(self, data):
         i, p, mdl = self._pick(data)
@@ -746,6 +805,7 @@ class VMStateMachine(RuleBasedStateMachine):
             free1 = self.m.stats()["frames_free"]
             assert free1 - free0 == got, (
                 "reclaim returned %d but %d frames were freed" % (got, free1 - free0))
+        self._independent_check()
         for p, mdl in self.procs:           # without faulting anything in
             self._check_process(p, mdl)
         if self.procs:                      # and one process read back in full
@@ -866,6 +926,7 @@ class VMStateMachine(RuleBasedStateMachine):
     def verify(self, data):
         i, p, mdl = self._pick(data)
         self._check_process(p, mdl, fetch=data.draw(st.booleans(), label="fetch"))
+        self._independent_check()
 
     @precondition(lambda self: self.procs)
     @rule(data=st.data())
@@ -974,6 +1035,8 @@ class VMStateMachine(RuleBasedStateMachine):
         assert 0 <= st_["frames_free"] <= st_["frames_total"] - self.m.boot_frames
         assert st_["frames_free"] + st_["frames_used"] == st_["frames_total"]
         assert st_["pgds"] == len(self.procs)
+        pgds = [int(p.pgd) for p, _ in self.procs]
+        assert len(set(pgds)) == len(pgds) and all(0 < x < self.frames_total for x in pgds)
         if not self.RMAP:
             assert st_["pte_chain_nodes"] == 0
         if self.FORK_MODE == "copy":
@@ -987,8 +1050,10 @@ class VMStateMachine(RuleBasedStateMachine):
         for k in ("cow_copies", "cow_reuses", "unshares", "unshare_reuses", "tables_dropped",
                   "swap_ins", "swap_outs", "shmem_faults", "zero_page_maps"):
             SEEN["stat-" + k] += s[k]
+        self._independent_check()
         for p, mdl in self.procs:
             self._check_process(p, mdl, fetch=True)
+        self._independent_check()
         for p, _ in self.procs:
             p.exit()
         self.procs = []
