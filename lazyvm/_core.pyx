@@ -1147,9 +1147,6 @@ cdef class Core:
                 self.shm[i] = 0
                 self.put_page(f)
 
-    def shm_frames(self, uint32_t base, uint32_t npages):
-        return self.shm_arr[base:base + npages].copy()
-
     # ================================================================ reclaim
 
     cdef bint page_referenced(self, uint32_t f) noexcept nogil:

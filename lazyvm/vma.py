@@ -3,8 +3,6 @@
 The list is plain Python; the compiled core receives it as a uint32 array of rows
 (start, end, vm_flags, shm_base) built by `vma_array`.
 """
-import bisect
-
 import numpy as np
 
 from .layout import PAGE_SHIFT, vm_flags
@@ -52,14 +50,6 @@ class Vma:
     def __repr__(self):
         kind = "shared" if self.shared else "private"
         return f"Vma({self.start:#x}, {self.end:#x}, {self.prot!r}, {kind})"
-
-
-def find(vmas, addr):
-    """Index of the VMA containing addr, or -1."""
-    i = bisect.bisect_right([v.start for v in vmas], addr) - 1
-    if i >= 0 and addr < vmas[i].end:
-        return i
-    return -1
 
 
 def pieces(vmas, start, end):
