@@ -15,7 +15,7 @@ import numpy as np
 
 from . import vma as vmalib
 from ._core import Core
-from .errors import OutOfMemory, ProcessExited, SegmentationFault
+from .errors import InvariantError, OutOfMemory, ProcessExited, SegmentationFault
 from .layout import (MAX_MEMORY, MAX_SWAP_SLOTS, MMAP_BASE, P, PAGE_SHIFT, PAGE_SIZE,
                      PGDIR_SHIFT, TASK_SIZE, parse_prot, vm_flags)
 from .vma import ShmObject, Vma
@@ -200,7 +200,6 @@ class Machine:
         ...
         lazyvm.errors.InvariantError: invariant 1: frame ... count 1 != 0 (slots 0 + caches)
         """
-        from .errors import InvariantError
         users = Counter()
         objects = {}
         for p in self._procs.values():
@@ -391,7 +390,7 @@ class Process:
         >>> hex(p.mmap(8192)), hex(p.mmap(4096, prot="r", shared=True, addr=0x1000))
         ('0x40000000', '0x1000')
         """
-        core = self._live()
+        self._live()
         prot = parse_prot(prot)
         if not isinstance(shared, bool):
             raise ValueError(f"shared must be True or False, not {shared!r}")
@@ -495,13 +494,11 @@ class Process:
         lazyvm.errors.SegmentationFault: process 1: write at 0x40000000 against protection 'r'
         """
         core = self._live()
-        if isinstance(data, (str, int)) or not hasattr(data, "__buffer__") and \
-                not isinstance(data, (bytes, bytearray, memoryview, np.ndarray)):
-            raise ValueError(f"data must be bytes-like, not {type(data).__name__}")
         try:
             src = np.frombuffer(memoryview(data).cast("B"), dtype=np.uint8)
-        except TypeError as e:
-            raise ValueError(f"data must be a contiguous bytes-like object: {e}") from None
+        except TypeError:
+            raise ValueError(f"data must be a contiguous bytes-like object, not "
+                             f"{type(data).__name__}") from None
         addr, length = _span(addr, len(src))
         parts = self._access(addr, length, True)
         for i, lo, hi in parts:
