@@ -12,6 +12,8 @@ import pytest
 from lazyvm import (InvariantError, LazyVMError, Machine, OutOfMemory, Process,
                     ProcessExited, SegmentationFault)
 
+from vmhelpers import u32
+
 PAGE = 4096
 USER_TOP = 0xC0000000
 SPAN = 4 << 20
@@ -21,20 +23,6 @@ P, RW, PROTNONE = 0x001, 0x002, 0x080
 
 # ----------------------------------------------------------------------------- helpers
 
-@pytest.fixture(params=[False, True], ids=["no-rmap", "rmap"])
-def rmap(request):
-    return request.param
-
-
-@pytest.fixture
-def m(rmap):
-    machine = Machine(memory=16 << 20, fork_mode="copy", rmap=rmap)
-    yield machine
-    machine.check()
-
-
-def u32(m, off):
-    return int(m.physical[off:off + 4].view("<u4")[0])
 
 
 def pfn(entry):

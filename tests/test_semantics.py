@@ -15,6 +15,8 @@ import pytest
 from lazyvm import (InvariantError, LazyVMError, Machine, OutOfMemory, Process,
                     ProcessExited, SegmentationFault)
 
+from vmhelpers import u32
+
 PAGE = 4096
 USER_TOP = 0xC0000000
 SPAN = 4 << 20                      # bytes mapped by one page table
@@ -36,22 +38,6 @@ reclaim_scan_ptes""".split()
 
 # ----------------------------------------------------------------------------- helpers
 
-@pytest.fixture(params=[False, True], ids=["no-rmap", "rmap"])
-def rmap(request):
-    return request.param
-
-
-@pytest.fixture
-def m(rmap):
-    """A 16 MiB machine forking in copy mode; its invariants are checked at teardown."""
-    machine = Machine(memory=16 << 20, fork_mode="copy", rmap=rmap)
-    yield machine
-    machine.check()
-
-
-def u32(m, off):
-    """The little-endian uint32 at byte offset off of physical memory."""
-    return int(m.physical[off:off + 4].view("<u4")[0])
 
 
 def pgd_entries(m, p):
