@@ -63,7 +63,11 @@ cdef extern from *:
 DEBUG_BUILD = bool(LAZYVM_DEBUG_BUILD)   # built with LAZYVM_DEBUG=1 (bounds checks on)
 
 # Layouts (lazyvm/layout.py has the same numbers for the Python layer).
-LAYOUT_I386, LAYOUT_PAE, LAYOUT_X86_64 = 0, 1, 2
+cdef enum:
+    L_I386 = 0
+    L_PAE = 1
+    L_X86_64 = 2
+LAYOUT_I386, LAYOUT_PAE, LAYOUT_X86_64 = L_I386, L_PAE, L_X86_64
 
 # Counters: the st[] array of Core.  Per-level counters are base + level - 1.
 cdef enum:
@@ -263,12 +267,12 @@ cdef class Core:
         cdef uint32_t k
         self.layout = layout
         self.contents = contents
-        if layout == LAYOUT_I386:
+        if layout == L_I386:
             self.levels, self.wide, self.user_entries, self.top_rw = 2, False, 768, True
             self.shift[1], self.nent[1] = 12, 1024
             self.shift[2], self.nent[2] = 22, 1024
             self.slot_shift, self.nrpte = 10, NRPTE32
-        elif layout == LAYOUT_PAE:
+        elif layout == L_PAE:
             self.levels, self.wide, self.user_entries, self.top_rw = 3, True, 3, False
             for k in range(1, 3):
                 self.shift[k], self.nent[k] = 12 + 9 * (k - 1), 512
@@ -359,11 +363,12 @@ cdef class Core:
         for k in range(self.user_entries, ntop):
             t = self.alloc_frame(F_RESERVED, 0)
             for i in range(self.nent[top - 1]):
-                if self.layout == LAYOUT_I386:
+                if self.layout == L_I386:
                     pfn = (<uint64_t>(k - self.user_entries) << 10) + i
-                    if pfn < self.nframes:
-                        self.eset(t, i, mk_entry(<pfn_t>pfn, PTE_KERNEL))
-                elif self.layout == LAYOUT_PAE:
+                    if pfn >= self.nframes:
+                        break
+                    self.eset(t, i, mk_entry(<pfn_t>pfn, PTE_KERNEL))
+                elif self.layout == L_PAE:
                     pfn = <uint64_t>i << 9          # 2 MiB pages
                     if pfn < self.nframes:
                         self.eset(t, i, mk_entry(<pfn_t>pfn, HUGE_KERNEL))
@@ -1299,28 +1304,30 @@ cdef class Core:
                     if rc != OK:
                         return rc
                     if keep != NULL and not span_covered(keep.vmas, keep.nv, base, base + span):
-                        rc = self.free_range(level - 1, c)
+                        rc = self.free_range(level - 1, c, True)
                         if rc != OK:
                             return rc
                         self.eset(t, i, 0)
             base += span
         return OK
 
-    cdef int free_range(self, int level, pfn_t t) noexcept nogil:
+    cdef int free_range(self, int level, pfn_t t, bint scan) noexcept nogil:
         """free_pgtables under (and including) private table t of `level`: a shared
         table below loses one use and nothing else (the fast path); a private leaf table
-        is emptied of anything left and freed."""
+        is freed, emptied first of anything left if scan (munmap; exit has zapped every
+        VMA, and no entry lies outside the VMAs)."""
         cdef uint32_t i
         cdef entry_t x
         cdef pfn_t c
         cdef int rc
         if level == 1:
-            if self.wide:
-                rc = zap_pte_range(self, <pte64_t*>self.table_ptr(t), t, 0, self.nent[1])
-            else:
-                rc = zap_pte_range(self, <pte32_t*>self.table_ptr(t), t, 0, self.nent[1])
-            if rc != OK:
-                return rc
+            if scan:
+                if self.wide:
+                    rc = zap_pte_range(self, <pte64_t*>self.table_ptr(t), t, 0, self.nent[1])
+                else:
+                    rc = zap_pte_range(self, <pte32_t*>self.table_ptr(t), t, 0, self.nent[1])
+                if rc != OK:
+                    return rc
             self.free_table(t)
             return OK
         for i in range(self.nent[level]):
@@ -1336,7 +1343,7 @@ cdef class Core:
                 self.st[ST_TABLES_DROPPED] += 1
                 self.st[ST_DROPPED_L + level - 2] += 1
             else:
-                rc = self.free_range(level - 1, c)
+                rc = self.free_range(level - 1, c, scan)
                 if rc != OK:
                     return rc
         self.free_table(t)
@@ -1433,7 +1440,7 @@ cdef class Core:
                 self.st[ST_TABLES_DROPPED] += 1
                 self.st[ST_DROPPED_L + self.levels - 2] += 1
             else:
-                rc = self.free_range(self.levels - 1, c)
+                rc = self.free_range(self.levels - 1, c, False)
                 if rc != OK:
                     return rc
         return OK
@@ -2045,12 +2052,21 @@ cdef int copy_pte_range(Core c, leaf_t* src, leaf_t* dst, pfn_t dst_t, uint32_t 
     cow: a private mapping, write-protect in parent and child; else (shared) clear D in
     the child.  The child's copy is old (A clear).  Reserved frames are copied verbatim;
     swap entries take a swap reference.  Chain nodes must be reserved."""
+    cdef leaf_t wp = _RW if cow else 0, nod = _A if cow else (_A | _D)
+    # one loop, compiled twice with rmap a constant, keeps the branch out of the loop
+    if c.rmap_enabled:
+        return copy_ptes(c, src, dst, dst_t, lo, hi, wp, nod, True)
+    return copy_ptes(c, src, dst, dst_t, lo, hi, wp, nod, False)
+
+
+cdef inline int copy_ptes(Core c, leaf_t* src, leaf_t* dst, pfn_t dst_t, uint32_t lo,
+                          uint32_t hi, leaf_t wp, leaf_t nod, bint rm) noexcept nogil:
     cdef uint32_t zero = c.zero_pfn, nframes = c.nframes
-    cdef bint rm = c.rmap_enabled
     cdef count_t* count = c.count
-    cdef leaf_t pte, wp = _RW if cow else 0, nod = _A if cow else (_A | _D)
+    cdef leaf_t pte
     cdef uint32_t i, f
     cdef int64_t copied = 0
+    cdef int rc = OK
     for i in range(lo, hi):
         pte = src[i]
         if pte == 0:
@@ -2059,18 +2075,18 @@ cdef int copy_pte_range(Core c, leaf_t* src, leaf_t* dst, pfn_t dst_t, uint32_t 
         copied += 1
         if not pte_present(pte):
             if c.bad_swap(pte):
-                c.st[ST_PTES_COPIED] += copied - 1
-                return ERR_BUG
+                rc = ERR_BUG
+                break
             c.swap_count[swp_offset(pte)] += 1
             dst[i] = pte
             continue
-        f = entry_pfn(pte)
+        f = <uint32_t>(pte >> PAGE_SHIFT) if leaf_t is pte32_t else entry_pfn(pte)
         if f == zero:
             dst[i] = pte
             continue
         if f >= nframes:
-            c.st[ST_PTES_COPIED] += copied - 1
-            return ERR_BUG
+            rc = ERR_BUG
+            break
         if pte & wp:
             pte &= ~wp
             src[i] = pte
@@ -2079,7 +2095,7 @@ cdef int copy_pte_range(Core c, leaf_t* src, leaf_t* dst, pfn_t dst_t, uint32_t 
         if rm:
             c.rmap_add(f, c.mk_slot(dst_t, i))
     c.st[ST_PTES_COPIED] += copied
-    return OK
+    return rc
 
 
 cdef int zap_pte_range(Core c, leaf_t* tbl, pfn_t t, uint32_t lo, uint32_t hi) noexcept nogil:
