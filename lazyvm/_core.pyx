@@ -1970,6 +1970,21 @@ cdef class Core:
             level -= 1
         return out
 
+    def entry_at(self, pfn_t pgd, uint64_t addr, int level):
+        """The entry of `level` (1 = the PTE) on addr's walk, or 0 if the walk stops
+        above it."""
+        cdef int k = self.levels
+        cdef pfn_t t = pgd
+        cdef entry_t e
+        while True:
+            e = self.eget(t, self.index_of(addr, k))
+            if k == level:
+                return e
+            if not (e & _P) or self.bad_pfn(entry_pfn(e)):
+                return 0
+            t = entry_pfn(e)
+            k -= 1
+
     def translate(self, pfn_t pgd, uint64_t addr):
         """The physical address addr maps to (P set at every level), or -1."""
         cdef int level = self.levels

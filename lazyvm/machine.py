@@ -612,7 +612,8 @@ class Process:
     def stats(self) -> Dict[str, int]:
         """Per-process figures: ``rss`` (data pages mapped, the ZERO_PAGE excluded),
         ``page_tables`` (the tables below this pgd that it reaches, each once, the pgd
-        excluded; on x86_64 the kernel's VmPTE is (page_tables + 1) * 4 KiB),
+        excluded; on x86_64 the kernel's VmPTE is page_tables * 4 KiB: it counts the
+        PTE, PMD and PUD tables and not the pgd, as measured on this machine),
         ``page_tables_l1`` .. per level (1 = leaf), and ``vmas``.
 
         >>> m = Machine(memory=8 << 20); p = m.spawn(); a = p.mmap(8192); p.write(a, b"x")
@@ -986,10 +987,7 @@ class Process:
         >>> hex(p.pde(a) & 0xfff), hex(p.pde(0xC0000000) & 0xfff)   # user, kernel
         ('0x67', '0x63')
         """
-        for level, _t, _i, e in self.walk(addr):
-            if level == 2:
-                return int(e)
-        return 0
+        return self._entry(addr, 2)
 
     def pte(self, addr: int) -> int:
         """The raw page-table entry for addr (0 if the walk stops above the leaf).
@@ -998,8 +996,15 @@ class Process:
         >>> p.touch(a + 4096, 4096); hex(p.pte(a) & 0xfff), hex(p.pte(a + 4096))
         ('0x67', '0x25')
         """
-        w = self.walk(addr)
-        return int(w[-1][3]) if w[-1][0] == 1 else 0
+        return self._entry(addr, 1)
+
+    def _entry(self, addr: Any, level: int) -> int:
+        m = self.machine
+        with m._lock:
+            if not (type(addr) is int and 0 <= addr < 1 << 32):
+                addr = self._entry_addr(addr)
+            self._live()
+            return m._core.entry_at(self.pgd, addr, level)
 
     def translate(self, addr: int) -> Optional[int]:
         """The physical address addr maps to, or None if it is not present.
