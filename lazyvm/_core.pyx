@@ -1515,30 +1515,72 @@ cdef class Core:
                 a += PAGE_SIZE
         self._raise(rc, "no free frame (or pte_chain node) for a page fault")
 
-    def fault_pages(self, pfn_t pgd, const uint64_t[:, ::1] vmas,
-                    const uint64_t[::1] addrs, const int64_t[::1] vidx, writes):
-        """Access each address of addrs, which lies in VMA vidx[i] (touch_pages, and the
-        trace engine): writes is a bool for all, or a uint8 array with one flag each.
-        Returns the number of accesses done (all of them unless it raised)."""
+    def fault_pages(self, pfn_t pgd, const uint64_t[:, ::1] vmas, const int64_t[::1] addrs,
+                    writes, bint check_first):
+        """Access the page of each address of addrs in order (touch_pages, and the trace
+        engine): writes is a bool for all, or a uint8 array with a flag each.  Each
+        address's VMA is found by binary search over vmas and its protection checked.
+
+        Returns -1 when all were done, else the index of the first address outside every
+        VMA or against its protection, as (index, why) with why 0 unmapped, 1 forbidden:
+        with check_first nothing was accessed, else every access before it was."""
         cdef mm_t mm = make_mm(pgd, vmas)
-        cdef Py_ssize_t i, n = addrs.shape[0]
+        cdef Py_ssize_t i, n = addrs.shape[0], vi, bad = -1
         cdef const uint8_t[::1] wv
         cdef bint w = False, per = not isinstance(writes, bool)
-        cdef int rc = OK
+        cdef int rc = OK, why = 0
+        cdef uint64_t addr
         if per:
             wv = writes
         else:
             w = writes
         with nogil:
-            for i in range(n):
-                if per:
-                    w = wv[i]
-                if self.mmu(pgd, addrs[i], w) == NULL:
-                    rc = self.handle_mm_fault(&mm, vidx[i], addrs[i], w)
+            if check_first:
+                for i in range(n):
+                    if per:
+                        w = wv[i]
+                    why = self.vma_allows(&mm, addrs[i], w, &vi)
+                    if why >= 0:
+                        bad = i
+                        break
+            if bad < 0:
+                for i in range(n):
+                    if per:
+                        w = wv[i]
+                    addr = <uint64_t>addrs[i] & ~(<uint64_t>(PAGE_SIZE - 1))
+                    if self.mmu(pgd, addr, w) != NULL:
+                        continue
+                    why = self.vma_allows(&mm, addrs[i], w, &vi)
+                    if why >= 0:
+                        bad = i
+                        break
+                    rc = self.handle_mm_fault(&mm, vi, addr, w)
                     if rc != OK:
                         break
         self._raise(rc, "no free frame (or pte_chain node) for a page fault")
-        return n
+        if bad < 0:
+            return -1
+        return (bad, why)
+
+    cdef inline int vma_allows(self, const mm_t* mm, int64_t addr, bint write,
+                               Py_ssize_t* vi) noexcept nogil:
+        """-1 and the VMA's index in vi if an access at addr is allowed; 0 if no VMA
+        holds addr, 1 if its protection forbids the access."""
+        cdef Py_ssize_t a = 0, b = mm.nv, m
+        if addr < 0:
+            return 0
+        while a < b:
+            m = (a + b) >> 1
+            if mm.vmas[m].end <= <uint64_t>addr:
+                a = m + 1
+            else:
+                b = m
+        if a >= mm.nv or mm.vmas[a].start > <uint64_t>addr:
+            return 0
+        if not (mm.vmas[a].flags & (VM_WRITE if write else (VM_READ | VM_WRITE))):
+            return 1
+        vi[0] = a
+        return -1
 
     def access(self, pfn_t pgd, const uint64_t[:, ::1] vmas, uint64_t addr,
                Py_ssize_t n, bint write, data=None):
