@@ -39,7 +39,7 @@ MAP_BASE = 0x40000000                 # where a mapping goes when it fits above 
 USER_PAGES = _m.layout_limits("i386")[0]   # 786,432: the largest i386 size there is
 
 DEFAULT_SIZES = (1024, 4096, 10240, 16384, 65536, 262144, 786432)
-QUICK_SIZES = (1024, 16384, 65536, 262144)
+QUICK_SIZES = (1024, 10240, 65536, 262144)
 
 LINUX = "Linux"
 CONFIG_NAMES = _m.CONFIG_NAMES
@@ -534,8 +534,10 @@ def format_findings(record: dict) -> str:
                            + ".", "", "  ")
             continue
         if f["measured"] is None:
-            out += _r.wrap(f"- {f['text']}: not measured (size not in this run).", "",
-                           "  ")
+            text = f"- {f['text']}: not measured (size not in this run)."
+            if f.get("published_text"):
+                text += f" Published: {f['published_text']} ({f['source']})."
+            out += _r.wrap(text, "", "  ")
             continue
         at = f" at {f['at_pages']:,} pages" if f.get("at_pages") else ""
         if f["key"] == "modern_fork_per_page":
