@@ -286,7 +286,7 @@ def cmd_run(args) -> int:
                              + ", ".join(workloads.CONFIGS))
     _check_outputs(args)
     results = workloads.run_workload(args.name, configs=configs, quick=args.quick,
-                                     check=args.check, **opts, **params)
+                                     check=args.check, settle=True, **opts, **params)
     print(workloads.format_results(results))
     if args.json:
         from . import report

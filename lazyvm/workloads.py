@@ -97,12 +97,20 @@ class _Meter:
     neither timed nor counted (they bring the machine to its steady state: chains
     already built, free frames already backed by host memory), then `n` measured ones.
     The counters are summed and the peaks maxed over the measured segments. (The
-    runner keeps Python's cyclic garbage collector off while the bodies run.)"""
+    runner keeps Python's cyclic garbage collector off while the bodies run.)
 
-    def __init__(self, machine, check, warmup):
+    With ``settle`` a loop whose per-iteration times have a wide spread
+    (lazyvm.measure.WIDE) runs `n` more iterations, again while it stays wide, up to
+    lazyvm.measure.MAX_FACTOR times `n`; ``settled`` records per loop the iterations
+    added and whether the spread narrowed."""
+
+    def __init__(self, machine, check, warmup, settle=False):
         self.m = machine
         self.check = check
         self.warmup = warmup
+        self.settle = settle
+        self.settled = {}            # loop -> {"extra": iterations added, "settled"}
+        self._last = None            # the loop of the latest done()
         self.phases = {}             # phase -> [ns, ...]
         self.loops = {}              # loop -> [ns per iteration, ...]
         self.iterations = 0
@@ -112,13 +120,23 @@ class _Meter:
         self._before = None
 
     def loop(self, n):
-        """Yield `warmup` untimed iterations, then `n` measured ones."""
+        """Yield `warmup` untimed iterations, then `n` measured ones (and more while
+        their spread is wide, with ``settle``)."""
         for _ in range(self.warmup):
             yield
         self._begin()
         try:
-            for _ in range(n):
+            done, limit = 0, n
+            while done < limit:
                 yield
+                done += 1
+                if done == limit and self.settle and self._last in self.loops:
+                    wide = _m.spread(self.loops[self._last])["wide"]
+                    if wide and limit + n <= _m.MAX_FACTOR * n:
+                        limit += n
+                    elif self._last not in self.settled:
+                        self.settled[self._last] = {"extra": limit - n,
+                                                    "settled": not wide}
         finally:
             self._end()
 
@@ -147,6 +165,7 @@ class _Meter:
         if self._on:
             self.loops.setdefault(loop, []).append(ns)
             self.iterations += 1
+            self._last = loop
         if self.check:
             self.m.check()
 
@@ -160,6 +179,8 @@ class _Meter:
         out["loops"] = {k: _summary(v) for k, v in self.loops.items()}
         out.update(self.counters)
         out.update(self.peaks)
+        if self.settle:
+            out["settle"] = self.settled
         return out
 
 
@@ -573,7 +594,7 @@ def check_params(name, params, quick=False, layout="i386"):
 
 
 def run_workload(name, configs=None, quick=False, check=False, memory=None, warmup=2,
-                 interleave=True, layout="i386", share_level=1, **params):
+                 interleave=True, layout="i386", share_level=1, settle=False, **params):
     """Run workload `name` in each configuration of `configs` (names from CONFIGS,
     default all four) with its default parameters (its quick ones with quick=True),
     overridden by `params`. Each measured loop is preceded by `warmup` iterations that
@@ -582,7 +603,10 @@ def run_workload(name, configs=None, quick=False, check=False, memory=None, warm
     frequency, caches, other load) falls on all of them alike; interleave=False runs
     them one after the other, with one machine alive at a time. With check=True,
     Machine.check() runs after every iteration (untimed) and after the final teardown.
-    `memory` overrides the simulated memory size; `layout` and `share_level` go to
+    With settle=True a loop whose times spread wide runs more iterations (see _Meter;
+    `lazyvm run` does this), so its counts are no longer exact multiples of the
+    iterations asked for. `memory` overrides the simulated memory size; `layout` and
+    `share_level` go to
     Machine (lazyvm.measure.machine_options). Returns the dict described in the module
     docstring.  Raises ValueError for a parameter check_params refuses, TypeError for
     one the workload does not have."""
@@ -609,25 +633,25 @@ def run_workload(name, configs=None, quick=False, check=False, memory=None, warm
     mem = memory if memory is not None else _m.memory_for(w.frames(q), layout)
     out = {"workload": name,
            "params": dict(q, quick=bool(quick), warmup=warmup, interleave=interleave,
-                          layout=layout, share_level=share_level),
+                          layout=layout, share_level=share_level, settle=settle),
            "notes": list(w.notes), "info": {}, "configs": {}}
     groups = [list(configs)] if interleave else [[c] for c in configs]
     for group in groups:
         out["info"] = _run_group(w, group, q, mem, check, warmup, out["configs"],
-                                 options)
+                                 options, settle)
     if name == "published":
         out["published"] = _published_rows(out)
     return out
 
 
-def _run_group(w, configs, q, mem, check, warmup, results, options=None):
+def _run_group(w, configs, q, mem, check, warmup, results, options=None, settle=False):
     """Run `configs` of workload `w` side by side, one iteration each in turn; store
     each configuration's result in `results`; return the workload's info."""
     runs = {}
     for c in configs:
         fork_mode, rmap = CONFIGS[c]
         m = Machine(memory=mem, fork_mode=fork_mode, rmap=rmap, **(options or {}))
-        meter = _Meter(m, check, warmup)
+        meter = _Meter(m, check, warmup, settle)
         runs[c] = (m, meter, w.body(m, meter, **q))
     info = {}
     with _m.gc_off():
@@ -792,11 +816,18 @@ def format_results(results):
             out.extend(_r.wrap("source: " + src, "", "  "))
     for n in results.get("notes", ()):
         out.extend(_r.wrap("note: " + n, "", "  "))
+    extra = ["%s %s +%d (%s)" % (c, lp, st["extra"], "settled" if st["settled"]
+                                 else "still wide")
+             for c in names for lp, st in cfgs[c].get("settle", {}).items() if st["extra"]]
+    if extra:
+        out.extend(_r.wrap("more iterations for a wide spread: " + "; ".join(extra) + ".",
+                           "", "  "))
     if wide:
         out.extend(_r.wrap(
             "spread wide (q3 - q1 above %d%% of the median, marked ~): %s. Those medians "
             "are uncertain: run again with more iterations (the -p ...iterations= "
-            "parameters) on a quieter machine." % (round(_m.WIDE * 100), "; ".join(wide)), "", "  "))
+            "parameters) on a quieter machine." % (round(_m.WIDE * 100), "; ".join(wide)),
+            "", "  "))
     return "\n".join(out)
 
 

@@ -434,3 +434,35 @@ def test_bench_outside_a_checkout_says_what_it_needs(monkeypatch, tmp_path, caps
     monkeypatch.setattr(cli, "__file__", str(tmp_path / "site" / "lazyvm" / "cli.py"))
     err = _one_line_error(capsys, ["bench"])
     assert "checkout" in err
+
+
+def test_compare_takes_more_forks_for_a_wide_row_only():
+    """_timed_rounds: a run whose fork times spread wide gets more rounds, up to
+    MAX_FACTOR times the repeats; a steady one gets none."""
+    from lazyvm import compare, measure
+
+    class Run:
+        def __init__(self, times):
+            self.times, self.forks = times, []
+
+        def fork_once(self):
+            self.forks.append(self.times(len(self.forks)))
+
+    steady = Run(lambda k: 100)
+    jumpy = Run(lambda k: 10 if k % 2 else 1000)
+    settling = Run(lambda k: 1000 if k < 4 and k % 2 else 100)
+    st = compare._timed_rounds([steady, jumpy, settling], 5)
+    assert st[0] == {"extra": 0, "settled": True} and len(steady.forks) == 5
+    assert st[1] == {"extra": 15, "settled": False}
+    assert len(jumpy.forks) == measure.MAX_FACTOR * 5
+    assert st[2]["settled"] and 0 < st[2]["extra"] < 15
+
+
+def test_spread_and_ratio():
+    from lazyvm import measure
+    s = measure.spread([1, 2, 3, 4, 100])
+    assert (s["min"], s["q1"], s["median"], s["q3"], s["max"], s["n"]) == (1, 2, 3, 4, 100, 5)
+    assert s["rel_iqr"] == pytest.approx(2 / 3) and s["wide"]
+    r = measure.ratio(measure.spread([10, 20, 30]), measure.spread([1, 2, 3]))
+    assert r["ratio"] == 10 and r["lo"] == pytest.approx(15 / 2.5)
+    assert r["hi"] == pytest.approx(25 / 1.5)

@@ -296,3 +296,47 @@ def test_wide_spread_is_marked_in_the_report(results):
 def test_report_is_at_most_100_columns(results, name):
     for line in format_results(results(name)).splitlines():
         assert len(line) <= 100, line
+
+
+def _fake_clock(durations):
+    """A clock for fork_exit's body (three readings per iteration: before the fork,
+    after it, after the exit) whose k-th iteration lasts durations(k) ns."""
+    def gen():
+        k = 0
+        while True:
+            base = k * 10**6
+            yield base
+            yield base + 1
+            yield base + durations(k)
+            k += 1
+    g = gen()
+    return lambda: next(g)
+
+
+def test_a_wide_loop_takes_more_iterations_until_it_settles_or_says_not(monkeypatch):
+    """With settle=True (what `lazyvm run` asks for) a loop whose times spread wide runs
+    more iterations, up to MAX_FACTOR times as many, and records whether it settled."""
+    from lazyvm import measure, workloads
+
+    def run(durations):
+        monkeypatch.setattr(workloads, "_clock", _fake_clock(durations))
+        r = run_workload("fork_exit", configs=["copy"], pages=64, iterations=4,
+                         settle=True)
+        return r, r["configs"]["copy"]
+
+    # Steady: no extra iterations.
+    r, c = run(lambda k: 100)
+    assert c["iterations"] == 4 and c["settle"]["fork+exit"] == {"extra": 0,
+                                                                  "settled": True}
+    # Alternating 10 and 1000 ns for ever: up to 4x the iterations, then it says so.
+    r, c = run(lambda k: 10 if k % 2 else 1000)
+    assert c["iterations"] == measure.MAX_FACTOR * 4
+    assert c["settle"]["fork+exit"] == {"extra": 12, "settled": False}
+    assert c["forks"] == c["iterations"]  # the counters follow the iterations run
+    text = format_results(r)
+    assert "fork+exit +12 (still wide)" in text and "spread wide" in text
+    # Wide at first (the 2 warm-up and 4 measured iterations), then steady: it settles.
+    r, c = run(lambda k: 100 if k >= 6 or k % 2 else 1000)
+    st = c["settle"]["fork+exit"]
+    assert st["settled"] and 0 < st["extra"] < 12
+    assert not c["loops"]["fork+exit"]["wide"]
