@@ -38,9 +38,23 @@ class UsageError(Exception):
     """A mistake on the command line: main() prints it as one line, exit status 2."""
 
 
+class _Formatter(argparse.HelpFormatter):
+    """Help no wider than 100 columns, however wide the terminal."""
+
+    def __init__(self, prog, **kw):
+        import shutil
+
+        kw["width"] = min(shutil.get_terminal_size().columns, 100) - 2
+        super().__init__(prog, **kw)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors: ``lazyvm compare: error: ...`` and exit 2 (no
-    usage block; ``--help`` gives that)."""
+    usage block; ``--help`` gives that), and help at most 100 columns wide."""
+
+    def __init__(self, *a, **kw):
+        kw.setdefault("formatter_class", _Formatter)
+        super().__init__(*a, **kw)
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")

@@ -360,7 +360,7 @@ def run_compare(sizes=None, repeats=None, quick: bool = False, progress: bool = 
     slopes, and the findings beside the published figures.  Raises ValueError for
     sizes or options this build cannot run."""
     options = _m.machine_options(layout, share_level)
-    user_pages, _ = _m.layout_limits(layout)
+    user_pages, max_memory = _m.layout_limits(layout)
     if sizes is None:
         sizes = QUICK_SIZES if quick else DEFAULT_SIZES
     sizes = sorted(set(int(n) for n in sizes))
@@ -368,6 +368,9 @@ def run_compare(sizes=None, repeats=None, quick: bool = False, progress: bool = 
         if not 1 <= n <= user_pages:
             raise ValueError(f"size {n:,} pages: must be 1..{user_pages:,} (the user "
                              f"space of {layout})")
+        if n + 2 * (-(-n // 512)) + 4096 > max_memory // PAGE_SIZE:
+            raise ValueError(f"size {n:,} pages: more than the {max_memory >> 20:,} MiB "
+                             f"a {layout} machine may have")
     reps = {n: (repeats if repeats else default_repeats(n, quick)) for n in sizes}
 
     record = _r.envelope("compare")

@@ -166,20 +166,30 @@ def machine_options(layout: str = "i386", share_level: int = 1) -> dict:
     return out
 
 
+_LIMITS: dict = {}
+
+
 def layout_limits(layout: str = "i386") -> tuple:
     """(user pages, maximum simulated memory in bytes) of a layout: the largest process
-    there is and the most memory a Machine may have."""
-    try:
+    there is and the most memory a Machine may have.  Read from lazyvm.layout's table
+    when it has one, else from a small Machine of that layout (its ``m.layout``)."""
+    if layout in _LIMITS:
+        return _LIMITS[layout]
+    if layout == "i386" and "layout" not in machine_keywords():
+        out = (0xC0000000 // PAGE_SIZE, 1 << 32)   # the 0.1.0 core: i386 only
+    else:
         from . import layout as _layout
 
         info = getattr(_layout, "LAYOUTS", {}).get(layout)
-    except ImportError:
-        info = None
-    if info is not None:
-        return int(info.task_size) // PAGE_SIZE, int(info.max_memory)
-    if layout == "i386":
-        return 0xC0000000 // PAGE_SIZE, 1 << 32
-    raise ValueError(f"layout {layout!r} is not in this build of lazyvm")
+        if info is None:
+            if "layout" not in machine_keywords():
+                raise ValueError(f"layout {layout!r} is not in this build of lazyvm")
+            from .machine import Machine
+
+            info = Machine(memory=4 << 20, layout=layout).layout
+        out = (int(info.task_size) // PAGE_SIZE, int(info.max_memory))
+    _LIMITS[layout] = out
+    return out
 
 
 def memory_for(frames: int, layout: str = "i386") -> int:
