@@ -470,3 +470,45 @@ def test_spread_and_ratio():
     r = measure.ratio(measure.spread([10, 20, 30]), measure.spread([1, 2, 3]))
     assert r["ratio"] == 10 and r["lo"] == pytest.approx(15 / 2.5)
     assert r["hi"] == pytest.approx(25 / 1.5)
+
+
+def test_other_modules_add_their_commands(monkeypatch, capsys):
+    """cli calls add_commands(subparsers) of lazyvm.costs, .snapshot, .show, .sweep ...
+    when they import; their handlers get the same one-line UsageError contract."""
+    import types
+    mod = types.ModuleType("lazyvm.sweep")
+
+    def add_commands(sub):
+        p = sub.add_parser("sweepish", help="a command from another module")
+        p.add_argument("--n", type=int, required=True)
+
+        def handler(args):
+            if args.n < 0:
+                raise cli.UsageError(f"--n {args.n}: must not be negative")
+            print(f"swept {args.n}")
+            return 0
+        p.set_defaults(handler=handler)
+    mod.add_commands = add_commands
+    monkeypatch.setitem(sys.modules, "lazyvm.sweep", mod)
+    assert cli.main(["sweepish", "--n", "3"]) == 0
+    assert capsys.readouterr().out == "swept 3\n"
+    assert _one_line_error(capsys, ["sweepish", "--n", "-1"]) == (
+        "lazyvm sweepish: --n -1: must not be negative\n")
+    _one_line_error(capsys, ["sweepish", "--n", "x"])
+
+
+def test_a_command_whose_dependency_is_missing_is_named_in_help(monkeypatch):
+    import importlib
+    import types
+
+    def import_module(name):
+        if name == "lazyvm.show":
+            raise ModuleNotFoundError("No module named 'websockets'", name="websockets")
+        if name == "lazyvm.sweep":  # not in this build: left out without a word
+            raise ModuleNotFoundError("No module named 'lazyvm.sweep'", name=name)
+        return importlib.import_module(name)
+    monkeypatch.setattr(cli, "importlib", types.SimpleNamespace(
+        import_module=import_module, util=importlib.util))
+    epilog = cli.build_parser().epilog or ""
+    assert "show (No module named 'websockets')" in epilog
+    assert "sweep" not in epilog
