@@ -193,7 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         add = getattr(mod, "add_commands", None)
         if add is not None:
-            add(sub)
+            try:
+                add(sub)
+            except Exception as e:  # a broken module must not take compare and run down
+                missing.append(f"{name.rsplit('.', 1)[1]} (add_commands failed: {e})")
     if missing:
         parser.epilog = "commands not available: " + "; ".join(missing)
     return parser
