@@ -341,6 +341,9 @@ def cmd_bench(args) -> int:
     # non-editable install.
     cmd = [sys.executable, "-m", "pytest", ".", "--benchmark-only", "-p",
            "no:cacheprovider", *extra]
+    if not any(a.startswith("--benchmark-storage") for a in extra):
+        # saved runs in the checkout's .benchmarks/, as `pytest bench/` from the top
+        cmd.insert(4, "--benchmark-storage=file://" + str(bench.parent / ".benchmarks"))
     # The benchmarks import the lazyvm this command runs, wherever it was imported from.
     here = str(Path(__file__).resolve().parent.parent)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
