@@ -368,6 +368,46 @@ def fit(X, y, weights=None):
     return {"coef": coef, "se": se, "residuals": res, "rel_residuals": rel, "dof": dof}
 
 
+def fit_nonneg(X, y, weights=None):
+    """`fit` with every coefficient >= 0: the feasible subset of free coefficients with
+    the least weighted residual (exact for the handful of columns used here; 2**k
+    solves).  Adds "pinned": the columns held at 0.  A pinned column's standard error
+    is the one the unconstrained fit gives it (what the data say about it)."""
+    import itertools
+    import numpy as np
+    X = np.asarray(X, dtype=float)
+    y = np.asarray(y, dtype=float)
+    w = np.ones_like(y) if weights is None else np.asarray(weights, dtype=float)
+    k = X.shape[1]
+    free_all = fit(X, y, w)
+    if (free_all["coef"] >= 0).all():
+        return dict(free_all, pinned=[])
+    best = None
+    for r in range(k - 1, 0, -1):
+        for cols in itertools.combinations(range(k), r):
+            try:
+                f = fit(X[:, cols], y, w)
+            except CalibrationError:
+                continue
+            if (f["coef"] < 0).any():
+                continue
+            rss = float((f["residuals"] ** 2 * w).sum())
+            if best is None or rss < best[0]:
+                best = (rss, cols, f)
+    if best is None:
+        raise CalibrationError("no non-negative fit")
+    _, cols, f = best
+    coef = np.zeros(k)
+    se = np.array(free_all["se"], dtype=float)
+    coef[list(cols)] = f["coef"]
+    se[list(cols)] = f["se"]
+    res = y - X @ coef
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.where(y != 0, res / y, np.nan)
+    return {"coef": coef, "se": se, "residuals": res, "rel_residuals": rel,
+            "dof": X.shape[0] - len(cols), "pinned": [j for j in range(k) if j not in cols]}
+
+
 def _median(v):
     import statistics
     return float(statistics.median(v))
