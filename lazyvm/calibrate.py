@@ -317,8 +317,8 @@ HELD_OUT = [                                # never in the fit: --validate only
     ("mixed 1000 VMAs x 8 pages", {"mixed": 1000, "mixed_pages": 8}),
     ("1 GiB", {"dense": 262144}),
 ]
-REPEATS, QUICK_REPEATS = 24, 6
-ROUNDS = 3
+REPEATS, QUICK_REPEATS = 24, 8
+ROUNDS, QUICK_ROUNDS = 3, 2
 FAULT_PAGES, FAULT_TABLES = 8192, 512
 NRPTE = 7                                   # pte_chain slots per 64-byte line, 8-byte
                                             # pointers: (64 - 8) / 8
@@ -432,7 +432,8 @@ def measure_primitives(quick=False):
     64-byte line write (one byte per line over 256 MiB, already faulted in)."""
     import numpy as np
     rng = np.random.default_rng(20021010)
-    n_big, n_small = 1 << 26, 1 << 12       # uint32 entries: 256 MiB and 16 KiB
+    n_big = 1 << (24 if quick else 26)      # uint32 entries: 64 or 256 MiB (> the LLC)
+    n_small = 1 << 12                       # 16 KiB: inside L1
     steps = 100_000 if quick else 300_000
 
     def cycle(n):                           # Sattolo: one cycle through all n entries
@@ -455,7 +456,7 @@ def measure_primitives(quick=False):
     for _ in range(rounds):
         misses.append(chase(big) - chase(small))
     del big, small
-    buf = np.zeros(256 << 20, dtype=np.uint8)
+    buf = np.zeros((64 if quick else 256) << 20, dtype=np.uint8)
     buf[::4096] = 1                         # fault it in first
     lines = []
     for k in range(rounds + 1):
@@ -464,26 +465,27 @@ def measure_primitives(quick=False):
         t = (time.perf_counter_ns() - t0) / (buf.size // 64)
         if k:
             lines.append(t)
+    buf_bytes = buf.size
     del buf
     return (_median(misses), _se_median(misses), _median(lines), _se_median(lines),
             {"cache_miss_samples_ns": misses, "line_write_samples_ns": lines, "chase_steps": steps,
-             "chase_bytes": n_big * 4, "line_write_bytes": 256 << 20})
+             "chase_bytes": n_big * 4, "line_write_bytes": int(buf_bytes)})
 
 
-def _rounds(jobs, reps):
-    """Run `jobs` in ROUNDS rounds (each shape built afresh each round, its forks split
+def _rounds(jobs, reps, rounds):
+    """Run `jobs` in `rounds` rounds (each shape built afresh each round, its forks split
     between the rounds) so that a slow spell of the host falls on every shape alike;
     the samples of a shape are concatenated."""
-    per = [reps // ROUNDS + (1 if k < reps % ROUNDS else 0) for k in range(ROUNDS)]
+    per = [reps // rounds + (1 if k < reps % rounds else 0) for k in range(rounds)]
     merged = {}
-    for k in range(ROUNDS):
+    for k in range(rounds):
         rj = []
         for j in jobs:
             j = dict(j)
             if j["kind"] == "fork":
                 j["repeats"] = per[k]
                 if j.get("execs"):
-                    j["execs"] = max(1, j["execs"] // ROUNDS)
+                    j["execs"] = max(1, j["execs"] // rounds)
             elif k:                          # the fault passes run once
                 continue
             rj.append(j)
@@ -528,9 +530,10 @@ def calibrate(quick=False, validate=False, progress=None):
     if validate:
         jobs += [{"kind": "fork", "name": n, "shape": s, "repeats": reps}
                  for n, s in HELD_OUT]
-    say(f"timing {len(jobs)} jobs in a separate process, {ROUNDS} rounds "
-        f"({reps} forks per shape in all)")
-    results = _rounds(jobs, reps)
+    rounds = QUICK_ROUNDS if quick else ROUNDS
+    say(f"timing {len(jobs)} jobs in a separate process, {rounds} round(s), {reps} forks "
+        "per shape in all")
+    results = _rounds(jobs, reps, rounds)
     say("measuring a cache miss and a line write")
     miss, miss_se, line, line_se, prim = measure_primitives(quick)
 
