@@ -324,6 +324,11 @@ NRPTE = 7                                   # pte_chain slots per 64-byte line, 
                                             # pointers: (64 - 8) / 8
 
 
+PIN_NOTE = {"forks_copy": "intercept of the fork", "forks_share": "intercept of the fork",
+            "exits": "intercept of the exit", "ptes_copied": "per-PTE of the fork",
+            "ptes_zapped": "per-PTE of the exit", "tables_freed": "per-table of the exit"}
+
+
 class CalibrationError(RuntimeError):
     pass
 
@@ -455,6 +460,7 @@ def measure_primitives(quick=False):
     misses = []
     for _ in range(rounds):
         misses.append(chase(big) - chase(small))
+    # like the forks, each primitive is the minimum over its rounds (below)
     del big, small
     buf = np.zeros((64 if quick else 256) << 20, dtype=np.uint8)
     buf[::4096] = 1                         # fault it in first
@@ -467,7 +473,7 @@ def measure_primitives(quick=False):
             lines.append(t)
     buf_bytes = buf.size
     del buf
-    return (_median(misses), _se_median(misses), _median(lines), _se_median(lines),
+    return (_stat(misses), _se_median(misses), _stat(lines), _se_median(lines),
             {"cache_miss_samples_ns": misses, "line_write_samples_ns": lines, "chase_steps": steps,
              "chase_bytes": n_big * 4, "line_write_bytes": int(buf_bytes)})
 
@@ -486,13 +492,16 @@ def _rounds(jobs, reps, rounds):
                 j["repeats"] = per[k]
                 if j.get("execs"):
                     j["execs"] = max(1, j["execs"] // rounds)
-            elif k:                          # the fault passes run once
-                continue
             rj.append(j)
         for r in run_worker(rj):
             old = merged.get(r["name"])
             if old is None:
                 merged[r["name"]] = r
+                continue
+            if "V" not in r:                 # the fault passes: samples concatenated
+                for key, v in r.items():
+                    if isinstance(v, list):
+                        old[key] += v
                 continue
             # a rebuilt shape's counts can differ by a few of the worker's own pages:
             # the row keeps the mean, and every round's counts are kept beside it
@@ -526,7 +535,7 @@ def calibrate(quick=False, validate=False, progress=None):
              for n, s in FIT_SHAPES[1:]]
     jobs.append({"kind": "faults", "pages": FAULT_PAGES // (4 if quick else 1),
                  "tables": FAULT_TABLES // (4 if quick else 1),
-                 "repeats": 2 if quick else 5})
+                 "repeats": 1 if quick else 3})
     if validate:
         jobs += [{"kind": "fork", "name": n, "shape": s, "repeats": reps}
                  for n, s in HELD_OUT]
@@ -539,10 +548,10 @@ def calibrate(quick=False, validate=False, progress=None):
 
     fit_res = [results[n] for n, _ in FIT_SHAPES]
     X, y_fork, y_exit = _shape_rows(fit_res)
-    ff = fit(X, y_fork, 1.0 / y_fork ** 2)  # relative least squares
-    fe = fit(X, y_exit, 1.0 / y_exit ** 2)
+    ff = fit_nonneg(X, y_fork, 1.0 / y_fork ** 2)  # relative least squares, costs >= 0
+    fe = fit_nonneg(X, y_exit, 1.0 / y_exit ** 2)
     fl = results["faults"]
-    med = {k: _median(v) for k, v in fl.items() if k != "name"}
+    med = {k: _stat(v) for k, v in fl.items() if k != "name"}
     sem = {k: _se_median(v) for k, v in fl.items() if k != "name"}
     bare = results["bare"]
     exec_extra = (_stat(bare["fork_exec_ns"]) - _stat(bare["fork_ns"])
@@ -550,8 +559,13 @@ def calibrate(quick=False, validate=False, progress=None):
     exec_se = math.hypot(_se_median(bare["fork_exec_ns"]), _se_median(bare["exit_ns"]))
 
     c, u, s = {}, {}, {}
+    names = ("intercept", "per-VMA", "per-anon_vma", "per-PTE", "per-table")
+    pinned = [f"{names[j]} of the fork fit" for j in ff["pinned"]]
+    pinned += [f"{names[j]} of the exit fit" for j in fe["pinned"]]
 
     def put(event, ns, se, source):
+        if event in PIN_NOTE and any(p.startswith(PIN_NOTE[event]) for p in pinned):
+            source += "; held at 0 by the non-negative fit (the data want it below 0)"
         c[event] = round(float(ns), 2)
         u[event] = round(float(se), 2) if math.isfinite(se) else round(abs(float(ns)), 2)
         s[event] = source
@@ -580,8 +594,13 @@ def calibrate(quick=False, validate=False, progress=None):
     put("ptes_copied", b[3], bs[3], f"measured: per-PTE coefficient of the {regr}")
     put("ptes_zapped", e[3], es[3], f"measured: per-PTE coefficient of the {erg} "
         "(pages still mapped by the parent: a reference dropped, not a page freed)")
+    alloc_note = ""
+    if tbl_alloc < 0:
+        alloc_note = f"; the difference measured {tbl_alloc:.0f} ns, held at 0"
+        tbl_alloc = 0.0
     put("tables_allocated", tbl_alloc, tbl_alloc_se, "measured: write fault one page per "
-        "2 MiB minus write fault on dense pages (the fault that allocates a PTE table)")
+        "2 MiB minus write fault on dense pages (the fault that allocates a PTE table)"
+        + alloc_note)
     put("tables_copied", b[4] - tbl_alloc, math.hypot(bs[4], tbl_alloc_se),
         f"measured: per-table coefficient of the {regr} minus tables_allocated (a table "
         "copied is also counted allocated)")
@@ -590,7 +609,8 @@ def calibrate(quick=False, validate=False, progress=None):
         "(demand_zero, zero_page_maps, cow_copies, cow_reuses, shmem_faults, swap_ins, "
         "unshares)")
     put("demand_zero", med["demand_zero"], sem["demand_zero"], "measured: write fault on "
-        "a fresh private page, per page (a faulting pass minus a second pass)")
+        "a fresh private page, per page (a faulting pass minus a second pass; the "
+        "minimum over the passes, as for every fault below)")
     put("zero_page_maps", med["zero_page"], sem["zero_page"], "measured: read fault on a "
         "fresh private page (maps the zero page), per page")
     put("cow_copies", med["cow"], sem["cow"], "measured: write fault on a page shared "
@@ -636,7 +656,8 @@ def calibrate(quick=False, validate=False, progress=None):
                 "fork": _fit_meta(ff, fit_res, y_fork, "fork_ns"),
                 "exit": _fit_meta(fe, fit_res, y_exit, "exit_ns")},
         "worker_base": {x: bare[x] for x in "VAPT"},
-        "faults": {k: {"median_ns": med[k], "se_ns": sem[k], "samples": fl[k]}
+        "fit_pinned_at_0": pinned,
+        "faults": {k: {"min_ns": med[k], "se_ns": sem[k], "samples": fl[k]}
                    for k in med},
         "munmap_exclusive_ns_per_page": med["munmap_dense"],
         "munmap_exclusive_ns_per_table": med["munmap_sparse"],
@@ -749,6 +770,30 @@ def format_validate(rows):
     return "\n".join(out)
 
 
+def compare_profiles(old, new):
+    """Per measured event: the move from `old` to `new` in units of the larger of the
+    two uncertainties (derived and constant events included; 0 when both are 0)."""
+    rows = []
+    for e in new.costs:
+        u = max(old.uncertainty.get(e, 0), new.uncertainty[e])
+        d = new.costs[e] - old.costs.get(e, 0)
+        rows.append({"event": e, "old_ns": old.costs.get(e), "new_ns": new.costs[e],
+                     "moved_ns": d, "in_uncertainties": abs(d) / u if u else
+                     (0.0 if d == 0 else float("inf"))})
+    return rows
+
+
+def format_compare(rows):
+    out = ["against the profile this run replaces (move / larger uncertainty):"]
+    for r in rows:
+        flag = "  MOVED MORE THAN ITS UNCERTAINTY" if r["in_uncertainties"] > 1 else ""
+        out.append(f"  {r['event']:<18} {r['old_ns']:>11.1f} -> {r['new_ns']:>11.1f} ns "
+                   f"({r['in_uncertainties']:.2f}){flag}")
+    n = sum(r["in_uncertainties"] > 1 for r in rows)
+    out.append(f"  {n} of {len(rows)} costs moved by more than their uncertainty")
+    return "\n".join(out)
+
+
 # -- CLI ----------------------------------------------------------------------------
 
 try:
@@ -778,13 +823,25 @@ def cmd_calibrate(args):
         raise UsageError("calibrate measures a Linux kernel: this is " + sys.platform)
     from lazyvm.costs import host_profile_path
     out = args.out or host_profile_path()
+    previous = None
+    if os.path.exists(out):
+        from lazyvm.costs import Profile, ProfileError
+        try:
+            previous = Profile.load(out)
+        except ProfileError:
+            previous = None
     prof, report = calibrate(quick=args.quick, validate=args.validate,
                              progress=lambda m: print(m, file=sys.stderr))
+    if previous is not None:
+        report["previous"] = compare_profiles(previous, prof)
     prof.save(out)
     if getattr(args, "json", False):
         print(json.dumps(prof.to_dict(), indent=1))
     else:
         print(format_report(report))
+        if "previous" in report:
+            print()
+            print(format_compare(report["previous"]))
         print(f"wrote {out}")
     return 0
 
