@@ -528,6 +528,7 @@ def calibrate(quick=False, validate=False, progress=None):
     from lazyvm.costs import Profile
     say = progress or (lambda msg: None)
     t_start = time.perf_counter()
+    load_before = _loadavg()
     reps = QUICK_REPEATS if quick else REPEATS
     jobs = [{"kind": "fork", "name": "bare", "shape": {}, "repeats": reps,
              "execs": max(3, reps // 2)}]
@@ -670,10 +671,20 @@ def calibrate(quick=False, validate=False, progress=None):
                    meta=meta)
     report = {"profile": prof, "meta": meta, "raw": results}
     if validate:
-        report["validate"] = validate_rows(prof, [results[n] for n, _ in HELD_OUT])
+        report["validate"] = validate_rows(prof, [results[n] for n, _ in HELD_OUT],
+                                           base=[bare[x] for x in "VAPT"],
+                                           shapes=[sh for _, sh in HELD_OUT])
         meta["validate"] = report["validate"]
     meta["seconds"] = round(time.perf_counter() - t_start, 1)
+    meta["loadavg_before_after"] = [load_before, _loadavg()]
     return prof, report
+
+
+def _loadavg():
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
 
 
 def _fit_meta(f, rows, y, key):
@@ -703,11 +714,58 @@ def predict_fork_ns(profile, V, A, P, T):
             + c["ptes_copied"] * P + (c["tables_copied"] + c["tables_allocated"]) * T)
 
 
-def validate_rows(profile, results):
+def lazyvm_fork_counts(shape):
+    """The event counts of a copy fork, in lazyvm (x86_64, no rmap, no contents), of a
+    process holding `shape` (the mappings the worker adds, built the same way), or
+    None when this lazyvm has no x86_64 layout."""
+    from lazyvm import Machine
+    pages = (shape.get("dense", 0) + shape.get("sparse", 0)
+             + shape.get("mixed", 0) * (shape.get("mixed_pages", 8) + 1) + 64)
+    try:
+        m = Machine(memory=max(64 << 20, pages * 2 * PAGE + (16 << 20)), fork_mode="copy",
+                    rmap=False, layout="x86_64", contents=False)
+    except TypeError:
+        return None
+    p = m.spawn()
+    if shape.get("dense"):
+        a = p.mmap(shape["dense"] * PAGE)
+        p.touch(a, shape["dense"] * PAGE, write=True)
+    if shape.get("sparse"):
+        n = shape["sparse"]
+        a = p.mmap((n + 1) * REGION)
+        a = -(-a // REGION) * REGION            # the worker's touches are 2 MiB apart
+        import numpy as np
+        p.touch_pages(np.arange(n, dtype=np.uint64) * np.uint64(REGION) + np.uint64(a),
+                      write=True)
+    for i in range(shape.get("vmas", 0)):
+        p.mmap(PAGE, prot="r" if i % 2 else "rw")
+    for i in range(shape.get("mixed", 0)):
+        a = p.mmap(shape.get("mixed_pages", 8) * PAGE)
+        p.touch(a, shape.get("mixed_pages", 8) * PAGE, write=True)
+        p.mmap(PAGE, prot="")
+    before = m.stats()
+    p.fork()
+    after = m.stats()
+    from lazyvm.costs import EVENTS
+    return {e: int(after[e]) - int(before[e]) for e in EVENTS if e in after}
+
+
+def validate_rows(profile, results, base=None, shapes=None):
+    """Predicted against measured fork of each held-out result.  "predicted_ns" prices
+    the worker's own counts (V, A, P, T); with `base` (the bare worker's V, A, P, T)
+    and `shapes`, "lazyvm_ns" prices lazyvm's own event counts of the shape
+    (profile.kernel_ns, as Machine(costs=...) does) plus the bare worker."""
     rows = []
-    for r in results:
+    for k, r in enumerate(results):
         pred = predict_fork_ns(profile, r["V"], r["A"], r["P"], r["T"])
         meas = _stat(r["fork_ns"])
+        lz = None
+        if base is not None and shapes is not None:
+            counts = lazyvm_fork_counts(shapes[k])
+            if counts is not None:
+                counts["forks_copy"] = 0         # the worker's fork is in `base`
+                lz = {"counts": counts,
+                      "ns": profile.kernel_ns(counts) + predict_fork_ns(profile, *base)}
         rows.append({"shape": r["name"], "V": r["V"], "A": r["A"], "P": r["P"], "T": r["T"],
                      "measured_median_ns": _median(r["fork_ns"]),
                      "predicted_ns": pred, "measured_ns": meas,
@@ -715,6 +773,10 @@ def validate_rows(profile, results):
                      "measured_max_ns": float(max(r["fork_ns"])),
                      "repeats": len(r["fork_ns"]),
                      "error": (pred - meas) / meas})
+        if lz is not None:
+            rows[-1]["lazyvm_ns"] = lz["ns"]
+            rows[-1]["lazyvm_counts"] = lz["counts"]
+            rows[-1]["lazyvm_error"] = (lz["ns"] - meas) / meas
     return rows
 
 
@@ -750,6 +812,12 @@ def format_report(report):
         out.append(format_validate(report["validate"]))
     out.append("")
     out.append(f"calibration took {meta['seconds']:.1f} s")
+    la = meta.get("loadavg_before_after") or [None, None]
+    cores = h.get("cores_usable") or h.get("cores") or 1
+    if any(x is not None and x > 0.75 * cores for x in la):
+        out.append(f"NOTE: the host was busy (load average {la[0]} before, {la[1]} after, "
+                   f"{cores} cores): other work stretches forks and faults, and the "
+                   "minimum over the repeats only partly removes it; rerun when it is idle")
     return "\n".join(out)
 
 
@@ -767,6 +835,19 @@ def format_validate(rows):
     import statistics
     out.append(f"  median |error| {100 * statistics.median(errs):.1f}%, largest "
                f"{100 * errs[-1]:.1f}%  (target: 15% median, 30% largest)")
+    if all("lazyvm_ns" in r for r in rows):
+        out.append("the same shapes simulated in lazyvm (x86_64, copy fork), its event "
+                   "counts priced by the profile, plus the bare worker:")
+        for r in rows:
+            c = r["lazyvm_counts"]
+            out.append(f"  {r['shape']:<26} fork_vmas={c.get('fork_vmas', 0):>5} "
+                       f"ptes_copied={c.get('ptes_copied', 0):>7} "
+                       f"tables_copied={c.get('tables_copied', 0):>5} "
+                       f"{r['lazyvm_ns'] / 1e3:>8.1f} us vs {r['measured_ns'] / 1e3:>8.1f} us"
+                       f"  {100 * r['lazyvm_error']:+.1f}%")
+        errs = sorted(abs(r["lazyvm_error"]) for r in rows)
+        out.append(f"  median |error| {100 * statistics.median(errs):.1f}%, largest "
+                   f"{100 * errs[-1]:.1f}%")
     return "\n".join(out)
 
 
