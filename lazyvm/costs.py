@@ -31,7 +31,8 @@ from fractions import Fraction
 from importlib import resources
 
 __all__ = ["EVENTS", "FORMAT", "FORMAT_VERSION", "Profile", "load_profile",
-           "host_profile_path", "builtin_profiles", "event_counts", "ProfileError"]
+           "host_profile_path", "builtin_profiles", "event_counts", "ProfileError",
+           "predict", "predict_configs"]
 
 FORMAT = "lazyvm-cost-profile"
 FORMAT_VERSION = 1
@@ -208,3 +209,27 @@ def load_profile(spec) -> Profile:
 def event_counts(stats: dict) -> dict:
     """The EVENT COUNTERS of a stats() dict (absent ones left out)."""
     return {e: int(stats[e]) for e in EVENTS if e in stats}
+
+
+def predict(counts: dict, profile, iterations: int | None = None) -> dict:
+    """The predicted kernel time of `counts` (event counters over a run, e.g. a
+    run_workload configuration's differences): {"profile", "kernel_ns" (int),
+    "kernel_ns_se", "kernel_ns_per_iteration" (int, or None without iterations),
+    "missing" (priced events `counts` lacks: they count 0)}."""
+    prof = load_profile(profile)
+    ns = prof.kernel_ns(counts)
+    return {"profile": prof.name, "kernel_ns": ns,
+            "kernel_ns_se": prof.uncertainty_ns(counts),
+            "kernel_ns_per_iteration": (ns // iterations) if iterations else None,
+            "missing": prof.missing(counts)}
+
+
+def predict_configs(configs: dict, profile, base: str = "copy") -> dict:
+    """predict() for each {config name: counts} (counts may be a run_workload config
+    result: its "iterations" is used), plus "ratio_vs_<base>": kernel_ns / base's."""
+    prof = load_profile(profile)
+    out = {name: predict(c, prof, c.get("iterations")) for name, c in configs.items()}
+    b = out.get(base, {}).get("kernel_ns")
+    for name, r in out.items():
+        r[f"ratio_vs_{base}"] = (r["kernel_ns"] / b) if b else None
+    return out

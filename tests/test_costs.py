@@ -272,3 +272,16 @@ def test_quick_calibration_through_the_cli(tmp_path, capsys):
     assert max(abs(r["rel_residual"]) for r in rows) < 1.0
     assert prof.meta["primitives"]["cache_miss_ns"] > 0
     assert "Morton" in prof.source["rmap_adds"]
+
+
+def test_predict_configs_prices_each_configuration_and_its_ratio():
+    p = _profile({e: float(i + 1) for i, e in enumerate(EVENTS)})
+    cfgs = {"copy": {"ptes_copied": 100, "iterations": 4},
+            "share": {"share_wrprotects": 10, "iterations": 4}}
+    out = __import__("lazyvm.costs", fromlist=["x"]).predict_configs(cfgs, p)
+    k_pte = EVENTS.index("ptes_copied") + 1
+    k_wp = EVENTS.index("share_wrprotects") + 1
+    assert out["copy"]["kernel_ns"] == 100 * k_pte
+    assert out["copy"]["kernel_ns_per_iteration"] == 100 * k_pte // 4
+    assert out["share"]["ratio_vs_copy"] == (10 * k_wp) / (100 * k_pte)
+    assert "forks_copy" in out["share"]["missing"]
