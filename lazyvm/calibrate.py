@@ -877,11 +877,18 @@ def format_compare(rows):
 
 # -- CLI ----------------------------------------------------------------------------
 
-try:
-    from lazyvm.cli import UsageError
-except Exception:                           # before h1's cli.py has it
-    class UsageError(ValueError):
-        """A command-line error: one line, exit status 2."""
+class _LocalUsageError(ValueError):
+    """A command-line error: one line, exit status 2 (until lazyvm.cli has one)."""
+
+
+def _usage_error_class():
+    """lazyvm.cli.UsageError when cli.py defines it, else the local one.  Looked up when
+    an error is raised, not at import: cli.py imports this module."""
+    try:
+        from lazyvm.cli import UsageError
+        return UsageError
+    except (ImportError, AttributeError):
+        return _LocalUsageError
 
 
 def add_commands(subparsers):
@@ -901,7 +908,10 @@ def add_commands(subparsers):
 
 def cmd_calibrate(args):
     if not sys.platform.startswith("linux"):
-        raise UsageError("calibrate measures a Linux kernel: this is " + sys.platform)
+        raise _usage_error_class()("calibrate measures a Linux kernel: this is "
+                                   + sys.platform)
+    if args.out is not None and os.path.isdir(args.out):
+        raise _usage_error_class()(f"--out {args.out} is a directory: give a file path")
     from lazyvm.costs import host_profile_path
     out = args.out or host_profile_path()
     previous = None
@@ -935,7 +945,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     try:
         return args.func(args)
-    except UsageError as e:
+    except (_LocalUsageError, _usage_error_class()) as e:
         print(f"lazyvm: {e}", file=sys.stderr)
         return 2
 

@@ -285,3 +285,9 @@ def test_predict_configs_prices_each_configuration_and_its_ratio():
     assert out["copy"]["kernel_ns_per_iteration"] == 100 * k_pte // 4
     assert out["share"]["ratio_vs_copy"] == (10 * k_wp) / (100 * k_pte)
     assert "forks_copy" in out["share"]["missing"]
+
+
+def test_calibrate_cli_refuses_a_directory_as_out(tmp_path, capsys):
+    assert cal.main(["calibrate", "--quick", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "is a directory" in err and len(err.strip().splitlines()) == 1
