@@ -52,6 +52,7 @@ import time
 PAGE = 4096
 REGION = 2 << 20
 _clock = time.perf_counter_ns
+_cpu = time.thread_time_ns            # CLOCK_THREAD_CPUTIME_ID
 _PRESENT = bytes(0 if i < 0x80 else 1 for i in range(256))   # bit 63 of a pagemap entry
 _ANON = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
 
@@ -157,56 +158,73 @@ def _reap(pid):
         raise RuntimeError(f"child ended with status {status:#x}")
 
 
+def _reap_cpu(pid):
+    """Reap `pid`; return the CPU time (user + system, ns) the child used in all."""
+    _, status, ru = os.wait4(pid, 0)
+    if not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0):
+        raise RuntimeError(f"child ended with status {status:#x}")
+    return int(round((ru.ru_utime + ru.ru_stime) * 1e9))
+
+
 def job_fork(shape, repeats, warmup=1, execs=0):
-    """Fork `repeats` times: ns of the fork call in the parent, and ns from waking the
-    child (blocked on a pipe) until it has exited and been reaped; with execs, also
-    fork + execv of /bin/true until reaped."""
+    """Fork `repeats` times.  fork_ns: the CPU time of the forking thread across
+    os.fork() (CLOCK_THREAD_CPUTIME_ID: the kernel's work for the fork, without the time
+    other work on the host preempts it; fork_wall_ns beside it).  exit_ns: the child
+    waits on a pipe, reads its own CPU clock, then _exit()s; the CPU time its rusage
+    reports beyond that reading is its exit.  With execs, fork_exec_ns: the whole CPU
+    time of a child that execs /bin/true, and fork_child_ns: that of a child that exits
+    at once, both from the rusage of wait4."""
     sh = Shape(**shape)
     v, a, p, t = counts()
-    fork_ns, exit_ns, exec_ns = [], [], []
+    fork_ns, wall_ns, exit_ns, exec_ns, child_ns = [], [], [], [], []
     r, w = os.pipe()
+    br, bw = os.pipe()
     for k in range(warmup + repeats):
         t0 = _clock()
+        c0 = _cpu()
         pid = os.fork()
         if pid == 0:                  # wait until the parent has taken its time, then exit
             os.read(r, 1)
+            os.write(bw, b"%23d\n" % _cpu())
             os._exit(0)
+        c1 = _cpu()
         t1 = _clock()
-        time.sleep(0.0002)            # let the child block on the pipe
-        t2 = _clock()
         os.write(w, b"x")
-        _reap(pid)
-        t3 = _clock()
+        before = int(os.read(br, 24))
+        total = _reap_cpu(pid)
         if k >= warmup:
-            fork_ns.append(t1 - t0)
-            exit_ns.append(t3 - t2)
-    os.close(r)
-    os.close(w)
+            fork_ns.append(c1 - c0)
+            wall_ns.append(t1 - t0)
+            exit_ns.append(total - before)
+    for fd in (r, w, br, bw):
+        os.close(fd)
     for k in range(execs + (1 if execs else 0)):
-        t0 = _clock()
-        pid = os.fork()
-        if pid == 0:
-            try:
-                os.execv("/bin/true", ["true"])
-            finally:
-                os._exit(1)
-        _reap(pid)
-        t2 = _clock()
-        if k >= 1:
-            exec_ns.append(t2 - t0)
+        for do_exec in (True, False):
+            pid = os.fork()
+            if pid == 0:
+                if do_exec:
+                    try:
+                        os.execv("/bin/true", ["true"])
+                    finally:
+                        os._exit(1)
+                os._exit(0)
+            total = _reap_cpu(pid)
+            if k >= 1:
+                (exec_ns if do_exec else child_ns).append(total)
     again = counts()
     sh.close()
     return {"V": v, "A": a, "P": p, "T": t, "counts_after": again, "fork_ns": fork_ns,
-            "exit_ns": exit_ns, "fork_exec_ns": exec_ns}
+            "fork_wall_ns": wall_ns, "exit_ns": exit_ns, "fork_exec_ns": exec_ns,
+            "fork_child_ns": child_ns}
 
 
 def _passes(m, step, write, fresh_pass):
-    """ns of one pass that faults (fresh_pass) minus one that does not."""
-    t0 = _clock()
+    """CPU ns of one pass that faults (fresh_pass) minus one that does not."""
+    t0 = _cpu()
     fresh_pass()
-    t1 = _clock()
+    t1 = _cpu()
     _touch(m, step, write)
-    t2 = _clock()
+    t2 = _cpu()
     return (t1 - t0) - (t2 - t1)
 
 
@@ -222,12 +240,12 @@ def job_faults(pages, tables, repeats):
     for _ in range(repeats):
         m = _anon(pages * PAGE)
         out["demand_zero"].append(_passes(m, PAGE, True, lambda: _touch(m)) / pages)
-        t0 = _clock(); m.close(); t1 = _clock()
+        t0 = _cpu(); m.close(); t1 = _cpu()
         out["munmap_dense"].append((t1 - t0) / pages)
 
         m = _anon(tables * REGION)
         out["sparse"].append(_passes(m, REGION, True, lambda: _touch(m, REGION)) / tables)
-        t0 = _clock(); m.close(); t1 = _clock()
+        t0 = _cpu(); m.close(); t1 = _cpu()
         out["munmap_sparse"].append((t1 - t0) / tables)
 
         m = _anon(pages * PAGE)
@@ -450,10 +468,10 @@ def measure_primitives(quick=False):
     def chase(arr):
         mv = memoryview(arr).cast("B").cast("I")
         i = 0
-        t0 = time.perf_counter_ns()
+        t0 = time.thread_time_ns()
         for _ in range(steps):
             i = mv[i]
-        return (time.perf_counter_ns() - t0) / steps
+        return (time.thread_time_ns() - t0) / steps
 
     big, small = cycle(n_big), cycle(n_small)
     rounds = 3 if quick else 5
@@ -466,9 +484,9 @@ def measure_primitives(quick=False):
     buf[::4096] = 1                         # fault it in first
     lines = []
     for k in range(rounds + 1):
-        t0 = time.perf_counter_ns()
+        t0 = time.thread_time_ns()
         buf[::64] = k
-        t = (time.perf_counter_ns() - t0) / (buf.size // 64)
+        t = (time.thread_time_ns() - t0) / (buf.size // 64)
         if k:
             lines.append(t)
     buf_bytes = buf.size
@@ -509,7 +527,8 @@ def _rounds(jobs, reps, rounds):
             old["rounds"].append([r[x] for x in "VAPT"])
             for i, key in enumerate("VAPT"):
                 old[key] = round(sum(c[i] for c in old["rounds"]) / len(old["rounds"]))
-            for key in ("fork_ns", "exit_ns", "fork_exec_ns"):
+            for key in ("fork_ns", "fork_wall_ns", "exit_ns", "fork_exec_ns",
+                        "fork_child_ns"):
                 old[key] += r[key]
     return merged
 
@@ -555,9 +574,8 @@ def calibrate(quick=False, validate=False, progress=None):
     med = {k: _stat(v) for k, v in fl.items() if k != "name"}
     sem = {k: _se_median(v) for k, v in fl.items() if k != "name"}
     bare = results["bare"]
-    exec_extra = (_stat(bare["fork_exec_ns"]) - _stat(bare["fork_ns"])
-                  - _stat(bare["exit_ns"]))         # includes one child wake-up less
-    exec_se = math.hypot(_se_median(bare["fork_exec_ns"]), _se_median(bare["exit_ns"]))
+    exec_extra = _stat(bare["fork_exec_ns"]) - _stat(bare["fork_child_ns"])
+    exec_se = math.hypot(_se_median(bare["fork_exec_ns"]), _se_median(bare["fork_child_ns"]))
 
     c, u, s = {}, {}, {}
     names = ("intercept", "per-VMA", "per-anon_vma", "per-PTE", "per-table")
@@ -572,7 +590,7 @@ def calibrate(quick=False, validate=False, progress=None):
         s[event] = source
 
     regr = "fork regression on (1, V, A, P, T) over %d shapes" % len(FIT_SHAPES)
-    erg = "exit regression (child woken through a pipe until reaped) on (1, V, A, P, T)"
+    erg = "exit regression (the child's CPU time from its last reading until reaped) on (1, V, A, P, T)"
     b, e = ff["coef"], fe["coef"]
     bs, es = ff["se"], fe["se"]
     tbl_alloc = med["sparse"] - med["demand_zero"]
@@ -581,10 +599,9 @@ def calibrate(quick=False, validate=False, progress=None):
         "no VMA, PTE or table; includes the interpreter's os.fork wrapper)")
     put("forks_share", b[0], bs[0], "= forks_copy: a share fork does the same fixed work "
         "(no released kernel shares tables)")
-    put("exits", e[0], es[0], f"measured: intercept of the {erg}; includes waking the "
-        "child and the parent's reaping")
-    put("execs", exec_extra, exec_se, "measured: fork + execv(/bin/true) until reaped, "
-        "minus the fork and the exit of the same process (includes loading and "
+    put("exits", e[0], es[0], f"measured: intercept of the {erg}")
+    put("execs", exec_extra, exec_se, "measured: CPU time of a child that execs "
+        "/bin/true minus that of a child that exits at once (includes loading and "
         "running /bin/true)")
     put("fork_vmas", b[1] + b[2], math.hypot(bs[1], bs[2]), "measured: per-VMA plus "
         f"per-anon_vma coefficients of the {regr} (lazyvm's VMAs are anonymous memory; "
