@@ -54,9 +54,16 @@ class ProfileError(ValueError):
 
 
 def host_profile_path() -> str:
-    """Where `lazyvm calibrate` writes the "host" profile: the user cache dir."""
-    import platformdirs
-    return os.path.join(platformdirs.user_cache_dir("lazyvm"), "host.json")
+    """Where `lazyvm calibrate` writes the "host" profile: the user cache dir
+    (platformdirs.user_cache_dir("lazyvm"); without platformdirs, the same directory
+    on Linux: $XDG_CACHE_HOME/lazyvm, else ~/.cache/lazyvm)."""
+    try:
+        import platformdirs
+        base = platformdirs.user_cache_dir("lazyvm")
+    except ImportError:
+        base = os.path.join(os.environ.get("XDG_CACHE_HOME")
+                            or os.path.join(os.path.expanduser("~"), ".cache"), "lazyvm")
+    return os.path.join(base, "host.json")
 
 
 def builtin_profiles() -> tuple[str, ...]:
