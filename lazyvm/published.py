@@ -527,8 +527,10 @@ def report(profile="linux-2.5.41", cells=None, odf_profile="host"):
     worse = [e for e, v in dif.items() if v > 0]
     out.append("  " + ("Counted events that cost more shared: " + ", ".join(worse)
                        if worse else "No counted event costs more shared") +
-               ". What the counts cannot explain is the rest of the published +0.2 to "
-               "+1.2 ms: costs of the shared-table kernel no lazyvm event carries (its "
+               f". The counts cannot explain the loss: the published shared run is "
+               f"{7.7 - 7.5:.1f} to {7.7 - 6.5:.1f} ms slower, the counts make it {gain:.2f} "
+               f"ms faster, so {7.7 - 7.5 + gain:.1f} to {7.7 - 6.5 + gain:.1f} ms are "
+               "costs of the shared-table kernel no lazyvm event carries (its "
                "locking and page-count atomics per shared table, TLB flushes when the "
                "parent's entries are write-protected, exec's teardown of a shared mm), "
                "none of which the unshared columns can price.")
