@@ -530,10 +530,10 @@ def report(profile="linux-2.5.41", cells=None, odf_profile="host"):
                f". The counts cannot explain the loss: the published shared run is "
                f"{7.7 - 7.5:.1f} to {7.7 - 6.5:.1f} ms slower, the counts make it {gain:.2f} "
                f"ms faster, so {7.7 - 7.5 + gain:.1f} to {7.7 - 6.5 + gain:.1f} ms are "
-               "costs of the shared-table kernel no lazyvm event carries (its "
-               "locking and page-count atomics per shared table, TLB flushes when the "
-               "parent's entries are write-protected, exec's teardown of a shared mm), "
-               "none of which the unshared columns can price.")
+               "costs of the shared-table kernel no lazyvm event carries (candidates, "
+               "none measured here: its locking and page-count atomics per shared table, "
+               "TLB flushes when the parent's entries are write-protected, exec's "
+               "teardown of a shared mm), none of which the unshared columns can price.")
     # ODF
     od = odf(odf_prof) if odf_prof is not None else None
     out.append("")
