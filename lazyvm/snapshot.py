@@ -1068,10 +1068,11 @@ def _pid_arg(text):
 def cmd_capture(args):
     pid = _pid_arg(args.pid)
     t0 = time.perf_counter()
-    if args.cow:
+
+    def ready():                       # the watch for the fork has begun
         print(f"capture: waiting up to {args.timeout:g} s for process {pid} to fork",
-              file=sys.stderr)
-    snap = capture(pid, cow=args.cow, timeout=args.timeout)
+              file=sys.stderr, flush=True)
+    snap = capture(pid, cow=args.cow, timeout=args.timeout, on_ready=ready)
     try:
         snap.save(args.out)
     except OSError as e:
