@@ -39,6 +39,7 @@ DEFAULTS = {
     "load_s": 0.5,            # seconds of SET load before BGSAVE
     "configs": None,          # configurations (default all four)
     "quick": False,           # keys=20000, value_size=512
+    "out": None,              # also save the capture to this snapshot file
 }
 QUICK = {"keys": 20_000, "value_size": 512, "requests": 2_000_000}
 
@@ -269,6 +270,8 @@ def run_redis_bgsave(params=None):
         cow_lines = _cow_log(logfile)
         shutil.rmtree(tmp, ignore_errors=True)
     snap = result["snap"]
+    if p["out"]:
+        snap.save(p["out"])
     if pers.get("rdb_last_bgsave_status") != "ok":
         raise snapshot.SnapshotError(f"BGSAVE failed: {pers.get('rdb_last_bgsave_status')}")
     rec = snapshot.replay(snap, layout=p["layout"], costs=_costs(p["costs"]),

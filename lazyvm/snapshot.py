@@ -813,6 +813,16 @@ def replay(snap, layout=None, costs=None, configs=None, repeats=3, use_trace=Tru
               "host": snap.host(), "configs": {}, "notes": notes,
               "write_set": int(writable.sum())}
     wa, ws = wset[writable], snap.cow_side[writable]
+    # What the write set reaches: leaf tables (the span one leaf table maps) written,
+    # against the leaf tables the address space has.
+    span = LEAF_SPAN[layout]
+    pv = snap.page_vma()
+    pok = (pv >= 0) & (placed[np.maximum(pv, 0)] != _NONE)
+    shift = placed.astype(np.int64) - snap.vma_start.astype(np.int64)
+    page_new = snap.page_addr[pok].astype(np.int64) + shift[pv[pok]]
+    w_new = wa.astype(np.int64) + shift[vid[writable]]
+    record["leaf_tables"] = int(len(np.unique(page_new // span)))
+    record["write_set_leaf_tables"] = int(len(np.unique(w_new // span)))
     for name in configs:
         fork_mode, rmap = CONFIGS[name]
         m = __import__("lazyvm").Machine(memory=memory, fork_mode=fork_mode, rmap=rmap,
@@ -924,6 +934,9 @@ def format_replay(rec):
         lines.append("  ".join(str(v).rjust(w) if i else str(v).ljust(w)
                                for i, (v, w) in enumerate(zip(r, widths))))
     lines.append("")
+    lines.append(f"the write set reaches {rec['write_set_leaf_tables']} of the "
+                 f"{rec['leaf_tables']} leaf tables ({LEAF_SPAN[rec['layout']] >> 20} MiB "
+                 "spans) that map a page")
     vmpte = h.get("vm_pte_kb")
     lines.append("kernel (recorded at capture): "
                  f"VmPTE {vmpte} kB = {vmpte // 4 if vmpte is not None else '?'} tables, "
