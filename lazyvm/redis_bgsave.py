@@ -187,8 +187,10 @@ def _cow_log(logfile):
 
 
 def run_redis_bgsave(params=None):
-    """Redis BGSAVE captured and replayed; returns (text, record).  params: a dict of
-    DEFAULTS' keys (unknown keys raise SnapshotError)."""
+    """A real Redis BGSAVE (apt redis-server) under a redis-benchmark SET load, captured
+    with capture --cow and replayed in every configuration beside Redis's
+    latest_fork_usec and rdb_last_cow_size and the kernel's VmPTE.  params: a dict of
+    DEFAULTS' keys (unknown keys raise SnapshotError).  Returns (text, record)."""
     params = dict(params or {})
     unknown = sorted(set(params) - set(DEFAULTS) - {"check"})
     if unknown:

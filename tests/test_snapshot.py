@@ -457,6 +457,7 @@ def test_cli_capture_and_replay(tmp_path):
     finally:
         t.finish()
     r = _cli("replay", out, "--layout", "i386", "--json", tmp_path / "r.json",
-             "--repeats", "1")
+             "--repeats", "1", "--plot", tmp_path / "r.png")
     assert r.returncode == 0, r.stderr
     assert "copy+rmap" in r.stdout and (tmp_path / "r.json").exists()
+    assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
