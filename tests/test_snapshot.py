@@ -461,3 +461,66 @@ def test_cli_capture_and_replay(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "copy+rmap" in r.stdout and (tmp_path / "r.json").exists()
     assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
+
+
+# --------------------------------------------------------------------------- without root
+
+NONROOT_DRIVER = r"""
+import json, subprocess, sys
+sys.path.insert(0, sys.argv[1])
+import numpy as np
+from lazyvm import snapshot as snp
+t = subprocess.Popen([sys.argv[3], sys.argv[2], "256", "3,7", "4,7"], stdin=subprocess.PIPE,
+                     stdout=subprocess.PIPE, text=True)
+base = int(t.stdout.readline())
+def go():
+    t.stdin.write("go\n"); t.stdin.flush()
+s = snp.capture(t.pid, cow=True, timeout=30, on_ready=go)
+t.stdout.readline(); t.stdin.write("x\n"); t.stdin.flush(); t.wait()
+rel = (s.cow_addr.astype(np.int64) - base) // 4096
+inside = (rel >= 0) & (rel < 256)
+print(json.dumps({"set": sorted(rel[inside].tolist()), "sides": s.cow_side[inside].tolist(),
+                  "notes": s.meta["notes"], "pfn_readable": s.meta["pfn_readable"],
+                  "zero": int((s.page_flags & snp.F_ZERO).sum()),
+                  "present": s.host()["present_pages"]}))
+"""
+
+
+@needs_root
+def test_capture_without_root_uses_the_exclusive_bit():
+    import json
+    import shutil
+    import tempfile
+    setpriv = shutil.which("setpriv")
+    if not setpriv:
+        pytest.skip("setpriv (util-linux) is needed to drop to an unprivileged user")
+    drop = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
+    checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    probe = subprocess.run(drop + [sys.executable, "-c", f"import sys; sys.path.insert(0, "
+                                   f"{checkout!r}); import numpy, lazyvm.snapshot"],
+                           capture_output=True, text=True, timeout=60, cwd="/")
+    if probe.returncode:
+        pytest.skip("user 65534 cannot run this interpreter or read this checkout: "
+                    + probe.stderr.strip().splitlines()[-1])
+    d = tempfile.mkdtemp(prefix="lazyvm-nonroot-")
+    try:
+        os.chmod(d, 0o755)
+        for name, text in (("target.py", TARGET), ("driver.py", NONROOT_DRIVER)):
+            with open(os.path.join(d, name), "w") as f:
+                f.write(text)
+            os.chmod(os.path.join(d, name), 0o644)
+        # The target needs only the standard library; the system python runs where this
+        # interpreter's own install (under /root, say) is closed to user 65534.
+        target_py = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) \
+            else sys.executable
+        r = subprocess.run(drop + [sys.executable, os.path.join(d, "driver.py"), checkout,
+                                   os.path.join(d, "target.py"), target_py],
+                           capture_output=True, text=True, timeout=120, cwd="/")
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert not out["pfn_readable"] and out["zero"] == 0 and out["present"] > 256
+    assert out["set"] == [3, 4, 7]                    # from the exclusive bit alone
+    assert set(out["sides"]) == {snp.SIDE_UNKNOWN}
+    assert any("not readable" in n for n in out["notes"])
