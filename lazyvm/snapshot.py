@@ -147,6 +147,36 @@ def read_status(pid):
     return out
 
 
+_ROLLUP = ("Rss", "Private_Dirty", "Anonymous", "AnonHugePages", "ShmemPmdMapped",
+           "FilePmdMapped", "Shared_Hugetlb", "Private_Hugetlb", "Swap")
+
+
+def read_rollup(pid):
+    """The kB fields of /proc/PID/smaps_rollup a replay needs to be read right (huge pages
+    are mapped without leaf tables); {} where the file cannot be read."""
+    try:
+        with open(_proc(pid, "smaps_rollup")) as f:
+            text = f.read()
+    except OSError:
+        return {}
+    out = {}
+    for key in _ROLLUP:
+        m = re.search(rf"^{key}:\s+(\d+) kB", text, re.M)
+        if m:
+            out[key] = int(m.group(1))
+    return out
+
+
+def _note_huge(meta, rollup):
+    huge = sum(rollup.get(k, 0) for k in ("AnonHugePages", "ShmemPmdMapped",
+                                           "FilePmdMapped", "Shared_Hugetlb",
+                                           "Private_Hugetlb"))
+    if huge:
+        meta["notes"].append(
+            f"{huge} kB are mapped by huge pages (smaps_rollup), which the kernel maps "
+            "without leaf tables; the replay maps them as 4 KiB pages, with leaf tables")
+
+
 def zero_pfn():
     """The frame number of the ZERO_PAGE as pagemap shows it: that of a private anonymous
     page of our own that was read but never written (0 when PFNs are not readable)."""
@@ -548,12 +578,14 @@ def capture(pid, cow=False, timeout=60.0, poll=0.002, on_ready=None, progress=No
     if not ok:
         raise SnapshotError(f"process {pid} exited while it was being captured")
     status = read_status(pid)
+    rollup = read_rollup(pid)
     elapsed = time.perf_counter() - t0
     meta = {"pid": pid, "name": status.get("Name", ""), "status": status,
             "captured_at": time.time(), "kernel": os.uname().release,
             "root": root, "zero_pfn": zpfn, "pfn_readable": bool(zpfn),
             "capture_s": round(elapsed, 4), "cow": False, "contents": False,
-            "notes": notes}
+            "rollup": rollup, "notes": notes}
+    _note_huge(meta, rollup)
     if not cow:
         snap = _build(pid, maps, ranges, entries, zpfn, meta)
         _note_unread(snap, maps)
