@@ -276,8 +276,10 @@ def run_redis_bgsave(params=None):
         snap.save(p["out"])
     if pers.get("rdb_last_bgsave_status") != "ok":
         raise snapshot.SnapshotError(f"BGSAVE failed: {pers.get('rdb_last_bgsave_status')}")
-    rec = snapshot.replay(snap, layout=p["layout"], costs=_costs(p["costs"]),
+    cost_notes = []
+    rec = snapshot.replay(snap, layout=p["layout"], costs=_costs(p["costs"], cost_notes),
                           configs=p["configs"], repeats=p["repeats"])
+    rec["notes"].extend(cost_notes)
     redis = {"version": _version(server), "port": port, "bgsave_reply": reply,
              "latest_fork_usec": stats.get("latest_fork_usec"),
              "rdb_last_cow_size": pers.get("rdb_last_cow_size"),
@@ -296,18 +298,16 @@ def run_redis_bgsave(params=None):
     return format_redis(rec), rec
 
 
-def _costs(name):
-    """The costs profile, or None (with a note) where this build has no cost model."""
+def _costs(name, notes):
+    """The cost profile, or None with a note where it cannot be had (no cost model in
+    this build, or no host profile yet: `lazyvm calibrate` makes it)."""
     if name is None:
         return None
-    kw = snapshot._machine_kwargs()
-    if "costs" in kw:
-        return name
     try:
-        import lazyvm.costs  # noqa: F401
-    except ImportError:
+        return snapshot.load_costs(name)
+    except snapshot.SnapshotError as e:
+        notes.append(f"no predicted kernel time: {e}")
         return None
-    return name
 
 
 def _version(server):
@@ -381,6 +381,9 @@ def format_redis(rec):
     for k, v in cmp_.items():
         if isinstance(v, float):
             lines.append(f"  {k}: {v * 100:+.1f}%")
+    for note in rec["notes"]:
+        if note.startswith("no predicted kernel time"):
+            lines.append(f"  note: {note}")
     for line in r.get("log", []):
         lines.append(f"  redis log: {line}")
     if not r.get("load_running_at_end"):

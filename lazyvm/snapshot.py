@@ -787,18 +787,29 @@ def _memory_for(snap, layout, npages_written):
     return -(-mem // (1 << 20)) << 20
 
 
-def _kernel_ns_fn(costs, kw):
-    """(Machine keyword args, fn(delta stats) -> predicted ns or None) for a profile."""
-    if costs is None:
-        return {}, None
-    if "costs" in kw:
-        return {"costs": costs}, None
+def load_costs(costs):
+    """The cost profile for a spec (name, path or Profile), or SnapshotError with the
+    cost model's own sentence (no such profile, no host profile yet, bad JSON)."""
     try:
         from .costs import load_profile
     except ImportError:
         raise SnapshotError("--costs needs lazyvm.costs (the 0.2.0 cost model), "
                             "which this build does not have") from None
-    prof = load_profile(costs)
+    try:
+        return load_profile(costs)
+    except ValueError as e:                       # costs.ProfileError is a ValueError
+        raise SnapshotError(str(e)) from None
+
+
+def _kernel_ns_fn(costs, kw):
+    """(Machine keyword args, fn(delta stats) -> predicted ns or None) for a profile:
+    the Machine's own kernel_ns when it takes costs=, else the profile applied to the
+    counters' differences."""
+    if costs is None:
+        return {}, None
+    prof = load_costs(costs)
+    if "costs" in kw:
+        return {"costs": prof}, None
     return {}, prof.kernel_ns
 
 

@@ -524,3 +524,11 @@ def test_capture_without_root_uses_the_exclusive_bit():
     assert out["set"] == [3, 4, 7]                    # from the exclusive bit alone
     assert set(out["sides"]) == {snp.SIDE_UNKNOWN}
     assert any("not readable" in n for n in out["notes"])
+
+
+def test_unknown_cost_profile_is_a_clear_error(cow_capture):
+    _, snap = cow_capture
+    with pytest.raises(SnapshotError, match="cost"):
+        snp.replay(snap, layout="i386", costs="no-such-profile", configs=["copy"])
+    with pytest.raises(SnapshotError, match="unknown configuration"):
+        snp.replay(snap, layout="i386", configs=["eager"])
