@@ -846,8 +846,12 @@ def replay(snap, layout=None, costs=None, configs=None, repeats=3, use_trace=Tru
     memory = _memory_for(snap, layout, int(writable.sum()))
     notes = list(snap.meta.get("notes", []))
     if (~writable).any():
+        where = sorted({f"{snap.vma_name[i] or 'anonymous'} {snap.vma_perms[i]}"
+                        if i >= 0 else "no VMA" for i in vid[~writable].tolist()})
         notes.append(f"{int((~writable).sum())} pages of the copy-on-write set lie outside "
-                     "private writable VMAs and are not written")
+                     f"private writable VMAs ({'; '.join(where[:4])}): no write of the "
+                     "process copied them, the kernel copied or dropped them itself, and "
+                     "replay does not write them")
     if "contents" not in kw:
         notes.append("this core has no contents=False: the replay simulates page contents "
                      "too (slower, same counts)")
