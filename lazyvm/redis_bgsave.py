@@ -40,7 +40,7 @@ DEFAULTS = {
     "configs": None,          # configurations (default all four)
     "quick": False,           # keys=20000, value_size=512
     "out": None,              # also save the capture to this snapshot file
-    "baseline": True,         # first a BGSAVE without the capture watching (its fork time)
+    "baseline": True,         # first a BGSAVE with no load and no capture (its fork time)
 }
 QUICK = {"keys": 20_000, "value_size": 512, "requests": 2_000_000}
 
@@ -231,6 +231,15 @@ def run_redis_bgsave(params=None):
         client.call("DEBUG", "POPULATE", p["keys"], "key", p["value_size"])
         populate_s = time.perf_counter() - t
         before = client.info("memory")
+        base = {}
+        if p["baseline"]:
+            # A BGSAVE of the same data with no load and nothing polling /proc: the
+            # capture and the load share the CPUs with the fork they watch, so this is
+            # the fork time to compare a prediction with.
+            client.call("BGSAVE")
+            _wait_bgsave(client, time.monotonic() + p["timeout"])
+            base = {"latest_fork_usec": client.info("stats").get("latest_fork_usec"),
+                    "rdb_last_cow_size": client.info("persistence").get("rdb_last_cow_size")}
         loadgen = subprocess.Popen(
             [bench, "-h", "127.0.0.1", "-p", str(port), "-t", "set", "-n", str(p["requests"]),
              "-r", str(p["keys"]), "-d", str(p["value_size"]), "-c", str(p["clients"]),
@@ -240,14 +249,6 @@ def run_redis_bgsave(params=None):
         if loadgen.poll() is not None:
             raise snapshot.SnapshotError("redis-benchmark ended before BGSAVE: raise "
                                          "requests")
-        base = {}
-        if p["baseline"]:
-            # The same BGSAVE under the same load with nothing polling /proc: the capture
-            # shares the CPUs with the fork it watches, so this is the fork time to trust.
-            client.call("BGSAVE")
-            _wait_bgsave(client, time.monotonic() + p["timeout"])
-            base = {"latest_fork_usec": client.info("stats").get("latest_fork_usec"),
-                    "rdb_last_cow_size": client.info("persistence").get("rdb_last_cow_size")}
         result = {}
         ready = threading.Event()
 
@@ -396,8 +397,8 @@ def format_redis(rec):
     kns = copy.get("kernel_ns")
     un = r.get("uncaptured") or {}
     if un.get("latest_fork_usec"):
-        rows.append(("fork time, nothing watching", f"latest_fork_usec "
-                     f"{un['latest_fork_usec']} us", "(the BGSAVE before, same load)"))
+        rows.append(("fork time, idle", f"latest_fork_usec "
+                     f"{un['latest_fork_usec']} us", "(a BGSAVE before: no load, no capture)"))
     rows.append(("fork time", f"latest_fork_usec {r['latest_fork_usec']} us",
                  f"predicted {kns / 1000:.0f} us (copy, {rec['costs']})" if kns else
                  f"simulated {copy.get('fork_ns', 0) / 1000:.0f} us (copy; no cost model)"))
