@@ -419,3 +419,48 @@ def format_redis(rec):
 
 
 run_redis_bgsave.defaults = DEFAULTS
+
+
+def main(argv=None):
+    """python -m lazyvm.redis_bgsave [KEY=VALUE ...] [--json F]: the workload alone, until
+    `lazyvm run redis-bgsave` is wired; errors are one line, exit status 2."""
+    import ast
+    import json
+    import sys
+    argv = list(sys.argv[1:] if argv is None else argv)
+    out = None
+    if "--json" in argv:
+        k = argv.index("--json")
+        if k + 1 >= len(argv):
+            print("lazyvm redis-bgsave: --json needs a file", file=sys.stderr)
+            return 2
+        out = argv[k + 1]
+        del argv[k:k + 2]
+    params = {}
+    for a in argv:
+        if a == "--quick":
+            params["quick"] = True
+            continue
+        if "=" not in a:
+            print(f"lazyvm redis-bgsave: expected KEY=VALUE, got {a!r}", file=sys.stderr)
+            return 2
+        key, value = a.split("=", 1)
+        try:
+            params[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            params[key] = value
+    try:
+        text, rec = run_redis_bgsave(params)
+    except snapshot.SnapshotError as e:
+        print(f"lazyvm redis-bgsave: {e}", file=sys.stderr)
+        return 2
+    sys.stdout.write(text)
+    if out:
+        snapshot.write_json(rec, out)
+        print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys as _sys
+    _sys.exit(main())
