@@ -411,7 +411,8 @@ class Snapshot:
 
     def spawn(self, machine, layout=None):
         """Build the address space as a new process of machine; return (process, addr_map)
-        where addr_map(addrs) turns captured addresses into the process's addresses.
+        where addr_map(addrs) turns captured addresses into the process's addresses (and
+        addr_map.left_out counts the present pages of VMAs left out, as [vsyscall]).
 
         Private anonymous pages are written (a frame each), the ZERO_PAGE and private file
         pages are read (the simulator maps its ZERO_PAGE: a present PTE, no frame), shared
@@ -466,7 +467,7 @@ class Snapshot:
             p.touch_pages(addr_map(self.page_addr[read]), write=False)
         for addr, length, prot in deferred:
             p.mprotect(addr, length, prot)
-        p._lazyvm_snapshot_left_out = int((~keep & present).sum())
+        addr_map.left_out = int((~keep & present).sum())   # pages of no replayed VMA
         return p, addr_map
 
 
@@ -877,7 +878,7 @@ def replay(snap, layout=None, costs=None, configs=None, repeats=3, use_trace=Tru
         t0 = time.perf_counter_ns()
         p, amap = snap.spawn(m, layout)
         build_ns = time.perf_counter_ns() - t0
-        left_out = p._lazyvm_snapshot_left_out
+        left_out = amap.left_out
         times = []
         for _ in range(max(0, repeats - 1)):        # untimed children, timed forks
             t = time.perf_counter_ns()
