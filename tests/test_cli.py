@@ -389,14 +389,6 @@ def test_run_json_has_the_envelope(tmp_path, capsys):
 # ---------------------------------------------------------------- layouts
 
 
-@pytest.mark.skipif("layout" in MACHINE_KW,
-                     reason="this core has Machine(layout=...): the option runs")
-@pytest.mark.parametrize("cmd", [["compare", "--sizes", "1k"], ["run", "fork_exit"]])
-def test_layout_refused_cleanly_until_the_core_has_it(cmd, capsys):
-    err = _one_line_error(capsys, [*cmd, "--layout", "pae"])
-    assert "layout" in err and "i386" in err
-
-
 @pytest.mark.skipif("layout" not in MACHINE_KW,
                     reason="needs the Machine(layout=...) keyword, not in this core yet")
 @pytest.mark.parametrize("layout", ["pae", "x86_64"])
