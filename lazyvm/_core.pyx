@@ -415,6 +415,21 @@ cdef class Core:
     cdef inline bint bad_pfn(self, pfn_t f) noexcept nogil:
         return f >= self.nframes
 
+    cdef inline uint32_t next_present(self, pfn_t t, uint32_t i, uint32_t n) noexcept nogil:
+        """The first index >= i below n of an entry of table t with P set, else n: the
+        scan of a sparse upper table (a pgd's 768 user entries, most of them empty)."""
+        cdef const pte32_t* p32
+        cdef const pte64_t* p64
+        if self.wide:
+            p64 = <const pte64_t*>self.table_ptr(t)
+            while i < n and not (p64[i] & _P):
+                i += 1
+        else:
+            p32 = <const pte32_t*>self.table_ptr(t)
+            while i < n and not (p32[i] & _P):
+                i += 1
+        return i
+
     # ================================================================ frame allocator
 
     cdef bint injected_failure(self) noexcept nogil:
@@ -959,32 +974,34 @@ cdef class Core:
     # ================================================================ share fork
 
     cdef int share_range(self, int level, pfn_t src_t, pfn_t dst_t, int share_level,
-                         uint32_t nents) noexcept nogil:
-        """The seed's fork at one level: tables of share_level are shared (one more
-        use, RW cleared in both entries); tables above it are copied, and recursed into."""
-        cdef uint32_t i
+                         uint32_t i, uint32_t nents) noexcept nogil:
+        """The seed's fork at one level, over entries [i, nents) of src_t: tables of
+        share_level are shared (one more use, RW cleared in both entries); tables above
+        it are copied, and recursed into."""
         cdef entry_t e
         cdef pfn_t c, nt
         cdef int rc
-        for i in range(nents):
+        while True:
+            i = self.next_present(src_t, i, nents)
+            if i >= nents:
+                break
             e = self.eget(src_t, i)
-            if not (e & _P):
-                continue
+            i += 1
             c = entry_pfn(e)
             if self.bad_pfn(c):
                 return ERR_BUG
             if level - 1 == share_level:
                 self.count[c] += 1
                 e &= ~(<entry_t>_RW)
-                self.eset(src_t, i, e)
-                self.eset(dst_t, i, e)
+                self.eset(src_t, i - 1, e)
+                self.eset(dst_t, i - 1, e)
                 self.st[ST_SHARE_WRPROTECTS] += 1
                 continue
             nt = self.alloc_table(level - 1, True)
             if nt == 0:
                 return ERR_NOMEM
-            self.eset(dst_t, i, mk_entry(nt, self.table_entry(level)))
-            rc = self.share_range(level - 1, c, nt, share_level, self.nent[level - 1])
+            self.eset(dst_t, i - 1, mk_entry(nt, self.table_entry(level)))
+            rc = self.share_range(level - 1, c, nt, share_level, 0, self.nent[level - 1])
             if rc != OK:
                 return rc
         return OK
@@ -1003,7 +1020,7 @@ cdef class Core:
             raise OutOfMemory("no free frame for a page table of the child")
         self._init_pgd(g)
         with nogil:
-            rc = self.share_range(self.levels, ppgd, g, share_level, self.user_entries)
+            rc = self.top_ranges(&mm, g, share_level, False)
             self.release_tables()
         if rc != OK:
             self._teardown(g, mm)
@@ -1419,22 +1436,53 @@ cdef class Core:
         clear_page_tables over the pgd's user entries: a shared table loses one use and
         nothing else; a private one is freed."""
         cdef Py_ssize_t v
-        cdef uint32_t i
-        cdef entry_t x
-        cdef pfn_t c
         cdef int rc
         for v in range(mm.nv):
             rc = self.zap_range(self.levels, mm.pgd, mm.vmas[v].start, mm.vmas[v].end, NULL)
             if rc != OK:
                 return rc
-        for i in range(self.user_entries):
-            x = self.eget(mm.pgd, i)
-            if not (x & _P):
+        return self.top_ranges(&mm, 0, 0, True)
+
+    cdef int top_ranges(self, const mm_t* mm, pfn_t g, int share_level,
+                        bint free) noexcept nogil:
+        """Over the pgd entries the mm's VMAs reach (no entry lies outside them, and a
+        small process has three or four of its 768, 3 or 256), in address order, each
+        once: share them into the child pgd g (fork_share), or free (drop) what they
+        point at (clear_page_tables)."""
+        cdef Py_ssize_t v
+        cdef uint32_t lo, hi, nxt = 0
+        cdef int rc
+        for v in range(mm.nv):
+            lo = self.index_of(mm.vmas[v].start, self.levels)
+            hi = self.index_of(mm.vmas[v].end - 1, self.levels) + 1
+            if lo < nxt:
+                lo = nxt
+            if lo >= hi:
                 continue
+            nxt = hi
+            if free:
+                rc = self.free_top(mm.pgd, lo, hi)
+            else:
+                rc = self.share_range(self.levels, mm.pgd, g, share_level, lo, hi)
+            if rc != OK:
+                return rc
+        return OK
+
+    cdef int free_top(self, pfn_t pgd, uint32_t i, uint32_t n) noexcept nogil:
+        """clear_page_tables over pgd entries [i, n)."""
+        cdef entry_t x
+        cdef pfn_t c
+        cdef int rc
+        while True:
+            i = self.next_present(pgd, i, n)
+            if i >= n:
+                return OK
+            x = self.eget(pgd, i)
             c = entry_pfn(x)
             if self.bad_pfn(c):
                 return ERR_BUG
-            self.eset(mm.pgd, i, 0)
+            self.eset(pgd, i, 0)
+            i += 1
             if self.count[c] > 1:
                 self.count[c] -= 1
                 self.st[ST_TABLES_DROPPED] += 1
@@ -1443,7 +1491,6 @@ cdef class Core:
                 rc = self.free_range(self.levels - 1, c, False)
                 if rc != OK:
                     return rc
-        return OK
 
     # ================================================================ mprotect
 
@@ -1494,9 +1541,12 @@ cdef class Core:
         return g
 
     cdef void _init_pgd(self, uint32_t g) noexcept:
-        cdef uint32_t i, n = self.nent[self.levels]
-        for i in range(n):
-            self.eset(g, i, 0 if i < self.user_entries else self.eget(self.swapper_pgd, i))
+        """An empty user part, then the kernel's entries copied from the boot pgd."""
+        cdef size_t w = 8 if self.wide else 4
+        cdef size_t user = self.user_entries * w, total = self.nent[self.levels] * w
+        memset(self.table_ptr(g), 0, user)
+        memcpy(<uint8_t*>self.table_ptr(g) + user,
+               <uint8_t*>self.table_ptr(self.swapper_pgd) + user, total - user)
         self.st[ST_PGDS] += 1
 
     def fault_range(self, pfn_t pgd, const uint64_t[:, ::1] vmas, Py_ssize_t vi,
