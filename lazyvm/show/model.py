@@ -102,7 +102,7 @@ class _Walker:
         # pae's PDPT entries have no RW bit: write protection is left to the levels below
         has_rw = not (info.name == "pae" and depth == 0)
         rw = (e[idx] & ad.RW) != 0
-        uses = np.array([self.ref(int(t)) for t in tabs])
+        uses = ad.use_counts(self.m, tabs)
         runs = []
         start = 0
         for k in range(1, len(idx) + 1):
@@ -127,7 +127,7 @@ class _Walker:
                                   [base + int(i) * span for i in idx[a:b]], vmas, int(uses[a]))
                 rows.append({"lo": lo, "hi": hi, "t": int(pfn), "flag": flag,
                              "text": f"{_rng(lo, hi)} {_hexaddr(base + lo * span)} \u2192 "
-                                     f"{b - a} {child} tables", "target": gkey})
+                                     f"{b - a} tables", "target": gkey})
         return rows
 
     def leaf_rows(self, pfn, e, depth, base, vmas):
@@ -144,7 +144,7 @@ class _Walker:
         swp = (ev.astype(np.uint64) >> np.uint64(8)).astype(np.int64)
         rw = (ev & ad.RW) != 0
         target = np.where(mapped, pf, swp)
-        refs = np.array([self.ref(int(f)) if mp else 0 for f, mp in zip(pf, mapped)])
+        refs = np.where(mapped, ad.use_counts(self.m, np.where(mapped, pf, 0)), 0)
         kinds = []
         for k, i in enumerate(used):
             if mapped[k]:
@@ -224,9 +224,7 @@ class _Walker:
             return key
         counts = Counter()                       # tables per level below
         leaf = Counter()                         # leaf entries by kind
-        frames = Counter()                       # distinct frames by reference count
-        seen = set()
-        lo_f, hi_f = None, None
+        mapped = []
         stack = [(t, depth) for t in tabs]
         while stack:
             t, d = stack.pop()
@@ -243,14 +241,13 @@ class _Walker:
             leaf["RW"] += int((present & ((used & ad.RW) != 0)).sum())
             leaf["PROTNONE"] += int(protnone.sum())
             leaf["swap"] += int((~present & ~protnone).sum())
-            for f in np.unique(ad.frames_of(used[present | protnone], info)):
-                f = int(f)
-                if f in seen:
-                    continue
-                seen.add(f)
-                frames[self.ref(f)] += 1
-                lo_f = f if lo_f is None else min(lo_f, f)
-                hi_f = f if hi_f is None else max(hi_f, f)
+            mapped.append(ad.frames_of(used[present | protnone], info))
+        seen = np.unique(np.concatenate(mapped)) if mapped else np.zeros(0, np.int64)
+        frames = Counter()                       # distinct frames by reference count
+        if len(seen):
+            refs, nref = np.unique(ad.use_counts(self.m, seen), return_counts=True)
+            frames.update({int(r): int(n) for r, n in zip(refs, nref)})
+            lo_f, hi_f = int(seen[0]), int(seen[-1])
         name = self.level_name(depth)
         rows = [{"lo": 0, "hi": 0, "t": tabs[0], "flag": "sum", "target": None,
                  "text": f"{len(tabs)} {name} tables #{min(tabs)}\u2013#{max(tabs)}"}]
@@ -265,9 +262,9 @@ class _Walker:
             rows.append({"lo": 2, "hi": 2, "t": tabs[0], "flag": "sum", "target": None,
                          "text": f"{leaf['swap']} swap entries, {leaf['PROTNONE']} PROTNONE"})
         fkey = None
-        if seen:
+        if len(seen):
             fkey = "Z" + key
-            refs = ", ".join(f"{n} ref {r}" for r, n in sorted(frames.items()))
+            refs = ", ".join(f"{n} with ref {r}" for r, n in sorted(frames.items()))
             self.nodes[fkey] = {"key": fkey, "col": info.levels, "kind": "frameset",
                                 "n": len(seen), "lo": lo_f, "hi": hi_f, "refs": refs}
             rows.append({"lo": 3, "hi": 3, "t": tabs[0], "flag": "sum", "target": fkey,
@@ -364,7 +361,8 @@ def diff(before: dict, after: dict) -> dict:
                 extra = f" (use {node['use']})"
             elif node["kind"] in ("frame", "frames"):
                 extra = f" (ref {node['ref']})"
-            say.append(f"new {_label(node)}{extra}")
+            say.append(f"new summary: {_label(node)}{extra}" if node["kind"] in ("group", "frameset")
+                       else f"new {_label(node)}{extra}")
             continue
         if _sig(old) == _sig(node):
             continue
@@ -397,12 +395,19 @@ def diff(before: dict, after: dict) -> dict:
                 say.append(f"{_label(node)} entry {_rng(r['lo'], r['hi'])}: now "
                            f"\u2192 {_label(an[r['target']]) if r['target'] in an else '-'}")
             elif o is None and r["flag"] not in ("sum", "kernel", "more", "empty"):
-                say.append(f"{_label(node)} entry {_rng(r['lo'], r['hi'])} filled ({r['flag']})")
+                overlap = any(x["lo"] <= r["hi"] and r["lo"] <= x["hi"]
+                              and x["flag"] not in ("empty", "more") for x in orows.values())
+                what = (f"now \u2192 {_label(an[r['target']])}" if overlap and r["target"] in an
+                        else "filled")
+                say.append(f"{_label(node)} entry {_rng(r['lo'], r['hi'])} {what} ({r['flag']})")
     for key, node in bn.items():
         if key not in an:
             out["before"][key] = "gone"
-            say.append(f"{_label(node)} freed" if node["kind"] != "swap"
-                       else f"{_label(node)} released")
+            if node["kind"] in ("group", "frameset"):
+                say.append(f"summary {_label(node)} redrawn")
+            else:
+                say.append(f"{_label(node)} freed" if node["kind"] != "swap"
+                           else f"{_label(node)} released")
     if len(say) > MAX_CHANGES:
         del say[MAX_CHANGES - 1:]
         say.append("\u2026 and more (see the highlighted boxes)")

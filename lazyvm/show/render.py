@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from html import escape
 
-W = 272            # box width
-GAP = 56           # between columns
+W = 306            # box width
+GAP = 46           # between columns
 HEAD = 36          # box header height
 ROW = 16           # row height
 VGAP = 12          # between boxes
@@ -91,6 +91,9 @@ def svg(state, marks=None, rowmarks=None, title=None, standalone=False):
     for c, t in enumerate(coltitles):
         out.append(f'<text class="coltitle" x="{10 + c * (W + GAP)}" y="{TOP - 10}">'
                    f"{escape(t)}</text>")
+    if not nodes:
+        out.append(f'<text class="sub" x="10" y="{TOP + 30}">no live processes: every '
+                   "frame but the boot-time ones is free</text>")
     edges = []
     boxes = []
     for node in nodes.values():
