@@ -233,7 +233,8 @@ function show(n){
   $('#prev').disabled=(n===1); $('#next').disabled=(n===N);
   document.documentElement.setAttribute('data-current-step',String(n));
   $('#chain').textContent='Click a frame to see its pte_chain (rmap).';
-  if(location.hash!=='#step='+n && history.replaceState) history.replaceState(null,'','#step='+n);
+  var h='#step='+n+(document.body.classList.contains('onlyafter')?'&after':'');
+  if(location.hash!==h && !/chain=/.test(location.hash) && history.replaceState) history.replaceState(null,'',h);
 }
 function chain(g){
   var host=g.closest('.pane'), slots=(g.getAttribute('data-chain')||'').split(' ').filter(Boolean);
@@ -262,6 +263,7 @@ document.addEventListener('keydown',function(e){
   if(e.key==='ArrowRight'||e.key==='j') show(cur+1); if(e.key==='ArrowLeft'||e.key==='k') show(cur-1);});
 $('#onlyafter').onchange=function(){document.body.classList.toggle('onlyafter',this.checked);};
 function fromHash(){var m=/step=(\d+)/.exec(location.hash); var c=/chain=(\d+)/.exec(location.hash);
+  if(/(^|[#&])after(&|$)/.test(location.hash)){$('#onlyafter').checked=true;document.body.classList.add('onlyafter');}
   show(m?+m[1]:1);
   if(c){var g=$('#after .node.frame[data-pfn="'+c[1]+'"]'); if(g) chain(g);}}
 window.addEventListener('hashchange',function(){var m=/step=(\d+)/.exec(location.hash);
