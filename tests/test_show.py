@@ -322,3 +322,38 @@ def test_screenshot_is_not_blank(tmp_path):
     gray = img[..., :3].mean(axis=2)
     assert (gray < 0.5).mean() > 0.005          # dark text and lines
     assert len(np.unique((img[..., :3] * 255).astype(int).reshape(-1, 3), axis=0)) > 20
+
+
+def test_doctests_of_the_package():
+    import doctest
+    import lazyvm.show
+    r = doctest.testmod(lazyvm.show, optionflags=doctest.ELLIPSIS)
+    assert r.attempted > 0 and r.failed == 0
+
+
+BIG = {"title": "A 4-process 3 GiB machine",
+       "machine": {"memory": "4G", "fork_mode": "share", "rmap": True},
+       "step": [{"do": "spawn", "as": "p"},
+                {"do": "mmap", "proc": "p", "length": "3G", "addr": 0, "as": "a"},
+                {"do": "touch", "proc": "p", "at": "a", "pages": 786432, "write": True},
+                {"do": "fork", "proc": "p", "as": "c1"},
+                {"do": "fork", "proc": "p", "as": "c2"},
+                {"do": "fork", "proc": "p", "as": "c3"},
+                {"do": "write", "proc": "c1", "at": "a", "pages": 3},
+                {"do": "write", "proc": "c2", "at": "a", "page": 400000},
+                {"do": "touch", "proc": "c3", "at": "a", "page": 100000, "pages": 20000,
+                 "write": True}]}
+
+
+def test_a_4_process_3gib_page_stays_under_5mb(tmp_path):
+    from lazyvm.show import render
+    sc = scenario.validate(BIG)
+    states, diffs = build(sc)
+    assert states[-1]["stats"]["page_tables"] > 768 and len(states[-1]["procs"]) == 4
+    html = render.page(sc, states, diffs, name="big")
+    assert len(html.encode()) < 5 << 20
+    if CHROMIUM is not None:
+        f = tmp_path / "big.html"
+        f.write_text(html)
+        attrs = _root_attrs(_dom(f, f"#step={len(BIG['step'])}"))
+        assert attrs.get("data-ready") == "1" and attrs.get("data-errors") == ""
