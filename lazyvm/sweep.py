@@ -284,10 +284,9 @@ def read_results(path):
     if path.suffix == ".parquet":
         return pd.read_parquet(path)
     df = pd.read_csv(path, keep_default_na=False, na_values=[""])
-    if "error" in df:
-        df["error"] = df["error"].fillna("").astype(str)
-    if "costs" in df:
-        df["costs"] = df["costs"].astype(object).where(df["costs"].notna(), "").astype(str)
+    for col in ("error", "costs", "layout", "workload", "fork_mode"):
+        if col in df:                    # an all-empty column reads back as float NaN
+            df[col] = df[col].astype(object).where(df[col].notna(), "").astype(str)
     return df
 
 
@@ -384,10 +383,13 @@ def _run_local(todo, workers, collect):
     import concurrent.futures as cf
     import multiprocessing as mp
     ctx = mp.get_context("fork") if hasattr(os, "fork") else None
-    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
+    ex = cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+    try:
         futs = [ex.submit(run_point_fresh, p) for p in todo]
         for f in cf.as_completed(futs):
             collect(f.result())
+    finally:                     # on Ctrl-C, drop what has not started; keep what is done
+        ex.shutdown(wait=True, cancel_futures=True)
 
 
 def _run_dask(todo, workers, scheduler, collect):
@@ -405,8 +407,11 @@ def _run_dask(todo, workers, scheduler, collect):
         client = Client(cluster)
     try:
         futs = client.map(run_point_fresh, todo, pure=False)
-        for f in as_completed(futs):
-            collect(f.result())
+        try:
+            for f in as_completed(futs):
+                collect(f.result())
+        finally:
+            client.cancel(futs)
     finally:
         client.close()
         if cluster is not None:
@@ -530,6 +535,10 @@ def main(argv=None):
     except ValueError as e:
         print(str(e).splitlines()[0], file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted (the points done so far are in --out; run again to resume)",
+              file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
