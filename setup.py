@@ -25,12 +25,10 @@ if not DEBUG:
     macros.append(("NDEBUG", "1"))
 extra = ["-O3"] if not DEBUG else ["-O1", "-g"]
 
-ext = Extension(
-    "lazyvm._core",
-    ["lazyvm/_core.pyx"],
-    include_dirs=[np.get_include()],
-    define_macros=macros,
-    extra_compile_args=extra,
-)
+exts = [
+    Extension(name, [f"lazyvm/{name.split('.')[-1]}.pyx"], include_dirs=[np.get_include()],
+              define_macros=macros, extra_compile_args=extra)
+    for name in ("lazyvm._core", "lazyvm._check")
+]
 
-setup(ext_modules=cythonize([ext], compiler_directives=directives))
+setup(ext_modules=cythonize(exts, compiler_directives=directives))

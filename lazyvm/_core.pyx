@@ -1,50 +1,78 @@
 # cython: language_level=3
-"""lazyvm._core: the compiled core of the simulated i386 virtual-memory system.
+"""lazyvm._core: the compiled core of the simulated virtual-memory system.
 
-Data flow of the two paths that matter (names are the kernel's):
+One fork and one fault, through this module (names are the kernel's):
 
-  fork, copy mode:  Core.fork_copy
-      allocate the child pgd and one table for every parent table a VMA reaches,
-      reserve chain nodes (rmap), then with the GIL released, per VMA per table:
-      copy_pte_range  (write-protect COW PTEs in parent and child, get_page, rmap_add)
-  fork, share mode: Core.fork_share
-      allocate the child pgd; per present user PDE: use count + 1, clear RW in the
-      parent's PDE and copy it to the child.  No PTE, frame count or chain is touched.
+  fork, copy mode:  Core.fork_copy -> per VMA copy_range(top level)
+      copy_range at an upper level: for each present entry in the range, allocate the
+      child's table of the level below and recurse; at the leaf, copy_pte_range
+      (write-protect COW PTEs in parent and child, get_page, page_add_rmap).
+  fork, share mode: Core.fork_share -> share_range(top level)
+      copy the levels above share_level; at the entries that point at tables of
+      share_level: one more use, RW cleared in the parent's and the child's entry.
+      No PTE, frame count or chain is touched.
 
-  fault:  Core.fault_range / fault_pages / write / read -> handle_mm_fault
-      missing table -> alloc_table; read-only PDE on a table with use count > 1 ->
-      privatize (the seed's "privatize the page table"); read-only PDE, use count 1 ->
-      make the PDE writable; then do_no_page / do_swap_page / do_wp_page on the PTE.
+  fault:  Core.fault_range / fault_pages / replay / read / write -> handle_mm_fault
+      walk from the pgd: a missing table is allocated; an entry with RW clear over a
+      table with use count > 1 -> privatize (the seed's "privatize the page table", one
+      level at a time, top down); use count 1 -> make the entry writable; then at the
+      leaf do_no_page / do_swap_page / do_wp_page.
 
   zap:  Core.zap (munmap), Core.exit_mm (exit, exec)
-      shared table no longer reached by any VMA of this mm -> drop one use (fast path);
-      shared table still reached -> privatize, then zap_pte_range.
+      a shared table whose span this mm no longer maps -> drop one use (fast path, at
+      every level); a shared table still mapped -> privatize first, then zap_pte_range.
+
+Every operation is a chain of per-level functions with one loop shape: the upper-level
+walker of an operation loops over the entries of one table that a range reaches and calls
+itself one level down; the leaf function does the per-page work.  Leaf loops are compiled
+once per entry width (the fused type leaf_t), so i386 keeps its 32-bit loops.
 
 The Python layer (lazyvm/machine.py) validates every argument and owns the VMAs; this
-module trusts its inputs.  A VMA list crosses the boundary as a C-contiguous uint32 array
-of rows (start, end, vm_flags, shm_base): shm_base indexes the global shared-memory frame
-array at the VMA's first page.  Bulk loops run without the GIL and return an error code;
-the exception is raised after the GIL is retaken.  Every path that can run out of memory
-allocates what it needs before it changes anything, so OutOfMemory leaves no half-done
-fork and no leaked frame.
+module trusts its inputs, except entries it reads from memory: a frame number outside
+physical memory is ERR_BUG (InvariantError), never a wild access.  A VMA list crosses the
+boundary as a C-contiguous uint64 array of rows (start, end, vm_flags, shm_base).  Bulk
+loops run without the GIL and return an error code; the exception is raised after the GIL
+is retaken.  A path that can run out of memory either had everything it needs before it
+changed anything, or stops at a consistent point (privatized tables are invisible to the
+semantics; a half-copied child is torn down), so OutOfMemory leaves no process's memory
+contents changed and no frame leaked.
 """
 
 import mmap
 
+cimport cython
 import numpy as np
 cimport numpy as cnp
-from libc.string cimport memset, memcpy, memcmp
+from libc.string cimport memset, memcpy
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t, int64_t, uint64_t
 
 from lazyvm.errors import OutOfMemory, InvariantError
 
 cnp.import_array()
 
-# Counters: the st[] array of Core.
+cdef extern from *:
+    """
+    #ifdef NDEBUG
+    #define LAZYVM_DEBUG_BUILD 0
+    #else
+    #define LAZYVM_DEBUG_BUILD 1
+    #endif
+    """
+    const int LAZYVM_DEBUG_BUILD
+
+DEBUG_BUILD = bool(LAZYVM_DEBUG_BUILD)   # built with LAZYVM_DEBUG=1 (bounds checks on)
+
+# Layouts (lazyvm/layout.py has the same numbers for the Python layer).
+LAYOUT_I386, LAYOUT_PAE, LAYOUT_X86_64 = 0, 1, 2
+
+# Counters: the st[] array of Core.  Per-level counters are base + level - 1.
 cdef enum:
     ST_FORKS = 0
     ST_FORKS_COPY
     ST_FORKS_SHARE
+    ST_EXITS
+    ST_EXECS
+    ST_FORK_VMAS
     ST_FAULTS
     ST_DEMAND_ZERO
     ST_ZERO_PAGE_MAPS
@@ -57,6 +85,13 @@ cdef enum:
     ST_UNSHARE_REUSES
     ST_TABLES_DROPPED
     ST_PTES_COPIED
+    ST_PTES_ZAPPED
+    ST_RMAP_ADDS
+    ST_RMAP_REMOVES
+    ST_SHARE_WRPROTECTS
+    ST_TABLES_ALLOCATED
+    ST_TABLES_FREED
+    ST_TABLES_COPIED
     ST_CHAIN_ALLOCS
     ST_CLOCK_SCANNED
     ST_RMAP_SLOTS
@@ -69,16 +104,24 @@ cdef enum:
     ST_FRAMES_PEAK
     ST_TABLES_PEAK
     ST_NODES_PEAK
-    ST_N
+    ST_TABLES_L = 40                 # current user tables of level 1..4
+    ST_UNSHARES_L = 44               # tables privatized, level 1..4
+    ST_DROPPED_L = 48                # fast-path drops, level 1..4
+    ST_N = 52
 
 _COUNTER_NAMES = (
     ("forks", ST_FORKS), ("forks_copy", ST_FORKS_COPY), ("forks_share", ST_FORKS_SHARE),
+    ("exits", ST_EXITS), ("execs", ST_EXECS), ("fork_vmas", ST_FORK_VMAS),
     ("faults", ST_FAULTS), ("demand_zero", ST_DEMAND_ZERO),
     ("zero_page_maps", ST_ZERO_PAGE_MAPS), ("cow_copies", ST_COW_COPIES),
     ("cow_reuses", ST_COW_REUSES), ("shmem_faults", ST_SHMEM_FAULTS),
     ("swap_ins", ST_SWAP_INS), ("swap_outs", ST_SWAP_OUTS), ("unshares", ST_UNSHARES),
     ("unshare_reuses", ST_UNSHARE_REUSES), ("tables_dropped", ST_TABLES_DROPPED),
-    ("ptes_copied", ST_PTES_COPIED), ("chain_nodes_allocated", ST_CHAIN_ALLOCS),
+    ("ptes_copied", ST_PTES_COPIED), ("ptes_zapped", ST_PTES_ZAPPED),
+    ("rmap_adds", ST_RMAP_ADDS), ("rmap_removes", ST_RMAP_REMOVES),
+    ("share_wrprotects", ST_SHARE_WRPROTECTS), ("tables_allocated", ST_TABLES_ALLOCATED),
+    ("tables_freed", ST_TABLES_FREED), ("tables_copied", ST_TABLES_COPIED),
+    ("chain_nodes_allocated", ST_CHAIN_ALLOCS),
     ("reclaim_clock_scanned", ST_CLOCK_SCANNED), ("reclaim_rmap_slots", ST_RMAP_SLOTS),
     ("reclaim_scan_ptes", ST_SCAN_PTES), ("page_tables", ST_PAGE_TABLES),
     ("pgds", ST_PGDS), ("pte_chain_nodes", ST_NODES), ("pte_chain_slots", ST_SLOTS),
@@ -86,17 +129,24 @@ _COUNTER_NAMES = (
     ("page_tables_peak", ST_TABLES_PEAK), ("pte_chain_nodes_peak", ST_NODES_PEAK),
 )
 
-# Chain nodes kept free before a fault: a privatize adds at most 1024 slots, the fault
-# itself one more.
 cdef enum:
-    MAX_NODES = 1 << 26          # the pool's largest virtual reservation (4 GiB)
+    MAX_NODES = 1 << 26          # the chain pool's largest virtual reservation (4 GiB)
+
+cdef extern from *:
+    """
+    #define LAZYVM_MAP_NORESERVE 0x4000
+    """
+    const int MAP_NORESERVE "LAZYVM_MAP_NORESERVE"
 
 
 def host_zeros(size_t nbytes):
     """A zeroed numpy uint8 array over private anonymous memory that the host backs a
-    4 KiB page at a time, as frames are touched.  (numpy asks for transparent huge pages
-    on large arrays: then writing one page table would zero-fill 2 MiB.)"""
-    buf = mmap.mmap(-1, max(nbytes, PAGE_SIZE), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    4 KiB page at a time, as it is touched, and does not reserve up front
+    (MAP_NORESERVE): a 50 GiB machine without contents or a 32 GiB swap area costs only
+    what is used.  (numpy asks for transparent huge pages on large arrays: then writing
+    one page table would zero-fill 2 MiB, hence MADV_NOHUGEPAGE.)"""
+    buf = mmap.mmap(-1, max(nbytes, PAGE_SIZE),
+                    flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | MAP_NORESERVE)
     if hasattr(mmap, "MADV_NOHUGEPAGE"):
         try:
             buf.madvise(mmap.MADV_NOHUGEPAGE)
@@ -109,83 +159,150 @@ cdef inline void* array_data(object a):
     return cnp.PyArray_DATA(<cnp.ndarray>a)
 
 
-cdef inline const uint32_t* vma_ptr(const uint32_t[:, ::1] vmas) noexcept:
-    if vmas.shape[0] == 0:
-        return NULL
-    return &vmas[0, 0]
+cdef inline mm_t make_mm(pfn_t pgd, const uint64_t[:, ::1] vmas) noexcept:
+    cdef mm_t mm
+    mm.pgd = pgd
+    mm.nv = vmas.shape[0]
+    mm.vmas = <const vma_t*>&vmas[0, 0] if mm.nv else NULL
+    return mm
 
 
-cdef inline bint span_covered(const uint32_t* vmas, Py_ssize_t nv, uint32_t pdx) noexcept nogil:
-    """True if some VMA reaches into the 4 MiB span of page-directory entry pdx."""
-    cdef uint64_t lo = (<uint64_t>pdx) << PGDIR_SHIFT
-    cdef uint64_t hi = lo + (1 << PGDIR_SHIFT)
-    cdef Py_ssize_t v
-    for v in range(nv):
-        if vmas[4 * v] < hi and vmas[4 * v + 1] > lo:
-            return True
-    return False
+cdef inline bint span_covered(const vma_t* vmas, Py_ssize_t nv, uint64_t lo,
+                              uint64_t hi) noexcept nogil:
+    """True if some VMA reaches into [lo, hi) (binary search: the list is sorted)."""
+    cdef Py_ssize_t a = 0, b = nv, m
+    while a < b:                     # first VMA whose end is above lo
+        m = (a + b) >> 1
+        if vmas[m].end <= lo:
+            a = m + 1
+        else:
+            b = m
+    return a < nv and vmas[a].start < hi
 
 
-cdef inline void span_clip(uint32_t vs, uint32_t ve, uint32_t pdx,
-                           uint32_t* lo, uint32_t* hi) noexcept nogil:
-    """The PTE index range [lo, hi) of [vs, ve) inside table pdx (empty if lo >= hi)."""
-    cdef uint64_t base = (<uint64_t>pdx) << PGDIR_SHIFT
-    cdef uint64_t s = vs if vs > base else base
-    cdef uint64_t e = ve if ve < base + (1 << PGDIR_SHIFT) else base + (1 << PGDIR_SHIFT)
-    if e <= s:
-        lo[0] = 0
-        hi[0] = 0
-    else:
-        lo[0] = <uint32_t>((s - base) >> PAGE_SHIFT)
-        hi[0] = <uint32_t>((e - base) >> PAGE_SHIFT)
-
-
+@cython.final            # direct (inlinable) calls instead of the vtable
 cdef class Core:
-    """Physical memory, struct page, the frame allocator, the rmap pool and swap.
+    """Physical memory, struct page, the frame allocator, the page-table walkers, the
+    rmap pool and swap of one machine.
 
-    Core(nframes, rmap, nswap): nframes frames of 4 KiB (<= 2**20), rmap on or off,
-    nswap swap slots (0 = no swap; slot 0 is the header and never used).
+    Core(nframes, rmap, nswap, layout, contents): nframes frames of 4 KiB, rmap on or
+    off, nswap swap slots (0 = no swap; slot 0 is the header and never used), layout one
+    of LAYOUT_*, contents False for a machine that keeps no page data.
     """
+    # ---- layout ----------------------------------------------------------------------
+    cdef readonly int layout             # LAYOUT_*
+    cdef readonly int levels             # 2, 3 or 4
+    cdef readonly bint wide              # 64-bit entries
+    cdef uint32_t shift[MAX_LEVELS + 2]  # shift[k]: address bit where level k indexes
+    cdef uint32_t nent[MAX_LEVELS + 2]   # entries in a table of level k
+    cdef readonly uint32_t user_entries  # user entries of the pgd (i386 768, pae 3, x86_64 256)
+    cdef bint top_rw                     # the top level's entries have an RW bit (not pae)
+    cdef uint32_t slot_shift             # rmap slot = table_pfn << slot_shift | index
+    cdef readonly uint32_t nrpte         # slots in a chain node (15 or 7)
+    cdef readonly bint contents          # page data is kept
 
-    def __cinit__(self, uint32_t nframes, bint rmap, uint32_t nswap):
-        cdef uint32_t k, i, t, pfn
-        cdef pte_t* tbl
+    # ---- physical memory -------------------------------------------------------------
+    cdef readonly object physical        # np.uint8[nframes * 4096]
+    cdef uint8_t* mem8
+    cdef readonly uint32_t nframes
+
+    # ---- struct page -----------------------------------------------------------------
+    cdef readonly object count_arr, link_arr, index_arr, flags_arr, lidx_arr
+    cdef count_t* count
+    cdef uint32_t* link
+    cdef uint32_t* index
+    cdef pflags_t* flags
+    cdef uint16_t* lidx
+
+    # ---- frame allocator: a LIFO free list, then never-used frames above hwm ------------
+    cdef readonly uint32_t hwm           # frames >= hwm were never allocated (still zero)
+    cdef readonly uint32_t free_head     # first free frame, 0 = none (frame 0 is reserved)
+    cdef readonly uint32_t nfree         # free frames, listed and above hwm
+    cdef readonly uint32_t boot_frames   # frames taken at boot, never freed
+    cdef readonly uint32_t zero_pfn      # the ZERO_PAGE
+    cdef readonly uint32_t swapper_pgd   # the boot page directory (kernel entries)
+    cdef int64_t fail_countdown          # fault injection: allocations left, -1 = off
+    cdef object resv_arr                 # np.uint32: frames had ahead for a fork's tables
+    cdef uint32_t* resv                  # (pfn << 1 | never-used), taken by alloc_table
+    cdef uint32_t nresv, resv_cap
+
+    # ---- rmap: pte_chain pool ---------------------------------------------------------
+    cdef readonly bint rmap_enabled
+    cdef readonly object nodes_arr       # np.uint32[node_limit, 16]; node 0 is the null node
+    cdef uint32_t* nodes
+    cdef uint32_t node_limit             # nodes reserved (virtual memory, backed when used)
+    cdef readonly uint32_t node_cap      # nodes in the pool: doubles up to node_limit
+    cdef readonly uint32_t node_hwm      # nodes >= node_hwm never used
+    cdef readonly uint32_t node_free     # free list through next_and_idx, 0 = none
+    cdef readonly uint32_t node_nfree    # free nodes, listed and above node_hwm
+
+    # ---- swap -------------------------------------------------------------------------
+    cdef object swap_arr                 # np.uint8[nswap * 4096]: the swap area
+    cdef readonly object swap_count_arr  # np.int32[nswap]: swap entries naming a slot; -1 free
+    cdef readonly object swap_cache_arr  # np.uint32[nswap]: frame in the swap cache | next free
+    cdef uint8_t* swap_data
+    cdef int32_t* swap_count
+    cdef uint32_t* swap_cache
+    cdef readonly uint32_t nswap         # slots, slot 0 is the header (never allocated)
+    cdef readonly uint32_t swap_hwm
+    cdef readonly uint32_t swap_free
+    cdef readonly uint32_t swap_nfree
+    cdef uint32_t clock_hand             # second-chance clock over frames
+
+    # ---- shared-memory objects: one global array of frames, a range per object ------
+    cdef readonly object shm_arr         # np.uint32[shm_cap]: frame at an object offset, 0 none
+    cdef uint32_t* shm
+    cdef uint64_t shm_cap
+    cdef uint64_t shm_hwm
+
+    # ---- counters ------------------------------------------------------------------
+    cdef int64_t st[ST_N]
+
+    def __cinit__(self, uint32_t nframes, bint rmap, uint32_t nswap, int layout=0,
+                  bint contents=True):
+        cdef uint32_t k
+        self.layout = layout
+        self.contents = contents
+        if layout == LAYOUT_I386:
+            self.levels, self.wide, self.user_entries, self.top_rw = 2, False, 768, True
+            self.shift[1], self.nent[1] = 12, 1024
+            self.shift[2], self.nent[2] = 22, 1024
+            self.slot_shift, self.nrpte = 10, NRPTE32
+        elif layout == LAYOUT_PAE:
+            self.levels, self.wide, self.user_entries, self.top_rw = 3, True, 3, False
+            for k in range(1, 3):
+                self.shift[k], self.nent[k] = 12 + 9 * (k - 1), 512
+            self.shift[3], self.nent[3] = 30, 4
+            self.slot_shift, self.nrpte = 9, NRPTE64
+        else:
+            self.levels, self.wide, self.user_entries, self.top_rw = 4, True, 256, True
+            for k in range(1, 5):
+                self.shift[k], self.nent[k] = 12 + 9 * (k - 1), 512
+            self.slot_shift, self.nrpte = 9, NRPTE64
+        self.shift[self.levels + 1] = 64          # the whole address space
+
         self.nframes = nframes
         self.physical = host_zeros(<size_t>nframes * PAGE_SIZE)
         self.mem8 = <uint8_t*>array_data(self.physical)
-        self.mem32 = <pte_t*>self.mem8
         self.count_arr = np.zeros(nframes, dtype=np.int32)
         self.link_arr = np.zeros(nframes, dtype=np.uint32)
-        self.index_arr = np.zeros(nframes, dtype=np.uint32)
         self.flags_arr = np.zeros(nframes, dtype=np.uint16)
+        # index (swap cache slot) exists only with swap; lidx only for 64-bit slots
+        self.index_arr = np.zeros(nframes if nswap else 1, dtype=np.uint32)
+        self.lidx_arr = np.zeros(nframes if (rmap and self.wide) else 1, dtype=np.uint16)
         self.count = <count_t*>array_data(self.count_arr)
         self.link = <uint32_t*>array_data(self.link_arr)
         self.index = <uint32_t*>array_data(self.index_arr)
         self.flags = <pflags_t*>array_data(self.flags_arr)
+        self.lidx = <uint16_t*>array_data(self.lidx_arr)
         self.nfree = nframes
         self.free_head = 0
         self.fail_countdown = -1
         memset(self.st, 0, sizeof(self.st))
-
-        # Boot.  Frame 0 is the ZERO_PAGE (so 0 can mean "no frame" everywhere), then the
-        # boot page directory and the kernel's 256 page tables, which direct-map physical
-        # memory at PAGE_OFFSET as far as it reaches.
-        self.zero_pfn = 0
-        self.flags[0] = F_RESERVED
-        self.hwm = 1
-        self.nfree -= 1
-        self.swapper_pgd = self.alloc_frame(F_RESERVED, 0)
-        for k in range(PTRS_PER_PGD - USER_PTRS_PER_PGD):
-            t = self.alloc_frame(F_RESERVED, 0)
-            tbl = self.mem32 + (<size_t>t << 10)
-            for i in range(PTRS_PER_PTE):
-                pfn = k * PTRS_PER_PTE + i
-                if pfn < nframes:
-                    tbl[i] = (pfn << PAGE_SHIFT) | PTE_KERNEL
-            self.mem32[(<size_t>self.swapper_pgd << 10) + USER_PTRS_PER_PGD + k] = \
-                (t << PAGE_SHIFT) | PDE_KERNEL
-        self.boot_frames = self.hwm
-        self.st[ST_FRAMES_PEAK] = self.hwm
+        self.resv_cap = 64
+        self.resv_arr = np.zeros(self.resv_cap, dtype=np.uint32)
+        self.resv = <uint32_t*>array_data(self.resv_arr)
+        self.nresv = 0
 
         # rmap pool: node 0 is the null node.
         self.rmap_enabled = rmap
@@ -205,9 +322,9 @@ cdef class Core:
         self.node_free = 0
         self.node_nfree = self.node_cap - 1
 
-        # swap
+        # swap: the area is a reservation the host backs only where slots are written
         self.nswap = nswap
-        self.swap_arr = host_zeros(<size_t>max(nswap, 1) * PAGE_SIZE)
+        self.swap_arr = host_zeros(<size_t>max(nswap, 1) * PAGE_SIZE if contents else PAGE_SIZE)
         self.swap_count_arr = np.full(max(nswap, 1), -1, dtype=np.int32)
         self.swap_cache_arr = np.zeros(max(nswap, 1), dtype=np.uint32)
         self.swap_data = <uint8_t*>array_data(self.swap_arr)
@@ -216,12 +333,82 @@ cdef class Core:
         self.swap_hwm = 1
         self.swap_free = 0
         self.swap_nfree = nswap - 1 if nswap > 0 else 0
-        self.clock_hand = self.boot_frames
 
         self.shm_cap = 1024
         self.shm_arr = np.zeros(self.shm_cap, dtype=np.uint32)
         self.shm = <uint32_t*>array_data(self.shm_arr)
         self.shm_hwm = 0
+
+        self._boot()
+        self.clock_hand = self.boot_frames
+
+    cdef void _boot(self) noexcept:
+        """Frame 0 is the ZERO_PAGE (so 0 can mean "no frame" everywhere), then the boot
+        pgd and the kernel's tables, which direct-map physical memory:
+          i386: 256 page tables at PDEs 768..1023 (4 KiB pages);
+          pae: one pmd table at PDPT entry 3 (2 MiB pages, the first GiB);
+          x86_64: 256 pud tables at pgd entries 256..511, the one of the direct map
+          (0xffff888000000000, pgd entry 273) with 1 GiB pages."""
+        cdef uint32_t k, i, t, top = self.levels, ntop = self.nent[self.levels]
+        cdef uint64_t pfn
+        self.zero_pfn = 0
+        self.flags[0] = F_RESERVED
+        self.hwm = 1
+        self.nfree -= 1
+        self.swapper_pgd = self.alloc_frame(F_RESERVED, 0)
+        for k in range(self.user_entries, ntop):
+            t = self.alloc_frame(F_RESERVED, 0)
+            for i in range(self.nent[top - 1]):
+                if self.layout == LAYOUT_I386:
+                    pfn = (<uint64_t>(k - self.user_entries) << 10) + i
+                    if pfn < self.nframes:
+                        self.eset(t, i, mk_entry(<pfn_t>pfn, PTE_KERNEL))
+                elif self.layout == LAYOUT_PAE:
+                    pfn = <uint64_t>i << 9          # 2 MiB pages
+                    if pfn < self.nframes:
+                        self.eset(t, i, mk_entry(<pfn_t>pfn, HUGE_KERNEL))
+                elif k == 273:
+                    pfn = <uint64_t>i << 18         # 1 GiB pages
+                    if pfn < self.nframes:
+                        self.eset(t, i, mk_entry(<pfn_t>pfn, HUGE_KERNEL))
+            self.eset(self.swapper_pgd, k, mk_entry(t, ENTRY_KERNEL))
+        self.boot_frames = self.hwm
+        self.st[ST_FRAMES_PEAK] = self.hwm
+
+    # ================================================================ entries
+
+    cdef inline entry_t eget(self, pfn_t t, uint32_t i) noexcept nogil:
+        """Entry i of table (or pgd) frame t."""
+        if self.wide:
+            return (<pte64_t*>(self.mem8 + (<size_t>t << PAGE_SHIFT)))[i]
+        return (<pte32_t*>(self.mem8 + (<size_t>t << PAGE_SHIFT)))[i]
+
+    cdef inline void eset(self, pfn_t t, uint32_t i, entry_t e) noexcept nogil:
+        if self.wide:
+            (<pte64_t*>(self.mem8 + (<size_t>t << PAGE_SHIFT)))[i] = e
+        else:
+            (<pte32_t*>(self.mem8 + (<size_t>t << PAGE_SHIFT)))[i] = <pte32_t>e
+
+    cdef inline void* table_ptr(self, pfn_t t) noexcept nogil:
+        return self.mem8 + (<size_t>t << PAGE_SHIFT)
+
+    cdef inline uint32_t index_of(self, uint64_t addr, int level) noexcept nogil:
+        return <uint32_t>((addr >> self.shift[level]) & (self.nent[level] - 1))
+
+    cdef inline entry_t table_entry(self, int level) noexcept nogil:
+        """The entry bits of a user entry pointing at a table of level below `level`."""
+        if level == self.levels and not self.top_rw:
+            return ENTRY_PDPT
+        return ENTRY_USER
+
+    cdef inline bint entry_rw(self, int level, entry_t e) noexcept nogil:
+        """Does entry e of a table of this level allow writes below it?"""
+        if level == self.levels and not self.top_rw:
+            return True
+        return (e & _RW) != 0
+
+    cdef inline bint bad_pfn(self, pfn_t f) noexcept nogil:
+        return f >= self.nframes
 
     # ================================================================ frame allocator
 
@@ -255,11 +442,14 @@ cdef class Core:
         self.flags[f] = fl
         self.count[f] = 0
         self.link[f] = 0
-        self.index[f] = 0
         used = self.nframes - self.nfree
         if used > self.st[ST_FRAMES_PEAK]:
             self.st[ST_FRAMES_PEAK] = used
         return f
+
+    cdef inline uint32_t alloc_data(self, pflags_t fl, bint zero) noexcept nogil:
+        """A data frame: without contents no byte of it is ever touched."""
+        return self.alloc_frame(fl, zero and self.contents)
 
     cdef void free_frame(self, uint32_t f) noexcept nogil:
         self.flags[f] = F_FREE
@@ -274,25 +464,64 @@ cdef class Core:
         if self.count[f] == 0:
             self.free_frame(f)
 
-    cdef uint32_t alloc_table(self, bint zero=True) noexcept nogil:
-        """A user page table with use count 1 (zeroed unless the caller will write every
-        entry), or 0 when out of memory."""
-        cdef uint32_t t = self.alloc_frame(F_PTABLE, zero)
+    cdef int reserve_tables(self, uint64_t n) noexcept:
+        """Have n frames ahead for alloc_table (a fork's tables): all or none."""
+        cdef uint32_t f, fresh
+        if n > self.nfree:
+            return ERR_NOMEM
+        if n > self.resv_cap:
+            self.resv_cap = <uint32_t>n
+            self.resv_arr = np.zeros(self.resv_cap, dtype=np.uint32)
+            self.resv = <uint32_t*>array_data(self.resv_arr)
+        while self.nresv < n:
+            fresh = self.free_head == 0
+            f = self.alloc_frame(F_PTABLE, False)
+            if f == 0:
+                self.release_tables()
+                return ERR_NOMEM
+            self.resv[self.nresv] = (f << 1) | fresh
+            self.nresv += 1
+        return OK
+
+    cdef void release_tables(self) noexcept nogil:
+        """Give back the frames reserve_tables had that were not used."""
+        while self.nresv:
+            self.nresv -= 1
+            self.free_frame(self.resv[self.nresv] >> 1)
+
+    cdef uint32_t alloc_table(self, int level, bint zero) noexcept nogil:
+        """A user table of `level` with use count 1 (zeroed unless the caller writes
+        every entry), or 0 when out of memory.  Frames reserve_tables had come first."""
+        cdef uint32_t t
+        if self.nresv:
+            self.nresv -= 1
+            t = self.resv[self.nresv] >> 1
+            if zero and not (self.resv[self.nresv] & 1):
+                memset(self.mem8 + (<size_t>t << PAGE_SHIFT), 0, PAGE_SIZE)
+            self.flags[t] = F_PTABLE | (level << F_LEVEL_SHIFT)
+        else:
+            t = self.alloc_frame(F_PTABLE | (level << F_LEVEL_SHIFT), zero)
         if t != 0:
             self.count[t] = 1
             self.st[ST_PAGE_TABLES] += 1
+            self.st[ST_TABLES_L + level - 1] += 1
+            self.st[ST_TABLES_ALLOCATED] += 1
             if self.st[ST_PAGE_TABLES] > self.st[ST_TABLES_PEAK]:
                 self.st[ST_TABLES_PEAK] = self.st[ST_PAGE_TABLES]
         return t
 
     cdef void free_table(self, uint32_t t) noexcept nogil:
+        cdef int level = (self.flags[t] >> F_LEVEL_SHIFT) & 7
         self.st[ST_PAGE_TABLES] -= 1
+        self.st[ST_TABLES_L + level - 1] -= 1
+        self.st[ST_TABLES_FREED] += 1
         self.free_frame(t)
 
     # ================================================================ rmap: pte_chains
     #
     # As in 2.6.0 mm/rmap.c:
-    #  - one mapping is kept in struct page itself (F_DIRECT, link = the slot);
+    #  - one mapping is kept in struct page itself (F_DIRECT: link, and lidx on 64-bit
+    #    layouts, hold the slot);
     #  - more live in a list of nodes whose head is link; only the head has free slots;
     #    the used slots of the head are [idx, NRPTE), every other node is full;
     #  - page_add_rmap: direct -> a node with the old slot at NRPTE-1 and the new one at
@@ -303,13 +532,42 @@ cdef class Core:
     # Nodes come from a pool that grows by doubling; every path reserves the nodes it may
     # need before it changes anything, so node_alloc itself cannot fail.
 
-    cdef int reserve_nodes(self, uint32_t n) noexcept nogil:
+    cdef inline uint32_t* node_ptr(self, uint32_t n) noexcept nogil:
+        return self.nodes + <size_t>n * NODE_WORDS
+
+    cdef inline slot_t slot_get(self, const uint32_t* nd, uint32_t k) noexcept nogil:
+        if self.wide:
+            return (<const uint64_t*>nd)[1 + k]
+        return nd[1 + k]
+
+    cdef inline void slot_set(self, uint32_t* nd, uint32_t k, slot_t s) noexcept nogil:
+        if self.wide:
+            (<uint64_t*>nd)[1 + k] = s
+        else:
+            nd[1 + k] = <uint32_t>s
+
+    cdef inline slot_t direct_get(self, uint32_t f) noexcept nogil:
+        if self.wide:
+            return ((<slot_t>self.link[f]) << 9) | self.lidx[f]
+        return self.link[f]
+
+    cdef inline void direct_set(self, uint32_t f, slot_t s) noexcept nogil:
+        if self.wide:
+            self.link[f] = <uint32_t>(s >> 9)
+            self.lidx[f] = <uint16_t>(s & 511)
+        else:
+            self.link[f] = <uint32_t>s
+
+    cdef inline slot_t mk_slot(self, pfn_t t, uint32_t i) noexcept nogil:
+        return ((<slot_t>t) << self.slot_shift) | i
+
+    cdef int reserve_nodes(self, uint64_t n) noexcept nogil:
         if self.node_nfree >= n:
             return OK
         with gil:
             return self.grow_nodes(n)
 
-    cdef int grow_nodes(self, uint32_t n) noexcept:
+    cdef int grow_nodes(self, uint64_t n) noexcept:
         """Double the pool until n nodes are free: an allocation point (fault injection).
 
         The pool is one numpy array over a virtual reservation of node_limit nodes that
@@ -326,33 +584,28 @@ cdef class Core:
         self.node_cap = <uint32_t>cap
         return OK
 
-    cdef uint32_t mapped_entries(self, uint32_t t, uint32_t lo, uint32_t hi) noexcept nogil:
-        """Entries of table t in [lo, hi) that map a frame other than the ZERO_PAGE: the
-        most chain nodes copying them can take (each page_add_rmap makes at most one)."""
-        cdef pte_t* tbl = self.mem32 + (<size_t>t << 10)
-        cdef uint32_t i, n = 0
+    cdef uint64_t mapped_entries(self, pfn_t t, uint32_t lo, uint32_t hi) noexcept nogil:
+        """Entries of leaf table t in [lo, hi) that map a frame other than the ZERO_PAGE:
+        the most chain nodes copying them can take (each page_add_rmap makes at most one)."""
+        cdef uint32_t i
+        cdef uint64_t n = 0
+        cdef entry_t e
         for i in range(lo, hi):
-            if pte_present(tbl[i]) and (tbl[i] >> PAGE_SHIFT) != self.zero_pfn:
+            e = self.eget(t, i)
+            if pte_present(e) and entry_pfn(e) != self.zero_pfn:
                 n += 1
         return n
-
-    cdef int reserve_table_nodes(self, uint32_t t, uint32_t extra) noexcept nogil:
-        """Reserve the nodes privatizing table t may take, plus extra: a whole table's
-        worth when that is free already, else exactly its mapped entries."""
-        if self.node_nfree >= PTRS_PER_PTE + extra:
-            return OK
-        return self.reserve_nodes(self.mapped_entries(t, 0, PTRS_PER_PTE) + extra)
 
     cdef uint32_t node_alloc(self) noexcept nogil:
         cdef uint32_t n
         if self.node_free != 0:
             n = self.node_free
-            self.node_free = self.nodes[<size_t>n * NODE_WORDS] >> 4
+            self.node_free = node_next(self.node_ptr(n))
         else:
             n = self.node_hwm
             self.node_hwm += 1
         self.node_nfree -= 1
-        memset(self.nodes + <size_t>n * NODE_WORDS, 0, NODE_WORDS * 4)
+        memset(self.node_ptr(n), 0, NODE_WORDS * 4)
         self.st[ST_NODES] += 1
         self.st[ST_CHAIN_ALLOCS] += 1
         if self.st[ST_NODES] > self.st[ST_NODES_PEAK]:
@@ -360,79 +613,83 @@ cdef class Core:
         return n
 
     cdef void node_release(self, uint32_t n) noexcept nogil:
-        self.nodes[<size_t>n * NODE_WORDS] = self.node_free << 4
+        self.node_ptr(n)[0] = node_encode(self.node_free, 0)
         self.node_free = n
         self.node_nfree += 1
         self.st[ST_NODES] -= 1
 
-    cdef void rmap_add(self, uint32_t f, uint32_t slot) noexcept nogil:
-        """page_add_rmap: add PTE slot (table_pfn << 10 | index) to frame f's chain."""
-        cdef uint32_t h, n, idx
+    cdef void rmap_add(self, uint32_t f, slot_t slot) noexcept nogil:
+        """page_add_rmap: add PTE slot to frame f's chain."""
+        cdef uint32_t h, n, idx, nr = self.nrpte
         cdef uint32_t* nd
+        self.st[ST_RMAP_ADDS] += 1
         if self.flags[f] & F_DIRECT:
             n = self.node_alloc()
-            nd = self.nodes + <size_t>n * NODE_WORDS
-            nd[1 + NRPTE - 1] = self.link[f]
-            nd[1 + NRPTE - 2] = slot
-            nd[0] = NRPTE - 2
+            nd = self.node_ptr(n)
+            self.slot_set(nd, nr - 1, self.direct_get(f))
+            self.slot_set(nd, nr - 2, slot)
+            nd[0] = node_encode(0, nr - 2)
             self.link[f] = n
             self.flags[f] &= ~F_DIRECT
             self.st[ST_DIRECT] -= 1
             self.st[ST_SLOTS] += 2
         elif self.link[f] == 0:
-            self.link[f] = slot
+            self.direct_set(f, slot)
             self.flags[f] |= F_DIRECT
             self.st[ST_DIRECT] += 1
         else:
             h = self.link[f]
-            nd = self.nodes + <size_t>h * NODE_WORDS
-            idx = nd[0] & 15
+            nd = self.node_ptr(h)
+            idx = node_idx(nd)
             if idx == 0:
                 n = self.node_alloc()
-                nd = self.nodes + <size_t>n * NODE_WORDS
-                nd[1 + NRPTE - 1] = slot
-                nd[0] = (h << 4) | (NRPTE - 1)
+                nd = self.node_ptr(n)
+                self.slot_set(nd, nr - 1, slot)
+                nd[0] = node_encode(h, nr - 1)
                 self.link[f] = n
             else:
                 idx -= 1
-                nd[1 + idx] = slot
-                nd[0] = (nd[0] & ~(<uint32_t>15)) | idx
+                self.slot_set(nd, idx, slot)
+                nd[0] = node_encode(node_next(nd), idx)
             self.st[ST_SLOTS] += 1
 
-    cdef void rmap_remove(self, uint32_t f, uint32_t slot) noexcept nogil:
-        """page_remove_rmap: take slot out of frame f's chain."""
-        cdef uint32_t h, n, idx, k, start
+    cdef int rmap_remove(self, uint32_t f, slot_t slot) noexcept nogil:
+        """page_remove_rmap: take slot out of frame f's chain; ERR_BUG if it is not there."""
+        cdef uint32_t h, n, idx, k, start, nr = self.nrpte
         cdef uint32_t* hd
         cdef uint32_t* nd
+        self.st[ST_RMAP_REMOVES] += 1
         if self.flags[f] & F_DIRECT:
-            if self.link[f] == slot:
-                self.link[f] = 0
-                self.flags[f] &= ~F_DIRECT
-                self.st[ST_DIRECT] -= 1
-            return
+            if self.direct_get(f) != slot:
+                return ERR_BUG
+            self.link[f] = 0
+            self.flags[f] &= ~F_DIRECT
+            self.st[ST_DIRECT] -= 1
+            return OK
         h = self.link[f]
         if h == 0:
-            return
-        hd = self.nodes + <size_t>h * NODE_WORDS
-        idx = hd[0] & 15
+            return ERR_BUG
+        hd = self.node_ptr(h)
+        idx = node_idx(hd)
         n = h
         start = idx
         while n != 0:
-            nd = self.nodes + <size_t>n * NODE_WORDS
-            for k in range(start, NRPTE):
-                if nd[1 + k] == slot:
-                    nd[1 + k] = hd[1 + idx]
-                    hd[1 + idx] = 0
+            nd = self.node_ptr(n)
+            for k in range(start, nr):
+                if self.slot_get(nd, k) == slot:
+                    self.slot_set(nd, k, self.slot_get(hd, idx))
+                    self.slot_set(hd, idx, 0)
                     idx += 1
                     self.st[ST_SLOTS] -= 1
-                    if idx == NRPTE:
-                        self.link[f] = hd[0] >> 4
+                    if idx == nr:
+                        self.link[f] = node_next(hd)
                         self.node_release(h)
                     else:
-                        hd[0] = (hd[0] & ~(<uint32_t>15)) | idx
-                    return
-            n = nd[0] >> 4
+                        hd[0] = node_encode(node_next(hd), idx)
+                    return OK
+            n = node_next(nd)
             start = 0
+        return ERR_BUG
 
     cdef void rmap_clear(self, uint32_t f) noexcept nogil:
         """Forget every slot of frame f (after try_to_unmap has cleared them)."""
@@ -440,32 +697,35 @@ cdef class Core:
         if self.flags[f] & F_DIRECT:
             self.flags[f] &= ~F_DIRECT
             self.st[ST_DIRECT] -= 1
+            self.st[ST_RMAP_REMOVES] += 1
         else:
             n = self.link[f]
             while n != 0:
-                nxt = self.nodes[<size_t>n * NODE_WORDS] >> 4
-                self.st[ST_SLOTS] -= NRPTE - (self.nodes[<size_t>n * NODE_WORDS] & 15)
+                nxt = node_next(self.node_ptr(n))
+                self.st[ST_SLOTS] -= self.nrpte - node_idx(self.node_ptr(n))
+                self.st[ST_RMAP_REMOVES] += self.nrpte - node_idx(self.node_ptr(n))
                 self.node_release(n)
                 n = nxt
         self.link[f] = 0
 
     def rmap_slots(self, uint32_t f):
         """The (table_pfn, index) slots in frame f's chain, head first."""
-        cdef uint32_t n, k, idx
+        cdef uint32_t n, k, mask = (1 << self.slot_shift) - 1
+        cdef slot_t s
         out = []
         if f >= self.nframes or not self.rmap_enabled:
             return out
         if self.flags[f] & (F_FREE | F_RESERVED | F_PTABLE | F_PGD):
             return out
         if self.flags[f] & F_DIRECT:
-            return [(self.link[f] >> 10, self.link[f] & 1023)]
+            s = self.direct_get(f)
+            return [(int(s >> self.slot_shift), int(s & mask))]
         n = self.link[f]
         while n != 0:
-            idx = self.nodes[<size_t>n * NODE_WORDS] & 15
-            for k in range(idx, NRPTE):
-                s = self.nodes[<size_t>n * NODE_WORDS + 1 + k]
-                out.append((s >> 10, s & 1023))
-            n = self.nodes[<size_t>n * NODE_WORDS] >> 4
+            for k in range(node_idx(self.node_ptr(n)), self.nrpte):
+                s = self.slot_get(self.node_ptr(n), k)
+                out.append((int(s >> self.slot_shift), int(s & mask)))
+            n = node_next(self.node_ptr(n))
         return out
 
     # ================================================================ swap slots
@@ -508,277 +768,706 @@ cdef class Core:
             self.swap_free = s
             self.swap_nfree += 1
 
-    # ================================================================ page-table levels
+    cdef inline bint bad_swap(self, entry_t pte) noexcept nogil:
+        cdef uint32_t s = swp_offset(pte)
+        return s == 0 or s >= self.nswap or self.swap_count[s] <= 0
 
-    cdef void copy_pte_range(self, uint32_t src_t, uint32_t dst_t, uint32_t lo, uint32_t hi,
-                             bint cow, bint shared) noexcept nogil:
-        """2.4 copy_pte_range over entries [lo, hi) of table src_t into table dst_t;
-        every entry of the range is written, empty ones too.
+    # ================================================================ copy fork
+    #
+    # copy_range(level, src, dst, start, end): the upper-level walker of copy_page_range
+    # (copy_pud_range and copy_pmd_range in 2.6.11+); copy_pte_range is the leaf.
 
-        cow: a private mapping, write-protect in parent and child.  shared: clear D in
-        the child.  The child's copy is old (A clear).  Reserved frames are copied
-        verbatim; swap entries take a swap reference.  Nodes must be reserved."""
-        cdef pte_t* src = self.mem32 + (<size_t>src_t << 10)
-        cdef pte_t* dst = self.mem32 + (<size_t>dst_t << 10)
-        cdef uint32_t slotbase = dst_t << 10
-        cdef uint32_t zero = self.zero_pfn
-        cdef bint rm = self.rmap_enabled
-        cdef count_t* count = self.count
-        cdef pte_t pte, wp = _RW if cow else 0, nod = (_A | _D) if shared else _A
-        cdef uint32_t i, f
-        cdef int64_t copied = 0
-        for i in range(lo, hi):
-            pte = src[i]
-            if pte == 0:
-                dst[i] = 0          # the child's table may be a recycled, unzeroed frame
+    cdef int copy_range(self, int level, pfn_t src_t, pfn_t dst_t, uint64_t start,
+                        uint64_t end, bint cow) noexcept nogil:
+        cdef uint32_t i, first, last, lo, hi
+        cdef uint64_t base, span, s, e
+        cdef entry_t se, de
+        cdef pfn_t st, dt
+        cdef int rc
+        if level == 1:
+            span = (<uint64_t>1) << self.shift[2]
+            base = start & ~(span - 1)
+            lo = <uint32_t>((start - base) >> PAGE_SHIFT)
+            hi = <uint32_t>((end - base + PAGE_SIZE - 1) >> PAGE_SHIFT)
+            if self.wide:
+                return copy_pte_range(self, <pte64_t*>self.table_ptr(src_t),
+                                      <pte64_t*>self.table_ptr(dst_t), dst_t, lo, hi, cow)
+            return copy_pte_range(self, <pte32_t*>self.table_ptr(src_t),
+                                  <pte32_t*>self.table_ptr(dst_t), dst_t, lo, hi, cow)
+        span = (<uint64_t>1) << self.shift[level]
+        first = self.index_of(start, level)
+        last = self.index_of(end - 1, level)
+        base = start & ~(span - 1)
+        for i in range(first, last + 1):
+            s = start if start > base else base
+            e = end if end < base + span else base + span
+            base += span
+            se = self.eget(src_t, i)
+            if not (se & _P):
                 continue
-            copied += 1
-            if not pte_present(pte):
-                self.swap_count[swp_offset(pte)] += 1
-                dst[i] = pte
-                continue
-            f = pte >> PAGE_SHIFT
-            if f == zero:
-                dst[i] = pte
-                continue
-            if pte & wp:
-                pte &= ~_RW
-                src[i] = pte
-            dst[i] = pte & ~nod
-            count[f] += 1
-            if rm:
-                self.rmap_add(f, slotbase | i)
-        self.st[ST_PTES_COPIED] += copied
+            st = entry_pfn(se)
+            if self.bad_pfn(st):
+                return ERR_BUG
+            de = self.eget(dst_t, i)
+            if de & _P:
+                dt = entry_pfn(de)
+            else:
+                # a leaf table that this range covers whole is written entry by entry
+                # by copy_pte_range: no need to clear it first
+                dt = self.alloc_table(level - 1, level - 1 != 1 or e - s != span)
+                if dt == 0:
+                    return ERR_NOMEM
+                self.st[ST_TABLES_COPIED] += 1
+                self.eset(dst_t, i, mk_entry(dt, self.table_entry(level)))
+            rc = self.copy_range(level - 1, st, dt, s, e, cow)
+            if rc != OK:
+                return rc
+        return OK
 
-    cdef void zap_pte_range(self, uint32_t t, uint32_t lo, uint32_t hi) noexcept nogil:
-        """zap_pte_range: clear entries [lo, hi) of table t, dropping what they hold."""
-        cdef pte_t* tbl = self.mem32 + (<size_t>t << 10)
-        cdef uint32_t slotbase = t << 10
-        cdef uint32_t zero = self.zero_pfn
-        cdef bint rm = self.rmap_enabled
-        cdef pte_t pte
-        cdef uint32_t i, f
-        for i in range(lo, hi):
-            pte = tbl[i]
-            if pte == 0:
-                continue
-            tbl[i] = 0
-            if not pte_present(pte):
-                self.swap_put(swp_offset(pte))
-                continue
-            f = pte >> PAGE_SHIFT
-            if f == zero:
-                continue
-            if pte & _D:
-                self.flags[f] |= F_DIRTY
-            if rm:
-                self.rmap_remove(f, slotbase | i)
-            self.put_page(f)
+    def fork_copy(self, pfn_t ppgd, const uint64_t[:, ::1] vmas):
+        """dup_mmap with copy_page_range: returns the child's pgd frame.
 
-    cdef void privatize(self, pte_t* pgd, uint32_t pdx, uint32_t nt,
-                        const uint32_t* vmas, Py_ssize_t nv) noexcept nogil:
-        """Give this mm its own copy nt (fresh from alloc_table) of the shared table at
-        pgd[pdx]: the seed's "privatize the page table".
-
-        Only the ranges this mm's VMAs cover are copied (no entry lies outside them: every
-        change that removes one privatizes first).  Each present entry takes a frame
-        reference and a chain slot in nt ("extend the pte_chains"); private entries lose
-        RW in both tables, since two tables now reach the frame; swap entries take a swap
-        reference.  The old table loses one use; this mm's PDE points at nt, writable."""
-        cdef uint32_t t = pgd[pdx] >> PAGE_SHIFT
-        cdef pte_t* src = self.mem32 + (<size_t>t << 10)
-        cdef pte_t* dst = self.mem32 + (<size_t>nt << 10)
-        cdef uint32_t slotbase = nt << 10
-        cdef uint32_t zero = self.zero_pfn
-        cdef bint rm = self.rmap_enabled
-        cdef uint32_t lo, hi, i, f
+        Chain nodes for the worst case are had first (growing the pool to that costs
+        nothing, see grow_nodes); tables are allocated as the copy walks, and if one
+        cannot be had the half-made child is torn down (its references dropped, its
+        tables freed), so OutOfMemory leaves no trace of the child."""
+        cdef mm_t mm = make_mm(ppgd, vmas)
         cdef Py_ssize_t v
-        cdef pte_t pte
-        cdef int64_t copied = 0
-        for v in range(nv):
-            span_clip(vmas[4 * v], vmas[4 * v + 1], pdx, &lo, &hi)
-            for i in range(lo, hi):
-                pte = src[i]
-                if pte == 0:
+        cdef pfn_t g
+        cdef pfn_t last[MAX_LEVELS + 1]
+        cdef uint64_t ntab = 0
+        cdef int rc = OK
+        memset(last, 0, sizeof(last))
+        for v in range(mm.nv):
+            ntab += self.tables_in(self.levels, ppgd, mm.vmas[v].start, mm.vmas[v].end, last)
+        g = self.alloc_frame(F_PGD, 0)
+        if g == 0:
+            raise OutOfMemory("no free frame for the child's page directory")
+        if self.reserve_tables(ntab) != OK:
+            self.free_frame(g)
+            raise OutOfMemory("no free frame for a page table of the child")
+        if self.rmap_enabled and self.reserve_nodes(self.st[ST_SLOTS] + self.st[ST_DIRECT]) != OK \
+                and self.reserve_nodes(self._mm_mapped(mm)) != OK:
+            self.release_tables()
+            self.free_frame(g)
+            raise OutOfMemory("no pte_chain node to be had for the child")
+        self._init_pgd(g)
+        with nogil:
+            for v in range(mm.nv):
+                rc = self.copy_range(self.levels, ppgd, g, mm.vmas[v].start, mm.vmas[v].end,
+                                     not (mm.vmas[v].flags & VM_SHARED))
+                if rc != OK:
+                    break
+        self.release_tables()
+        if rc != OK:
+            self._teardown(g, mm)
+            self._raise(rc, "no free frame for a page table of the child")
+        self.st[ST_FORKS] += 1
+        self.st[ST_FORKS_COPY] += 1
+        self.st[ST_FORK_VMAS] += mm.nv
+        return g
+
+    cdef uint64_t _mm_mapped(self, mm_t mm) noexcept:
+        """The most chain nodes a copy fork can take: the parent's leaf entries in its
+        VMAs that map a frame (the ZERO_PAGE aside)."""
+        cdef Py_ssize_t v
+        cdef uint64_t n = 0
+        for v in range(mm.nv):
+            n += self.count_range(self.levels, mm.pgd, mm.vmas[v].start, mm.vmas[v].end)
+        return n
+
+    cdef uint64_t count_range(self, int level, pfn_t t, uint64_t start, uint64_t end) noexcept:
+        """Leaf entries mapping a data frame under table t in [start, end)."""
+        cdef uint32_t i, first, last
+        cdef uint64_t base, span, s, e, n = 0
+        cdef entry_t x
+        if level == 1:
+            span = (<uint64_t>1) << self.shift[2]
+            base = start & ~(span - 1)
+            return self.mapped_entries(t, <uint32_t>((start - base) >> PAGE_SHIFT),
+                                       <uint32_t>((end - base + PAGE_SIZE - 1) >> PAGE_SHIFT))
+        span = (<uint64_t>1) << self.shift[level]
+        first = self.index_of(start, level)
+        last = self.index_of(end - 1, level)
+        base = start & ~(span - 1)
+        for i in range(first, last + 1):
+            s = start if start > base else base
+            e = end if end < base + span else base + span
+            base += span
+            x = self.eget(t, i)
+            if (x & _P) and not self.bad_pfn(entry_pfn(x)):
+                n += self.count_range(level - 1, entry_pfn(x), s, e)
+        return n
+
+    cdef uint64_t tables_in(self, int level, pfn_t t, uint64_t start, uint64_t end,
+                            pfn_t* last) noexcept:
+        """The tables below table t of `level` that [start, end) reaches, each once
+        (last[k]: the table of level k counted last, as ranges come in address order);
+        what a copy fork of these ranges allocates for the child."""
+        cdef uint32_t i, first, lst
+        cdef uint64_t base, span, s, e, n = 0
+        cdef entry_t x
+        cdef pfn_t c
+        span = (<uint64_t>1) << self.shift[level]
+        first = self.index_of(start, level)
+        lst = self.index_of(end - 1, level)
+        base = start & ~(span - 1)
+        for i in range(first, lst + 1):
+            s = start if start > base else base
+            e = end if end < base + span else base + span
+            base += span
+            x = self.eget(t, i)
+            if not (x & _P) or self.bad_pfn(entry_pfn(x)):
+                continue
+            c = entry_pfn(x)
+            if last[level - 1] != c:
+                last[level - 1] = c
+                n += 1
+            if level - 1 > 1:
+                n += self.tables_in(level - 1, c, s, e, last)
+        return n
+
+    cdef uint64_t tables_above(self, int level, pfn_t t, int share_level,
+                               uint32_t nents) noexcept:
+        """The tables below table t of `level` and above share_level: what a share fork
+        copies."""
+        cdef uint32_t i
+        cdef uint64_t n = 0
+        cdef entry_t x
+        if level - 1 <= share_level:
+            return 0
+        for i in range(nents):
+            x = self.eget(t, i)
+            if (x & _P) and not self.bad_pfn(entry_pfn(x)):
+                n += 1 + self.tables_above(level - 1, entry_pfn(x), share_level,
+                                           self.nent[level - 1])
+        return n
+
+    cdef void _teardown(self, pfn_t g, mm_t mm) noexcept:
+        """Undo a half-made child: drop what its tables hold, free them and the pgd."""
+        mm.pgd = g
+        with nogil:
+            self.exit_walk(mm)
+        self.st[ST_PGDS] -= 1
+        self.free_frame(g)
+
+    # ================================================================ share fork
+
+    cdef int share_range(self, int level, pfn_t src_t, pfn_t dst_t, int share_level,
+                         uint32_t nents) noexcept nogil:
+        """The seed's fork at one level: tables of share_level are shared (one more
+        use, RW cleared in both entries); tables above it are copied, and recursed into."""
+        cdef uint32_t i
+        cdef entry_t e
+        cdef pfn_t c, nt
+        cdef int rc
+        for i in range(nents):
+            e = self.eget(src_t, i)
+            if not (e & _P):
+                continue
+            c = entry_pfn(e)
+            if self.bad_pfn(c):
+                return ERR_BUG
+            if level - 1 == share_level:
+                self.count[c] += 1
+                e &= ~(<entry_t>_RW)
+                self.eset(src_t, i, e)
+                self.eset(dst_t, i, e)
+                self.st[ST_SHARE_WRPROTECTS] += 1
+                continue
+            nt = self.alloc_table(level - 1, True)
+            if nt == 0:
+                return ERR_NOMEM
+            self.eset(dst_t, i, mk_entry(nt, self.table_entry(level)))
+            rc = self.share_range(level - 1, c, nt, share_level, self.nent[level - 1])
+            if rc != OK:
+                return rc
+        return OK
+
+    def fork_share(self, pfn_t ppgd, const uint64_t[:, ::1] vmas, int share_level):
+        """Share fork: copy the pgd (and the levels above share_level); each table of
+        share_level gains a use, and the entries pointing at it lose RW in both mms."""
+        cdef mm_t mm = make_mm(ppgd, vmas)
+        cdef int rc
+        cdef pfn_t g = self.alloc_frame(F_PGD, 0)
+        if g == 0:
+            raise OutOfMemory("no free frame for the child's page directory")
+        if self.reserve_tables(self.tables_above(self.levels, ppgd, share_level,
+                                                 self.user_entries)) != OK:
+            self.free_frame(g)
+            raise OutOfMemory("no free frame for a page table of the child")
+        self._init_pgd(g)
+        with nogil:
+            rc = self.share_range(self.levels, ppgd, g, share_level, self.user_entries)
+            self.release_tables()
+        if rc != OK:
+            self._teardown(g, mm)
+            self._raise(rc, "no free frame for a page table of the child")
+        self.st[ST_FORKS] += 1
+        self.st[ST_FORKS_SHARE] += 1
+        self.st[ST_FORK_VMAS] += mm.nv
+        return g
+
+    # ================================================================ privatize
+
+    cdef int privatize(self, pfn_t ptab, uint32_t pi, int level, uint64_t base,
+                       const mm_t* mm) noexcept nogil:
+        """Give this mm its own copy of the shared table of `level` that entry pi of its
+        (private) table ptab points at, before it changes anything under it.
+
+        Leaf: the seed's privatize (privatize_pte).  Upper level: copy the entries; each
+        table they point at takes one use, and the entries lose RW in both copies, so
+        the level below becomes shared.  The old table loses one use; the entry points
+        at the copy, writable.  base: the address the table's span starts at."""
+        cdef entry_t pe = self.eget(ptab, pi)
+        cdef pfn_t t = entry_pfn(pe), nt, c
+        cdef uint32_t i
+        cdef entry_t e
+        if self.bad_pfn(t):
+            return ERR_BUG
+        if level == 1 and self.rmap_enabled \
+                and self.reserve_nodes(self.mapped_entries(t, 0, self.nent[1]) + 1) != OK:
+            return ERR_NOMEM
+        nt = self.alloc_table(level, True)
+        if nt == 0:
+            return ERR_NOMEM
+        if level == 1:
+            if self.wide:
+                privatize_pte(self, <pte64_t*>self.table_ptr(t), <pte64_t*>self.table_ptr(nt),
+                              nt, base, mm)
+            else:
+                privatize_pte(self, <pte32_t*>self.table_ptr(t), <pte32_t*>self.table_ptr(nt),
+                              nt, base, mm)
+        else:
+            for i in range(self.nent[level]):
+                e = self.eget(t, i)
+                if not (e & _P):
                     continue
-                copied += 1
-                if not pte_present(pte):
-                    self.swap_count[swp_offset(pte)] += 1
-                    dst[i] = pte
-                    continue
-                f = pte >> PAGE_SHIFT
-                if f != zero:
-                    if (pte & _RW) and not (self.flags[f] & F_SHMEM):
-                        pte &= ~_RW
-                        src[i] = pte
-                    self.count[f] += 1
-                    if rm:
-                        self.rmap_add(f, slotbase | i)
-                dst[i] = pte
+                c = entry_pfn(e)
+                self.count[c] += 1
+                e &= ~(<entry_t>_RW)
+                self.eset(t, i, e)
+                self.eset(nt, i, e)
+                self.st[ST_SHARE_WRPROTECTS] += 1
         self.count[t] -= 1
-        pgd[pdx] = (nt << PAGE_SHIFT) | PDE_USER
+        self.eset(ptab, pi, mk_entry(nt, self.table_entry(level + 1)))
         self.st[ST_UNSHARES] += 1
-        self.st[ST_PTES_COPIED] += copied
+        self.st[ST_UNSHARES_L + level - 1] += 1
+        return OK
+
+    cdef int unshare_entry(self, pfn_t tbl, uint32_t i, int level, uint64_t base,
+                           const mm_t* mm) noexcept nogil:
+        """Entry i of this mm's table tbl (of level+1) has RW clear over a table of
+        `level`: privatize it if others share it, else (the last sharer) make the entry
+        writable with no copy."""
+        cdef entry_t e = self.eget(tbl, i)
+        if self.count[entry_pfn(e)] > 1:
+            return self.privatize(tbl, i, level, base, mm)
+        self.eset(tbl, i, e | _RW)
+        self.st[ST_UNSHARE_REUSES] += 1
+        return OK
 
     # ================================================================ faults
 
-    cdef uint8_t* mmu(self, pte_t* pgd, uint32_t addr, bint write) noexcept nogil:
-        """The MMU: translate a user access or return NULL for a page fault.
-        Checks P and US in PDE and PTE, RW in both for a write; sets A (and D)."""
-        cdef pte_t pde = pgd[pdx_of(addr)]
-        cdef pte_t* tbl
-        cdef pte_t pte
-        if (pde & (_P | _US)) != (_P | _US):
-            return NULL
-        tbl = self.mem32 + (<size_t>(pde >> PAGE_SHIFT) << 10) + ptx_of(addr)
-        pte = tbl[0]
-        if (pte & (_P | _US)) != (_P | _US):
+    cdef uint8_t* mmu(self, pfn_t pgd, uint64_t addr, bint write) noexcept nogil:
+        """The MMU: translate a user access or return NULL for a page fault.  Checks P
+        and US at every level (P only at a pae PDPT entry), RW at every level that has
+        it for a write; sets A (and D) in the PTE.  Without contents a hit returns the
+        ZERO_PAGE's address (no byte is ever read or written through it)."""
+        cdef int level = self.levels
+        cdef pfn_t t = pgd
+        cdef uint32_t i
+        cdef entry_t e
+        while level > 1:
+            e = self.eget(t, self.index_of(addr, level))
+            if level == self.levels and not self.top_rw:
+                if not (e & _P):
+                    return NULL
+            else:
+                if (e & (_P | _US)) != (_P | _US) or (write and not (e & _RW)):
+                    return NULL
+            t = entry_pfn(e)
+            if self.bad_pfn(t):
+                return NULL
+            level -= 1
+        i = self.index_of(addr, 1)
+        e = self.eget(t, i)
+        if (e & (_P | _US)) != (_P | _US):
             return NULL
         if write:
-            if not (pde & pte & _RW):
+            if not (e & _RW):
                 return NULL
-            if (pte & (_A | _D)) != (_A | _D):
-                tbl[0] = pte | _A | _D
-        elif not (pte & _A):
-            tbl[0] = pte | _A
-        return self.mem8 + (<size_t>(pte >> PAGE_SHIFT) << PAGE_SHIFT) + (addr & (PAGE_SIZE - 1))
+            if (e & (_A | _D)) != (_A | _D):
+                self.eset(t, i, e | _A | _D)
+        elif not (e & _A):
+            self.eset(t, i, e | _A)
+        if not self.contents or self.bad_pfn(entry_pfn(e)):
+            return self.mem8
+        return self.mem8 + (<size_t>entry_pfn(e) << PAGE_SHIFT) + (addr & (PAGE_SIZE - 1))
 
-    cdef int handle_mm_fault(self, pte_t* pgd, const uint32_t* vmas, Py_ssize_t nv,
-                             Py_ssize_t vi, uint32_t addr, bint write) noexcept nogil:
-        """handle_mm_fault for an access the VMA vmas[vi] allows (the caller checked).
-        Loops, as the MMU retries the access, until the access would succeed."""
-        cdef uint32_t pdx = pdx_of(addr), ptx = ptx_of(addr)
-        cdef uint32_t vmf = vmas[4 * vi + 2]
-        cdef uint32_t t, nt, f, idx
-        cdef pte_t pde, pte, npte
-        cdef pte_t* tbl
+    cdef int handle_mm_fault(self, const mm_t* mm, Py_ssize_t vi, uint64_t addr,
+                             bint write) noexcept nogil:
+        """handle_mm_fault for an access the VMA mm.vmas[vi] allows (the caller checked).
+        Walks down from the pgd making every level present and private to this mm, then
+        handles the PTE; loops, as the MMU retries the access, until it would succeed."""
+        cdef uint64_t vmf = mm.vmas[vi].flags, idx, span
+        cdef int level
+        cdef pfn_t t, nt, f
+        cdef uint32_t i, ptx = self.index_of(addr, 1)
+        cdef entry_t e, pte, npte
         cdef int rc
         self.st[ST_FAULTS] += 1
         if self.rmap_enabled and self.reserve_nodes(1) != OK:   # the PTE this fault maps
             return ERR_NOMEM
         while True:
-            pde = pgd[pdx]
-            if not (pde & _P):
-                t = self.alloc_table()
-                if t == 0:
-                    return ERR_NOMEM
-                pgd[pdx] = (t << PAGE_SHIFT) | PDE_USER
-                continue
-            t = pde >> PAGE_SHIFT
-            tbl = self.mem32 + (<size_t>t << 10)
-            pte = tbl[ptx]
-            if (pte & (_P | _US)) == (_P | _US):
-                if not write:
-                    tbl[ptx] = pte | _A
-                    return OK
-                if pde & pte & _RW:
-                    tbl[ptx] = pte | _A | _D
-                    return OK
-            # From here the fault changes the table, or needs a writable PDE.
-            if not (pde & _RW):
-                if self.count[t] > 1:
-                    if self.rmap_enabled and self.reserve_table_nodes(t, 1) != OK:
-                        return ERR_NOMEM
-                    nt = self.alloc_table()
+            # pgd -> ... -> leaf table: present and private at every level
+            t = mm.pgd
+            level = self.levels
+            while level > 1:
+                i = self.index_of(addr, level)
+                e = self.eget(t, i)
+                if not (e & _P):
+                    nt = self.alloc_table(level - 1, True)
                     if nt == 0:
                         return ERR_NOMEM
-                    self.privatize(pgd, pdx, nt, vmas, nv)
-                else:
-                    pgd[pdx] = pde | _RW         # the last sharer: no copy
-                    self.st[ST_UNSHARE_REUSES] += 1
-                continue
+                    self.eset(t, i, mk_entry(nt, self.table_entry(level)))
+                    continue
+                if self.bad_pfn(entry_pfn(e)):
+                    return ERR_BUG
+                if not self.entry_rw(level, e):
+                    span = (<uint64_t>1) << self.shift[level]
+                    rc = self.unshare_entry(t, i, level - 1, addr & ~(span - 1), mm)
+                    if rc != OK:
+                        return rc
+                    continue
+                t = entry_pfn(e)
+                level -= 1
+            pte = self.eget(t, ptx)
+            if (pte & (_P | _US)) == (_P | _US):
+                if not write:
+                    self.eset(t, ptx, pte | _A)
+                    return OK
+                if pte & _RW:
+                    self.eset(t, ptx, pte | _A | _D)
+                    return OK
             if pte == 0:
                 # do_no_page
                 if vmf & VM_SHARED:
-                    idx = vmas[4 * vi + 3] + ((addr - vmas[4 * vi]) >> PAGE_SHIFT)
+                    idx = mm.vmas[vi].shm_base + ((addr - mm.vmas[vi].start) >> PAGE_SHIFT)
                     f = self.shm[idx]
                     if f == 0:
-                        f = self.alloc_frame(F_SHMEM, 1)
+                        f = self.alloc_data(F_SHMEM, 1)
                         if f == 0:
                             return ERR_NOMEM
                         self.count[f] = 1        # the object's reference
                         self.shm[idx] = f
                     self.count[f] += 1
-                    npte = (f << PAGE_SHIFT) | vm_page_prot(vmf)
+                    npte = mk_entry(f, vm_page_prot(<uint32_t>vmf))
                     if write:
                         npte |= _D
                     self.st[ST_SHMEM_FAULTS] += 1
                 elif not write:
-                    tbl[ptx] = (self.zero_pfn << PAGE_SHIFT) | vm_page_prot(vmf)
+                    self.eset(t, ptx, mk_entry(self.zero_pfn, vm_page_prot(<uint32_t>vmf)))
                     self.st[ST_ZERO_PAGE_MAPS] += 1
                     continue
                 else:
-                    f = self.alloc_frame(F_ANON, 1)
+                    f = self.alloc_data(F_ANON, 1)
                     if f == 0:
                         return ERR_NOMEM
                     self.count[f] = 1
-                    npte = (f << PAGE_SHIFT) | vm_page_prot(vmf) | _RW | _D
+                    npte = mk_entry(f, vm_page_prot(<uint32_t>vmf) | _RW | _D)
                     self.st[ST_DEMAND_ZERO] += 1
-                tbl[ptx] = npte
+                self.eset(t, ptx, npte)
                 if self.rmap_enabled:
-                    self.rmap_add(f, (t << 10) | ptx)
+                    self.rmap_add(f, self.mk_slot(t, ptx))
                 continue
             if not pte_present(pte):
-                rc = self.do_swap_page(tbl, t, ptx, pte, vmf, write)
-            elif pte & _P:
-                rc = self.do_wp_page(tbl, t, ptx, pte)
+                if self.bad_swap(pte):
+                    return ERR_BUG
+                rc = self.do_swap_page(t, ptx, pte, <uint32_t>vmf, write)
+            elif (pte & _P) and not self.bad_pfn(entry_pfn(pte)):
+                rc = self.do_wp_page(t, ptx, pte)
             else:
-                return -2                        # PROTNONE under an accessible VMA: a bug
+                return ERR_BUG                   # PROTNONE under an accessible VMA
             if rc != OK:
                 return rc
 
-    cdef int do_swap_page(self, pte_t* tbl, uint32_t t, uint32_t i, pte_t pte,
-                          uint32_t vmf, bint write) noexcept nogil:
+    cdef int do_swap_page(self, pfn_t t, uint32_t i, entry_t pte, uint32_t vmf,
+                          bint write) noexcept nogil:
         """Swap in through the swap cache; writable only for a write that finds the
         page exclusive."""
         cdef uint32_t s = swp_offset(pte)
         cdef uint32_t f = self.swap_cache[s]
-        cdef pte_t npte
+        cdef entry_t npte
         if f == 0:
-            f = self.alloc_frame(F_ANON | F_SWAPCACHE, 0)
+            f = self.alloc_data(F_ANON | F_SWAPCACHE, 0)
             if f == 0:
                 return ERR_NOMEM
-            memcpy(self.mem8 + (<size_t>f << PAGE_SHIFT),
-                   self.swap_data + (<size_t>s << PAGE_SHIFT), PAGE_SIZE)
+            if self.contents:
+                memcpy(self.mem8 + (<size_t>f << PAGE_SHIFT),
+                       self.swap_data + (<size_t>s << PAGE_SHIFT), PAGE_SIZE)
             self.count[f] = 1                    # the swap cache's reference
             self.index[f] = s
             self.swap_cache[s] = f
         self.count[f] += 1
         if self.rmap_enabled:
-            self.rmap_add(f, (t << 10) | i)
-        npte = (f << PAGE_SHIFT) | vm_page_prot(vmf)
-        tbl[i] = npte
+            self.rmap_add(f, self.mk_slot(t, i))
+        npte = mk_entry(f, vm_page_prot(vmf))
+        self.eset(t, i, npte)
         self.swap_put(s)
         if write and self.count[f] == 1:
-            tbl[i] = npte | _RW | _D
+            self.eset(t, i, npte | _RW | _D)
         self.st[ST_SWAP_INS] += 1
         return OK
 
-    cdef int do_wp_page(self, pte_t* tbl, uint32_t t, uint32_t i, pte_t pte) noexcept nogil:
+    cdef int do_wp_page(self, pfn_t t, uint32_t i, entry_t pte) noexcept nogil:
         """Copy-on-write: reuse the frame in place if this slot is its only reference,
         else copy it (clear, for the ZERO_PAGE) into a new frame."""
-        cdef uint32_t f = pte >> PAGE_SHIFT
+        cdef uint32_t f = entry_pfn(pte)
         cdef uint32_t nf
         cdef bint zero = f == self.zero_pfn
         if not zero and ((self.flags[f] & F_SHMEM) or self.count[f] == 1):
-            tbl[i] = pte | _RW | _A | _D
+            self.eset(t, i, pte | _RW | _A | _D)
             if not (self.flags[f] & F_SHMEM):
                 self.st[ST_COW_REUSES] += 1
             return OK
-        nf = self.alloc_frame(F_ANON, zero)
+        nf = self.alloc_data(F_ANON, zero)
         if nf == 0:
             return ERR_NOMEM
         self.count[nf] = 1
         if not zero:
-            memcpy(self.mem8 + (<size_t>nf << PAGE_SHIFT),
-                   self.mem8 + (<size_t>f << PAGE_SHIFT), PAGE_SIZE)
-            if self.rmap_enabled:
-                self.rmap_remove(f, (t << 10) | i)
+            if self.contents:
+                memcpy(self.mem8 + (<size_t>nf << PAGE_SHIFT),
+                       self.mem8 + (<size_t>f << PAGE_SHIFT), PAGE_SIZE)
+            if self.rmap_enabled and self.rmap_remove(f, self.mk_slot(t, i)) != OK:
+                return ERR_BUG
             self.put_page(f)
         if self.rmap_enabled:
-            self.rmap_add(nf, (t << 10) | i)
-        tbl[i] = (nf << PAGE_SHIFT) | (pte & (PAGE_SIZE - 1)) | _RW | _A | _D
+            self.rmap_add(nf, self.mk_slot(t, i))
+        self.eset(t, i, mk_entry(nf, (pte & FLAGS_MASK) | _RW | _A | _D))
         self.st[ST_COW_COPIES] += 1
+        return OK
+
+    # ================================================================ zap
+    #
+    # zap_range(level, t, start, end): the upper-level walker of zap_page_range; the
+    # leaf is zap_pte_range.  unshare_range walks the same way first where a zap or an
+    # mprotect must privatize (munmap, mprotect); free_range is free_pgtables.
+
+    cdef int zap_range(self, int level, pfn_t t, uint64_t start, uint64_t end,
+                       const mm_t* keep) noexcept nogil:
+        """Clear the entries of [start, end) under table t of `level` (private to this
+        mm).  A shared table below is skipped (exit drops it whole later; munmap has
+        privatized every shared table it must change).  With keep (munmap: the VMAs left
+        afterwards), a table whose span keep no longer reaches is freed, or loses one
+        use if shared: the fast path."""
+        cdef uint32_t i, first, last
+        cdef uint64_t base, span, s, e
+        cdef entry_t x
+        cdef pfn_t c
+        cdef int rc
+        if level == 1:
+            span = (<uint64_t>1) << self.shift[2]
+            base = start & ~(span - 1)
+            if self.wide:
+                return zap_pte_range(self, <pte64_t*>self.table_ptr(t), t,
+                                     <uint32_t>((start - base) >> PAGE_SHIFT),
+                                     <uint32_t>((end - base + PAGE_SIZE - 1) >> PAGE_SHIFT))
+            return zap_pte_range(self, <pte32_t*>self.table_ptr(t), t,
+                                 <uint32_t>((start - base) >> PAGE_SHIFT),
+                                 <uint32_t>((end - base + PAGE_SIZE - 1) >> PAGE_SHIFT))
+        span = (<uint64_t>1) << self.shift[level]
+        first = self.index_of(start, level)
+        last = self.index_of(end - 1, level)
+        base = start & ~(span - 1)
+        for i in range(first, last + 1):
+            s = start if start > base else base
+            e = end if end < base + span else base + span
+            x = self.eget(t, i)
+            if x & _P:
+                c = entry_pfn(x)
+                if self.bad_pfn(c):
+                    return ERR_BUG
+                if self.count[c] > 1:
+                    if keep != NULL and not span_covered(keep.vmas, keep.nv, base, base + span):
+                        self.eset(t, i, 0)
+                        self.count[c] -= 1
+                        self.st[ST_TABLES_DROPPED] += 1
+                        self.st[ST_DROPPED_L + level - 2] += 1
+                else:
+                    rc = self.zap_range(level - 1, c, s, e, keep)
+                    if rc != OK:
+                        return rc
+                    if keep != NULL and not span_covered(keep.vmas, keep.nv, base, base + span):
+                        rc = self.free_range(level - 1, c)
+                        if rc != OK:
+                            return rc
+                        self.eset(t, i, 0)
+            base += span
+        return OK
+
+    cdef int free_range(self, int level, pfn_t t) noexcept nogil:
+        """free_pgtables under (and including) private table t of `level`: a shared
+        table below loses one use and nothing else (the fast path); a private leaf table
+        is emptied of anything left and freed."""
+        cdef uint32_t i
+        cdef entry_t x
+        cdef pfn_t c
+        cdef int rc
+        if level == 1:
+            if self.wide:
+                rc = zap_pte_range(self, <pte64_t*>self.table_ptr(t), t, 0, self.nent[1])
+            else:
+                rc = zap_pte_range(self, <pte32_t*>self.table_ptr(t), t, 0, self.nent[1])
+            if rc != OK:
+                return rc
+            self.free_table(t)
+            return OK
+        for i in range(self.nent[level]):
+            x = self.eget(t, i)
+            if not (x & _P):
+                continue
+            c = entry_pfn(x)
+            if self.bad_pfn(c):
+                return ERR_BUG
+            self.eset(t, i, 0)
+            if self.count[c] > 1:
+                self.count[c] -= 1
+                self.st[ST_TABLES_DROPPED] += 1
+                self.st[ST_DROPPED_L + level - 2] += 1
+            else:
+                rc = self.free_range(level - 1, c)
+                if rc != OK:
+                    return rc
+        self.free_table(t)
+        return OK
+
+    cdef int unshare_range(self, int level, pfn_t t, uint64_t start, uint64_t end,
+                           const mm_t* mm, const mm_t* keep, bint need_entries) noexcept nogil:
+        """Privatize, top down, every shared table under table t (private to this mm)
+        that an operation on [start, end) will change: for munmap (keep = the VMAs left)
+        the shared tables whose span keep still reaches; for mprotect (keep NULL) those
+        with an entry in the range.  Stops at a consistent point on ERR_NOMEM (every
+        table privatized so far is whole)."""
+        cdef uint32_t i, first, last
+        cdef uint64_t base, span, s, e
+        cdef entry_t x
+        cdef pfn_t c
+        cdef int rc
+        cdef bint shared
+        span = (<uint64_t>1) << self.shift[level]
+        first = self.index_of(start, level)
+        last = self.index_of(end - 1, level)
+        base = start & ~(span - 1)
+        for i in range(first, last + 1):
+            s = start if start > base else base
+            e = end if end < base + span else base + span
+            x = self.eget(t, i)
+            if x & _P:
+                c = entry_pfn(x)
+                if self.bad_pfn(c):
+                    return ERR_BUG
+                shared = self.count[c] > 1
+                if shared:
+                    if keep != NULL:
+                        shared = span_covered(keep.vmas, keep.nv, base, base + span)
+                    else:
+                        shared = self.has_entries(level - 1, c, s, e)
+                    if shared:
+                        rc = self.privatize(t, i, level - 1, base, mm)
+                        if rc != OK:
+                            return rc
+                        c = entry_pfn(self.eget(t, i))
+                if level - 1 > 1 and (shared or not (self.count[c] > 1)):
+                    rc = self.unshare_range(level - 1, c, s, e, mm, keep, need_entries)
+                    if rc != OK:
+                        return rc
+            base += span
+        return OK
+
+    cdef bint has_entries(self, int level, pfn_t t, uint64_t start, uint64_t end) noexcept nogil:
+        """Does any leaf entry under table t in [start, end) hold something?"""
+        cdef uint32_t i, first, last
+        cdef uint64_t base, span, s, e
+        cdef entry_t x
+        span = (<uint64_t>1) << self.shift[level]
+        first = self.index_of(start, level)
+        last = self.index_of(end - 1, level)
+        base = start & ~(span - 1)
+        for i in range(first, last + 1):
+            s = start if start > base else base
+            e = end if end < base + span else base + span
+            base += span
+            x = self.eget(t, i)
+            if level == 1:
+                if x != 0:
+                    return True
+            elif (x & _P) and not self.bad_pfn(entry_pfn(x)) \
+                    and self.has_entries(level - 1, entry_pfn(x), s, e):
+                return True
+        return False
+
+    cdef int exit_walk(self, mm_t mm) noexcept nogil:
+        """exit_mmap: zap every VMA's range (skipping shared tables), then
+        clear_page_tables over the pgd's user entries: a shared table loses one use and
+        nothing else; a private one is freed."""
+        cdef Py_ssize_t v
+        cdef uint32_t i
+        cdef entry_t x
+        cdef pfn_t c
+        cdef int rc
+        for v in range(mm.nv):
+            rc = self.zap_range(self.levels, mm.pgd, mm.vmas[v].start, mm.vmas[v].end, NULL)
+            if rc != OK:
+                return rc
+        for i in range(self.user_entries):
+            x = self.eget(mm.pgd, i)
+            if not (x & _P):
+                continue
+            c = entry_pfn(x)
+            if self.bad_pfn(c):
+                return ERR_BUG
+            self.eset(mm.pgd, i, 0)
+            if self.count[c] > 1:
+                self.count[c] -= 1
+                self.st[ST_TABLES_DROPPED] += 1
+                self.st[ST_DROPPED_L + self.levels - 2] += 1
+            else:
+                rc = self.free_range(self.levels - 1, c)
+                if rc != OK:
+                    return rc
+        return OK
+
+    # ================================================================ mprotect
+
+    cdef int change_range(self, int level, pfn_t t, uint64_t start, uint64_t end,
+                          entry_t prot) noexcept nogil:
+        """change_protection: present PTEs of [start, end) get prot, keeping frame, A, D.
+        Every table on the way is private (unshare_range ran first)."""
+        cdef uint32_t i, first, last, lo, hi
+        cdef uint64_t base, span, s, e
+        cdef entry_t x
+        if level == 1:
+            span = (<uint64_t>1) << self.shift[2]
+            base = start & ~(span - 1)
+            lo = <uint32_t>((start - base) >> PAGE_SHIFT)
+            hi = <uint32_t>((end - base + PAGE_SIZE - 1) >> PAGE_SHIFT)
+            for i in range(lo, hi):
+                x = self.eget(t, i)
+                if pte_present(x):
+                    self.eset(t, i, (x & (~(<entry_t>FLAGS_MASK) | _A | _D)) | prot)
+            return OK
+        span = (<uint64_t>1) << self.shift[level]
+        first = self.index_of(start, level)
+        last = self.index_of(end - 1, level)
+        base = start & ~(span - 1)
+        for i in range(first, last + 1):
+            s = start if start > base else base
+            e = end if end < base + span else base + span
+            base += span
+            x = self.eget(t, i)
+            if (x & _P) and not self.bad_pfn(entry_pfn(x)):
+                self.change_range(level - 1, entry_pfn(x), s, e, prot)
         return OK
 
     # ================================================================ Python entry points
@@ -790,7 +1479,7 @@ cdef class Core:
         self.fail_countdown = -1 if n is None else n
 
     def new_pgd(self):
-        """pgd_alloc: a page directory with an empty user part and the kernel's PDEs."""
+        """pgd_alloc: a page directory with an empty user part and the kernel's entries."""
         cdef uint32_t g = self.alloc_frame(F_PGD, 0)
         if g == 0:
             raise OutOfMemory("no free frame for a page directory")
@@ -798,174 +1487,113 @@ cdef class Core:
         return g
 
     cdef void _init_pgd(self, uint32_t g) noexcept:
-        memset(self.mem32 + (<size_t>g << 10), 0, USER_PTRS_PER_PGD * 4)
-        memcpy(self.mem32 + (<size_t>g << 10) + USER_PTRS_PER_PGD,
-               self.mem32 + (<size_t>self.swapper_pgd << 10) + USER_PTRS_PER_PGD,
-               (PTRS_PER_PGD - USER_PTRS_PER_PGD) * 4)
+        cdef uint32_t i, n = self.nent[self.levels]
+        for i in range(n):
+            self.eset(g, i, 0 if i < self.user_entries else self.eget(self.swapper_pgd, i))
         self.st[ST_PGDS] += 1
 
-    def free_pgd(self, uint32_t g):
-        self.st[ST_PGDS] -= 1
-        self.free_frame(g)
-
-    def fork_copy(self, uint32_t ppgd, const uint32_t[:, ::1] vmas):
-        """dup_mmap with 2.4's copy_page_range: returns the child's pgd frame.
-
-        Everything is had before anything changes: the pgd, one table per parent table a
-        VMA reaches, and chain nodes for the worst case (1024 new nodes a table; growing
-        the pool to that costs nothing, see grow_nodes).  So OutOfMemory leaves no trace
-        of the child, and the copy itself cannot fail."""
-        cdef pte_t* pp = self.mem32 + (<size_t>ppgd << 10)
-        cdef const uint32_t* vp = vma_ptr(vmas)
-        cdef Py_ssize_t nv = vmas.shape[0], v
-        cdef uint32_t pdx, first, last, lo, hi, g, t, ntab = 0
-        cdef uint32_t tabs[768]
-        cdef pte_t* cp
-        cdef bint cow, shared
-        memset(tabs, 0, sizeof(tabs))
-        g = self.alloc_frame(F_PGD, 0)
-        if g == 0:
-            raise OutOfMemory("no free frame for the child's page directory")
-        for v in range(nv):
-            first = pdx_of(vp[4 * v])
-            last = pdx_of(vp[4 * v + 1] - 1)
-            for pdx in range(first, last + 1):
-                if (pp[pdx] & _P) and tabs[pdx] == 0:
-                    # a table this one VMA covers whole is written entry by entry by
-                    # copy_pte_range: no need to clear it first
-                    t = self.alloc_table(not (vp[4 * v] <= (pdx << PGDIR_SHIFT) and
-                                              vp[4 * v + 1] >= ((pdx + 1) << PGDIR_SHIFT)))
-                    if t == 0:
-                        self._undo_tables(tabs, g)
-                        raise OutOfMemory("no free frame for a page table of the child")
-                    tabs[pdx] = t
-                    ntab += 1
-        if self.rmap_enabled and self.reserve_nodes(ntab * PTRS_PER_PTE) != OK \
-                and self.reserve_nodes(self._fork_node_bound(pp, vp, nv)) != OK:
-            self._undo_tables(tabs, g)
-            raise OutOfMemory("no pte_chain node to be had for the child")
-        self._init_pgd(g)
-        cp = self.mem32 + (<size_t>g << 10)
-        with nogil:
-            for pdx in range(USER_PTRS_PER_PGD):
-                if tabs[pdx] != 0:
-                    cp[pdx] = (tabs[pdx] << PAGE_SHIFT) | PDE_USER
-            for v in range(nv):
-                cow = not (vp[4 * v + 2] & VM_SHARED)
-                shared = not cow
-                first = pdx_of(vp[4 * v])
-                last = pdx_of(vp[4 * v + 1] - 1)
-                for pdx in range(first, last + 1):
-                    if tabs[pdx] == 0:
-                        continue
-                    span_clip(vp[4 * v], vp[4 * v + 1], pdx, &lo, &hi)
-                    self.copy_pte_range(pp[pdx] >> PAGE_SHIFT, tabs[pdx], lo, hi, cow, shared)
-        self.st[ST_FORKS] += 1
-        self.st[ST_FORKS_COPY] += 1
-        return g
-
-    cdef uint32_t _fork_node_bound(self, pte_t* pp, const uint32_t* vp, Py_ssize_t nv) noexcept:
-        """The most chain nodes a copy fork can take: the parent's entries in its VMAs
-        that map a frame (the ZERO_PAGE aside)."""
-        cdef Py_ssize_t v
-        cdef uint32_t pdx, lo, hi
-        cdef uint64_t n = 0
-        for v in range(nv):
-            for pdx in range(pdx_of(vp[4 * v]), pdx_of(vp[4 * v + 1] - 1) + 1):
-                if pp[pdx] & _P:
-                    span_clip(vp[4 * v], vp[4 * v + 1], pdx, &lo, &hi)
-                    n += self.mapped_entries(pp[pdx] >> PAGE_SHIFT, lo, hi)
-        return <uint32_t>min(n, <uint64_t>0xFFFFFFFF)
-
-    cdef void _undo_tables(self, uint32_t* tabs, uint32_t g) noexcept:
-        cdef uint32_t pdx
-        for pdx in range(USER_PTRS_PER_PGD):
-            if tabs[pdx] != 0:
-                self.free_table(tabs[pdx])
-        self.free_frame(g)
-
-    def fork_share(self, uint32_t ppgd):
-        """The seed's fork: copy only the page directory.  Each present user PDE's table
-        gains a use, and RW is cleared in the parent's and the child's PDE."""
-        cdef pte_t* pp = self.mem32 + (<size_t>ppgd << 10)
-        cdef pte_t* cp
-        cdef pte_t pde
-        cdef uint32_t pdx
-        cdef uint32_t g = self.alloc_frame(F_PGD, 0)
-        if g == 0:
-            raise OutOfMemory("no free frame for the child's page directory")
-        self._init_pgd(g)
-        cp = self.mem32 + (<size_t>g << 10)
-        with nogil:
-            for pdx in range(USER_PTRS_PER_PGD):
-                pde = pp[pdx]
-                if pde & _P:
-                    self.count[pde >> PAGE_SHIFT] += 1
-                    pde &= ~_RW
-                    pp[pdx] = pde
-                    cp[pdx] = pde
-        self.st[ST_FORKS] += 1
-        self.st[ST_FORKS_SHARE] += 1
-        return g
-
-    def fault_range(self, uint32_t pgd, const uint32_t[:, ::1] vmas, Py_ssize_t vi,
-                    uint32_t start, uint32_t end, bint write):
+    def fault_range(self, pfn_t pgd, const uint64_t[:, ::1] vmas, Py_ssize_t vi,
+                    uint64_t start, uint64_t end, bint write):
         """Access every page of [start, end) inside VMA vi (bulk faulting: touch)."""
-        cdef pte_t* gp = self.mem32 + (<size_t>pgd << 10)
-        cdef const uint32_t* vp = vma_ptr(vmas)
-        cdef Py_ssize_t nv = vmas.shape[0]
+        cdef mm_t mm = make_mm(pgd, vmas)
         cdef uint64_t a
         cdef int rc = OK
         with nogil:
             a = start
             while a < end:
-                if self.mmu(gp, <uint32_t>a, write) == NULL:
-                    rc = self.handle_mm_fault(gp, vp, nv, vi, <uint32_t>a, write)
+                if self.mmu(pgd, a, write) == NULL:
+                    rc = self.handle_mm_fault(&mm, vi, a, write)
                     if rc != OK:
                         break
                 a += PAGE_SIZE
-        self._raise(rc)
+        self._raise(rc, "no free frame (or pte_chain node) for a page fault")
 
-    def fault_pages(self, uint32_t pgd, const uint32_t[:, ::1] vmas,
-                    const uint32_t[::1] addrs, const int64_t[::1] vidx, bint write):
-        """Access each address of addrs, which lies in VMA vidx[i] (touch_pages)."""
-        cdef pte_t* gp = self.mem32 + (<size_t>pgd << 10)
-        cdef const uint32_t* vp = vma_ptr(vmas)
-        cdef Py_ssize_t nv = vmas.shape[0], i, n = addrs.shape[0]
+    def fault_pages(self, pfn_t pgd, const uint64_t[:, ::1] vmas,
+                    const uint64_t[::1] addrs, const int64_t[::1] vidx, writes):
+        """Access each address of addrs, which lies in VMA vidx[i] (touch_pages, and the
+        trace engine): writes is a bool for all, or a uint8 array with one flag each.
+        Returns the number of accesses done (all of them unless it raised)."""
+        cdef mm_t mm = make_mm(pgd, vmas)
+        cdef Py_ssize_t i, n = addrs.shape[0]
+        cdef const uint8_t[::1] wv
+        cdef bint w = False, per = not isinstance(writes, bool)
         cdef int rc = OK
+        if per:
+            wv = writes
+        else:
+            w = writes
         with nogil:
             for i in range(n):
-                if self.mmu(gp, addrs[i], write) == NULL:
-                    rc = self.handle_mm_fault(gp, vp, nv, vidx[i], addrs[i], write)
+                if per:
+                    w = wv[i]
+                if self.mmu(pgd, addrs[i], w) == NULL:
+                    rc = self.handle_mm_fault(&mm, vidx[i], addrs[i], w)
                     if rc != OK:
                         break
-        self._raise(rc)
+        self._raise(rc, "no free frame (or pte_chain node) for a page fault")
+        return n
 
-    def read_into(self, uint32_t pgd, const uint32_t[:, ::1] vmas, Py_ssize_t vi,
-                  uint32_t addr, uint8_t[::1] out, Py_ssize_t off, Py_ssize_t n):
+    def access(self, pfn_t pgd, const uint64_t[:, ::1] vmas, uint64_t addr,
+               Py_ssize_t n, bint write, data=None):
+        """The single-call fast path of read and write for an access of n > 0 bytes
+        that stays inside one page: find the VMA (binary search over the core's array),
+        check its protection, fault as needed, copy.  Returns None if the access is
+        outside every VMA, crosses a VMA's end, or is against its protection (the caller
+        then takes the full path, which raises with the whole story); else the bytes
+        read, or True for a write."""
+        cdef mm_t mm = make_mm(pgd, vmas)
+        cdef Py_ssize_t a = 0, b = mm.nv, m
+        cdef uint64_t fl
+        cdef uint8_t* p
+        cdef const uint8_t[::1] src
+        cdef int rc
+        while a < b:
+            m = (a + b) >> 1
+            if mm.vmas[m].end <= addr:
+                a = m + 1
+            else:
+                b = m
+        if a >= mm.nv or mm.vmas[a].start > addr or addr + n > mm.vmas[a].end:
+            return None
+        fl = mm.vmas[a].flags
+        if not (fl & (VM_WRITE if write else (VM_READ | VM_WRITE))):
+            return None
+        p = self.mmu(pgd, addr, write)
+        if p == NULL:
+            rc = self.handle_mm_fault(&mm, a, addr, write)
+            if rc != OK:
+                self._raise(rc, "no free frame (or pte_chain node) for a page fault")
+            p = self.mmu(pgd, addr, write)
+        if write:
+            src = data
+            memcpy(p, &src[0], n)
+            return True
+        return (<char*>p)[:n]
+
+    def read_into(self, pfn_t pgd, const uint64_t[:, ::1] vmas, Py_ssize_t vi,
+                  uint64_t addr, uint8_t[::1] out, Py_ssize_t off, Py_ssize_t n):
         """Read n bytes at addr (inside VMA vi) into out[off:off+n], faulting as needed."""
         self._copy(pgd, vmas, vi, addr, &out[0] + off if out.shape[0] else NULL, n, False)
 
-    def write_from(self, uint32_t pgd, const uint32_t[:, ::1] vmas, Py_ssize_t vi,
-                   uint32_t addr, const uint8_t[::1] src, Py_ssize_t off, Py_ssize_t n):
+    def write_from(self, pfn_t pgd, const uint64_t[:, ::1] vmas, Py_ssize_t vi,
+                   uint64_t addr, const uint8_t[::1] src, Py_ssize_t off, Py_ssize_t n):
         """Write src[off:off+n] at addr (inside VMA vi); the caller faulted the pages in
         for write first, so a failure leaves every byte as it was."""
         self._copy(pgd, vmas, vi, addr, <uint8_t*>&src[0] + off if src.shape[0] else NULL,
                    n, True)
 
-    cdef _copy(self, uint32_t pgd, const uint32_t[:, ::1] vmas, Py_ssize_t vi,
-               uint32_t addr, uint8_t* buf, Py_ssize_t n, bint write):
-        cdef pte_t* gp = self.mem32 + (<size_t>pgd << 10)
-        cdef const uint32_t* vp = vma_ptr(vmas)
-        cdef Py_ssize_t nv = vmas.shape[0], done = 0, chunk
+    cdef _copy(self, pfn_t pgd, const uint64_t[:, ::1] vmas, Py_ssize_t vi,
+               uint64_t addr, uint8_t* buf, Py_ssize_t n, bint write):
+        cdef mm_t mm = make_mm(pgd, vmas)
+        cdef Py_ssize_t done = 0, chunk
         cdef uint64_t a = addr
         cdef uint8_t* p
         cdef int rc = OK
         with nogil:
             while done < n:
-                p = self.mmu(gp, <uint32_t>a, write)
+                p = self.mmu(pgd, a, write)
                 if p == NULL:
-                    rc = self.handle_mm_fault(gp, vp, nv, vi, <uint32_t>a, write)
+                    rc = self.handle_mm_fault(&mm, vi, a, write)
                     if rc != OK:
                         break
                     continue
@@ -978,169 +1606,87 @@ cdef class Core:
                     memcpy(buf + done, p, chunk)
                 done += chunk
                 a += chunk
-        self._raise(rc)
+        self._raise(rc, "no free frame (or pte_chain node) for a page fault")
 
-    cdef _raise(self, int rc):
+    cdef _raise(self, int rc, str what):
         if rc == ERR_NOMEM:
-            raise OutOfMemory("no free frame (or pte_chain node) for a page fault")
+            raise OutOfMemory(what)
         if rc != OK:
-            raise InvariantError(f"handle_mm_fault: PROTNONE entry under an accessible VMA")
+            raise InvariantError("the core found a broken invariant or a corrupted entry "
+                                 "(an entry naming a frame outside physical memory, a "
+                                 "PROTNONE entry under an accessible VMA, or a chain "
+                                 "missing a slot): run Machine.check()")
 
-    def zap(self, uint32_t pgd, const uint32_t[:, ::1] old_vmas,
-            const uint32_t[:, ::1] new_vmas, uint32_t start, uint32_t end):
-        """munmap [start, end): zap the range and free (or drop one use of) every table
-        whose span no VMA of new_vmas reaches any more.  A shared table that stays
-        reached is privatized first; those frames are allocated before anything changes."""
-        cdef pte_t* gp = self.mem32 + (<size_t>pgd << 10)
-        cdef const uint32_t* op = vma_ptr(old_vmas)
-        cdef const uint32_t* np_ = vma_ptr(new_vmas)
-        cdef Py_ssize_t nov = old_vmas.shape[0], nnv = new_vmas.shape[0]
-        cdef uint32_t first = pdx_of(start), last = pdx_of(end - 1), pdx, t, lo, hi
-        cdef uint32_t spare[768]
-        cdef uint32_t need = 0
-        cdef int nspare = 0, k
-        for pdx in range(first, last + 1):
-            if (gp[pdx] & _P) and self.count[gp[pdx] >> PAGE_SHIFT] > 1 \
-                    and span_covered(np_, nnv, pdx):
-                need += self.mapped_entries(gp[pdx] >> PAGE_SHIFT, 0, PTRS_PER_PTE)
-                t = self.alloc_table()
-                if t == 0 or (self.rmap_enabled and self.reserve_nodes(need) != OK):
-                    if t != 0:
-                        self.free_table(t)
-                    for k in range(nspare):
-                        self.free_table(spare[k])
-                    raise OutOfMemory("no free frame or pte_chain node to privatize a "
-                                      "shared page table")
-                spare[nspare] = t
-                nspare += 1
+    def zap(self, pfn_t pgd, const uint64_t[:, ::1] old_vmas,
+            const uint64_t[:, ::1] new_vmas, uint64_t start, uint64_t end):
+        """munmap [start, end): first privatize every shared table the zap must change
+        (those whose span new_vmas still reaches; an OutOfMemory there leaves the mm as
+        it was, with some tables privatized), then zap the range and free (or drop one
+        use of) every table whose span new_vmas no longer reaches."""
+        cdef mm_t mm = make_mm(pgd, old_vmas)
+        cdef mm_t keep = make_mm(pgd, new_vmas)
+        cdef int rc
         with nogil:
-            for pdx in range(first, last + 1):
-                if not (gp[pdx] & _P):
-                    continue
-                t = gp[pdx] >> PAGE_SHIFT
-                if self.count[t] > 1:
-                    if not span_covered(np_, nnv, pdx):
-                        gp[pdx] = 0
-                        self.count[t] -= 1
-                        self.st[ST_TABLES_DROPPED] += 1
-                        continue
-                    nspare -= 1
-                    self.privatize(gp, pdx, spare[nspare], op, nov)
-                    t = spare[nspare]
-                span_clip(start, end, pdx, &lo, &hi)
-                self.zap_pte_range(t, lo, hi)
-                if not span_covered(np_, nnv, pdx):
-                    self.zap_pte_range(t, 0, PTRS_PER_PTE)
-                    gp[pdx] = 0
-                    self.free_table(t)
+            rc = self.unshare_range(self.levels, pgd, start, end, &mm, &keep, False)
+        self._raise(rc, "no free frame or pte_chain node to privatize a shared page table")
+        with nogil:
+            rc = self.zap_range(self.levels, pgd, start, end, &keep)
+        self._raise(rc, "")
 
-    def exit_mm(self, uint32_t pgd, const uint32_t[:, ::1] vmas, bint free_pgd):
-        """exit_mmap / exec: zap every VMA's range (2.4 exit_mmap), then clear_page_tables:
-        a shared table loses one use and nothing else; a private one is freed.  Frees
-        the pgd too if free_pgd."""
-        cdef pte_t* gp = self.mem32 + (<size_t>pgd << 10)
-        cdef const uint32_t* vp = vma_ptr(vmas)
-        cdef Py_ssize_t nv = vmas.shape[0], v
-        cdef uint32_t pdx, t, lo, hi
+    def exit_mm(self, pfn_t pgd, const uint64_t[:, ::1] vmas, bint free_pgd):
+        """exit_mmap / exec: drop the whole user space; frees the pgd too if free_pgd."""
+        cdef mm_t mm = make_mm(pgd, vmas)
+        cdef int rc
         with nogil:
-            for v in range(nv):
-                for pdx in range(pdx_of(vp[4 * v]), pdx_of(vp[4 * v + 1] - 1) + 1):
-                    if not (gp[pdx] & _P):
-                        continue
-                    t = gp[pdx] >> PAGE_SHIFT
-                    if self.count[t] > 1:
-                        continue
-                    span_clip(vp[4 * v], vp[4 * v + 1], pdx, &lo, &hi)
-                    self.zap_pte_range(t, lo, hi)
-            for pdx in range(USER_PTRS_PER_PGD):
-                if not (gp[pdx] & _P):
-                    continue
-                t = gp[pdx] >> PAGE_SHIFT
-                gp[pdx] = 0
-                if self.count[t] > 1:
-                    self.count[t] -= 1
-                    self.st[ST_TABLES_DROPPED] += 1
-                else:
-                    self.free_table(t)
+            rc = self.exit_walk(mm)
         if free_pgd:
-            self.free_pgd(pgd)
+            self.st[ST_PGDS] -= 1
+            self.free_frame(pgd)
+            self.st[ST_EXITS] += 1
+        else:
+            self.st[ST_EXECS] += 1
+        self._raise(rc, "")
 
-    def mprotect(self, uint32_t pgd, const uint32_t[:, ::1] vmas,
-                 const uint32_t[:, ::1] pieces):
+    def mprotect(self, pfn_t pgd, const uint64_t[:, ::1] vmas, const uint64_t[:, ::1] pieces):
         """change_protection for each row (start, end, new vm_flags) of pieces, all
-        inside the current VMAs: present PTEs get the new protection, keeping frame, A
-        and D.  A shared table with an entry in the range is privatized first; all those
-        tables are allocated before anything changes."""
-        cdef pte_t* gp = self.mem32 + (<size_t>pgd << 10)
-        cdef const uint32_t* vp = vma_ptr(vmas)
-        cdef Py_ssize_t nv = vmas.shape[0], k, npc = pieces.shape[0]
-        cdef uint32_t pdx, t, lo, hi, i, nneed = 0, j, nodes = 0
-        cdef uint32_t need[768]
-        cdef pte_t* tbl
-        cdef pte_t pte, prot
-        memset(need, 0, sizeof(need))
-        for k in range(npc):
-            for pdx in range(pdx_of(pieces[k, 0]), pdx_of(pieces[k, 1] - 1) + 1):
-                if not (gp[pdx] & _P) or need[pdx]:
-                    continue
-                t = gp[pdx] >> PAGE_SHIFT
-                if self.count[t] <= 1:
-                    continue
-                span_clip(pieces[k, 0], pieces[k, 1], pdx, &lo, &hi)
-                tbl = self.mem32 + (<size_t>t << 10)
-                for i in range(lo, hi):
-                    if tbl[i] != 0:
-                        break
-                else:
-                    continue
-                nodes += self.mapped_entries(t, 0, PTRS_PER_PTE)
-                t = self.alloc_table()
-                if t == 0 or (self.rmap_enabled and self.reserve_nodes(nodes) != OK):
-                    if t != 0:
-                        self.free_table(t)
-                    for j in range(USER_PTRS_PER_PGD):
-                        if need[j]:
-                            self.free_table(need[j])
-                    raise OutOfMemory("no free frame or pte_chain node to privatize a "
-                                      "shared page table")
-                need[pdx] = t
-                nneed += 1
+        inside the current VMAs.  A shared table with an entry in the range is
+        privatized first (an OutOfMemory there changes no protection)."""
+        cdef mm_t mm = make_mm(pgd, vmas)
+        cdef Py_ssize_t k, npc = pieces.shape[0]
+        cdef int rc = OK
         with nogil:
-            for pdx in range(USER_PTRS_PER_PGD):
-                if need[pdx]:
-                    self.privatize(gp, pdx, need[pdx], vp, nv)
             for k in range(npc):
-                prot = vm_page_prot(pieces[k, 2])
-                for pdx in range(pdx_of(pieces[k, 0]), pdx_of(pieces[k, 1] - 1) + 1):
-                    if not (gp[pdx] & _P):
-                        continue
-                    tbl = self.mem32 + (<size_t>(gp[pdx] >> PAGE_SHIFT) << 10)
-                    span_clip(pieces[k, 0], pieces[k, 1], pdx, &lo, &hi)
-                    for i in range(lo, hi):
-                        pte = tbl[i]
-                        if pte_present(pte):
-                            tbl[i] = (pte & (~(<pte_t>(PAGE_SIZE - 1)) | _A | _D)) | prot
+                rc = self.unshare_range(self.levels, pgd, pieces[k, 0], pieces[k, 1], &mm,
+                                        NULL, True)
+                if rc != OK:
+                    break
+        self._raise(rc, "no free frame or pte_chain node to privatize a shared page table")
+        with nogil:
+            for k in range(npc):
+                self.change_range(self.levels, pgd, pieces[k, 0], pieces[k, 1],
+                                  vm_page_prot(<uint32_t>pieces[k, 2]))
 
     # ================================================================ shared memory
 
-    def shm_alloc(self, uint32_t npages):
+    def shm_alloc(self, uint64_t npages):
         """Room for a shared-memory object of npages pages: returns its base index."""
-        cdef uint32_t base = self.shm_hwm
+        cdef uint64_t base = self.shm_hwm
         cdef uint64_t cap = self.shm_cap
-        while cap < <uint64_t>base + npages:
+        while cap < base + npages:
             cap *= 2
         if cap != self.shm_cap:
             arr = np.zeros(cap, dtype=np.uint32)
             arr[:self.shm_hwm] = self.shm_arr[:self.shm_hwm]
             self.shm_arr = arr
             self.shm = <uint32_t*>array_data(arr)
-            self.shm_cap = <uint32_t>cap
+            self.shm_cap = cap
         self.shm_hwm = base + npages
         return base
 
-    def shm_release(self, uint32_t base, uint32_t npages):
+    def shm_release(self, uint64_t base, uint64_t npages):
         """The object is gone: drop its reference on each of its frames."""
-        cdef uint32_t i, f
+        cdef uint64_t i
+        cdef uint32_t f
         for i in range(base, base + npages):
             f = self.shm[i]
             if f != 0:
@@ -1149,36 +1695,45 @@ cdef class Core:
 
     # ================================================================ reclaim
 
+    cdef inline entry_t slot_read(self, slot_t slot) noexcept nogil:
+        return self.eget(<pfn_t>(slot >> self.slot_shift),
+                         <uint32_t>(slot & ((1 << self.slot_shift) - 1)))
+
+    cdef inline void slot_write(self, slot_t slot, entry_t e) noexcept nogil:
+        self.eset(<pfn_t>(slot >> self.slot_shift),
+                  <uint32_t>(slot & ((1 << self.slot_shift) - 1)), e)
+
     cdef bint page_referenced(self, uint32_t f) noexcept nogil:
         """Test and clear A in every slot that maps f (through its chain); a chain left
         with one slot collapses back to direct, as 2.6.0's page_referenced does."""
         cdef bint ref = False
-        cdef uint32_t n, k, idx, slot, nslots = 0, last = 0
-        cdef pte_t* p
+        cdef uint32_t n, k, nslots = 0
+        cdef slot_t slot, last = 0
+        cdef entry_t e
         if self.flags[f] & F_DIRECT:
-            slot = self.link[f]
-            p = self.mem32 + (<size_t>(slot >> 10) << 10) + (slot & 1023)
+            slot = self.direct_get(f)
+            e = self.slot_read(slot)
             self.st[ST_RMAP_SLOTS] += 1
-            if p[0] & _A:
-                p[0] &= ~_A
+            if e & _A:
+                self.slot_write(slot, e & ~(<entry_t>_A))
                 return True
             return False
         n = self.link[f]
         while n != 0:
-            idx = self.nodes[<size_t>n * NODE_WORDS] & 15
-            for k in range(idx, NRPTE):
-                slot = self.nodes[<size_t>n * NODE_WORDS + 1 + k]
-                p = self.mem32 + (<size_t>(slot >> 10) << 10) + (slot & 1023)
-                if p[0] & _A:
-                    p[0] &= ~_A
+            for k in range(node_idx(self.node_ptr(n)), self.nrpte):
+                slot = self.slot_get(self.node_ptr(n), k)
+                e = self.slot_read(slot)
+                if e & _A:
+                    self.slot_write(slot, e & ~(<entry_t>_A))
                     ref = True
                 nslots += 1
                 last = slot
-            n = self.nodes[<size_t>n * NODE_WORDS] >> 4
+            n = node_next(self.node_ptr(n))
         self.st[ST_RMAP_SLOTS] += nslots
         if nslots == 1:
             self.rmap_clear(f)
-            self.link[f] = last
+            self.st[ST_RMAP_REMOVES] -= 1        # the slot moves, it is not removed
+            self.direct_set(f, last)
             self.flags[f] |= F_DIRECT
             self.st[ST_DIRECT] += 1
         return ref
@@ -1192,8 +1747,9 @@ cdef class Core:
         s = self.swap_alloc()
         if s == 0:
             return 0
-        memcpy(self.swap_data + (<size_t>s << PAGE_SHIFT),
-               self.mem8 + (<size_t>f << PAGE_SHIFT), PAGE_SIZE)
+        if self.contents:
+            memcpy(self.swap_data + (<size_t>s << PAGE_SHIFT),
+                   self.mem8 + (<size_t>f << PAGE_SHIFT), PAGE_SIZE)
         self.swap_cache[s] = f
         self.index[f] = s
         self.flags[f] |= F_SWAPCACHE
@@ -1204,29 +1760,26 @@ cdef class Core:
     cdef int swap_out_frame(self, uint32_t f) noexcept nogil:
         """Swap f out through its chain: write it to a slot (unless the swap cache has it
         already), turn every slot that maps it into a swap entry (try_to_unmap), free it."""
-        cdef uint32_t s, n, k, idx, slot
-        cdef pte_t* p
+        cdef uint32_t s, n, k
         s = self.add_to_swap(f)
         if s == 0:
             return ERR_NOMEM
         if self.flags[f] & F_DIRECT:
-            self._unmap_slot(f, self.link[f], s)
+            self._unmap_slot(f, self.direct_get(f), s)
         else:
             n = self.link[f]
             while n != 0:
-                idx = self.nodes[<size_t>n * NODE_WORDS] & 15
-                for k in range(idx, NRPTE):
-                    self._unmap_slot(f, self.nodes[<size_t>n * NODE_WORDS + 1 + k], s)
-                n = self.nodes[<size_t>n * NODE_WORDS] >> 4
+                for k in range(node_idx(self.node_ptr(n)), self.nrpte):
+                    self._unmap_slot(f, self.slot_get(self.node_ptr(n), k), s)
+                n = node_next(self.node_ptr(n))
         self.rmap_clear(f)
         self.swapcache_drop(s)                   # written: the frame goes
         return OK
 
-    cdef void _unmap_slot(self, uint32_t f, uint32_t slot, uint32_t s) noexcept nogil:
-        cdef pte_t* p = self.mem32 + (<size_t>(slot >> 10) << 10) + (slot & 1023)
-        if p[0] & _D:
+    cdef void _unmap_slot(self, uint32_t f, slot_t slot, uint32_t s) noexcept nogil:
+        if self.slot_read(slot) & _D:
             self.flags[f] |= F_DIRTY
-        p[0] = swp_entry(s)
+        self.slot_write(slot, swp_entry(s))
         self.swap_count[s] += 1
         self.count[f] -= 1
         self.st[ST_RMAP_SLOTS] += 1
@@ -1237,6 +1790,7 @@ cdef class Core:
         cdef uint32_t freed = 0, f
         cdef uint64_t scanned = 0, limit = 2 * <uint64_t>self.hwm
         cdef pflags_t fl
+        cdef int rc = OK
         if self.swap_nfree == 0:
             raise OutOfMemory("the swap area is full")
         with nogil:
@@ -1253,10 +1807,13 @@ cdef class Core:
                     continue                     # mapped by no PTE (swap cache only)
                 if self.page_referenced(f):
                     continue
-                if self.swap_out_frame(f) != OK:
+                rc = self.swap_out_frame(f)
+                if rc != OK:
                     break
                 freed += 1
         self.st[ST_CLOCK_SCANNED] += scanned
+        if rc != OK and freed == 0:
+            raise OutOfMemory("no swap slot to be had")
         return freed
 
     def reclaim_scan(self, uint32_t n, list mms, uint32_t start):
@@ -1265,7 +1822,8 @@ cdef class Core:
         entry (try_to_swap_out); a frame is freed when only the swap cache holds it.
         Returns (frames freed, index of the mm to start from next time)."""
         cdef uint32_t freed = 0
-        cdef Py_ssize_t nm = len(mms), turn, m
+        cdef Py_ssize_t nm = len(mms), turn, m, v
+        cdef mm_t mm
         cdef int rc = OK
         if self.swap_nfree == 0:
             raise OutOfMemory("the swap area is full")
@@ -1274,67 +1832,85 @@ cdef class Core:
         m = start % nm
         for turn in range(2 * nm):
             pgd, vmas = mms[m]
-            rc = self._scan_mm(pgd, vmas, n, &freed)
+            mm = make_mm(pgd, vmas)
+            with nogil:
+                for v in range(mm.nv):
+                    if freed >= n or rc != OK:
+                        break
+                    if mm.vmas[v].flags & VM_SHARED:
+                        continue
+                    rc = self.scan_range(self.levels, mm.pgd, mm.vmas[v].start,
+                                         mm.vmas[v].end, n, &freed)
             m = (m + 1) % nm
             if freed >= n or rc != OK:
                 break
+        if rc == ERR_NOMEM and freed == 0:
+            raise OutOfMemory("no swap slot to be had")
+        if rc == ERR_BUG:
+            self._raise(rc, "")
         return freed, m
 
-    cdef int _scan_mm(self, uint32_t pgd, const uint32_t[:, ::1] vmas, uint32_t n,
-                      uint32_t* freed) noexcept:
-        cdef pte_t* gp = self.mem32 + (<size_t>pgd << 10)
-        cdef const uint32_t* vp = vma_ptr(vmas)
-        cdef Py_ssize_t nv = vmas.shape[0], v
-        cdef uint32_t pdx, lo, hi, i, t, f, s
-        cdef pte_t pte
-        cdef pte_t* tbl
+    cdef int scan_range(self, int level, pfn_t t, uint64_t start, uint64_t end,
+                        uint32_t n, uint32_t* freed) noexcept nogil:
+        """swap_out_pgd/pmd: the upper-level walker of 2.4's scan; try_to_swap_out is
+        the leaf."""
+        cdef uint32_t i, first, last, lo, hi, f, s
+        cdef uint64_t base, span, sa, ea
+        cdef entry_t x, pte
         cdef int64_t scanned = 0
-        cdef int rc = OK
-        with nogil:
-            for v in range(nv):
-                if freed[0] >= n or rc != OK:
-                    break
-                if vp[4 * v + 2] & VM_SHARED:
+        cdef int rc
+        if level == 1:
+            span = (<uint64_t>1) << self.shift[2]
+            base = start & ~(span - 1)
+            lo = <uint32_t>((start - base) >> PAGE_SHIFT)
+            hi = <uint32_t>((end - base + PAGE_SIZE - 1) >> PAGE_SHIFT)
+            rc = OK
+            for i in range(lo, hi):
+                scanned += 1
+                pte = self.eget(t, i)
+                if not pte_present(pte):     # PROTNONE frames are mapped too
                     continue
-                for pdx in range(pdx_of(vp[4 * v]), pdx_of(vp[4 * v + 1] - 1) + 1):
-                    if not (gp[pdx] & _P):
-                        continue
-                    t = gp[pdx] >> PAGE_SHIFT
-                    tbl = self.mem32 + (<size_t>t << 10)
-                    span_clip(vp[4 * v], vp[4 * v + 1], pdx, &lo, &hi)
-                    for i in range(lo, hi):
-                        scanned += 1
-                        pte = tbl[i]
-                        if not pte_present(pte):     # PROTNONE frames are mapped too
-                            continue
-                        f = pte >> PAGE_SHIFT
-                        if f == self.zero_pfn or not (self.flags[f] & F_ANON):
-                            continue
-                        if pte & _A:
-                            tbl[i] = pte & ~_A
-                            continue
-                        s = self.add_to_swap(f)
-                        if s == 0:
-                            rc = ERR_NOMEM
-                            break
-                        if pte & _D:
-                            self.flags[f] |= F_DIRTY
-                        tbl[i] = swp_entry(s)
-                        self.swap_count[s] += 1
-                        if self.rmap_enabled:
-                            self.rmap_remove(f, (t << 10) | i)
-                        self.count[f] -= 1
-                        if self.count[f] == 1:
-                            self.swapcache_drop(s)
-                            freed[0] += 1
-                            if freed[0] >= n:
-                                break
-                    if freed[0] >= n or rc != OK:
+                f = entry_pfn(pte)
+                if f == self.zero_pfn or self.bad_pfn(f) or not (self.flags[f] & F_ANON):
+                    continue
+                if pte & _A:
+                    self.eset(t, i, pte & ~(<entry_t>_A))
+                    continue
+                s = self.add_to_swap(f)
+                if s == 0:
+                    rc = ERR_NOMEM
+                    break
+                if pte & _D:
+                    self.flags[f] |= F_DIRTY
+                self.eset(t, i, swp_entry(s))
+                self.swap_count[s] += 1
+                if self.rmap_enabled and self.rmap_remove(f, self.mk_slot(t, i)) != OK:
+                    rc = ERR_BUG
+                    break
+                self.count[f] -= 1
+                if self.count[f] == 1:
+                    self.swapcache_drop(s)
+                    freed[0] += 1
+                    if freed[0] >= n:
                         break
-        self.st[ST_SCAN_PTES] += scanned
-        return rc
+            self.st[ST_SCAN_PTES] += scanned
+            return rc
+        span = (<uint64_t>1) << self.shift[level]
+        first = self.index_of(start, level)
+        last = self.index_of(end - 1, level)
+        base = start & ~(span - 1)
+        for i in range(first, last + 1):
+            sa = start if start > base else base
+            ea = end if end < base + span else base + span
+            base += span
+            x = self.eget(t, i)
+            if (x & _P) and not self.bad_pfn(entry_pfn(x)):
+                rc = self.scan_range(level - 1, entry_pfn(x), sa, ea, n, freed)
+                if rc != OK or freed[0] >= n:
+                    return rc
+        return OK
 
-    # ================================================================ counters
+    # ================================================================ inspection
 
     def reset_peaks(self):
         self.st[ST_FRAMES_PEAK] = self.nframes - self.nfree
@@ -1342,7 +1918,12 @@ cdef class Core:
         self.st[ST_NODES_PEAK] = self.st[ST_NODES]
 
     def stats(self):
+        cdef int k
         out = {name: int(self.st[i]) for name, i in _COUNTER_NAMES}
+        for k in range(1, self.levels):
+            out[f"page_tables_l{k}"] = int(self.st[ST_TABLES_L + k - 1])
+            out[f"unshares_l{k}"] = int(self.st[ST_UNSHARES_L + k - 1])
+            out[f"tables_dropped_l{k}"] = int(self.st[ST_DROPPED_L + k - 1])
         out["frames_total"] = int(self.nframes)
         out["frames_free"] = int(self.nfree)
         out["frames_used"] = int(self.nframes - self.nfree)
@@ -1357,229 +1938,225 @@ cdef class Core:
     def frame_count(self, uint32_t f):
         return int(self.count[f])
 
-    # ================================================================ invariants
+    def frame_flags(self, uint32_t f):
+        return int(self.flags[f])
 
-    def check(self, list pgds, list shm_ranges):
-        """Verify the invariants of DESIGN.md section 3; raise InvariantError naming the
-        first one broken.  pgds: the live page directories; shm_ranges: (base, npages)
-        of each live shared-memory object."""
-        cdef uint32_t nf = self.nframes, hwm = self.hwm
-        cdef int64_t[::1] exp = np.zeros(nf, dtype=np.int64)
-        cdef int32_t[::1] users = np.zeros(nf, dtype=np.int32)
-        cdef int32_t[::1] nslots = np.zeros(nf, dtype=np.int32)
-        cdef int32_t[::1] rwslots = np.zeros(nf, dtype=np.int32)
-        cdef int32_t[::1] tord = np.full(nf, -1, dtype=np.int32)
-        cdef int64_t[::1] swapexp = np.zeros(max(self.nswap, 1), dtype=np.int64)
-        cdef uint8_t[::1] live_pgd = np.zeros(nf, dtype=np.uint8)
-        cdef uint32_t g, pdx, t, i, f, s, n, k, idx, slot, ntab, steps
-        cdef pte_t pde, pte
-        cdef pte_t* tbl
-        cdef pflags_t fl
-        cdef int64_t chain_len, listed, seen_nodes
-        cdef pte_t* kernel
+    def entry(self, pfn_t t, uint32_t i):
+        """Entry i of frame t (a pgd or a table)."""
+        return int(self.eget(t, i))
 
-        def fail(num, msg):
-            raise InvariantError(f"invariant {num}: {msg}")
+    def walk(self, pfn_t pgd, uint64_t addr):
+        """[(level, table, index, entry), ...] from the pgd down, ending after the
+        first entry that is not present (or at the leaf)."""
+        cdef int level = self.levels
+        cdef pfn_t t = pgd
+        cdef uint32_t i
+        cdef entry_t e
+        out = []
+        while level >= 1:
+            i = self.index_of(addr, level)
+            e = self.eget(t, i)
+            out.append((level, int(t), int(i), int(e)))
+            if level == 1 or not (e & _P) or self.bad_pfn(entry_pfn(e)):
+                break
+            t = entry_pfn(e)
+            level -= 1
+        return out
 
-        kernel = self.mem32 + (<size_t>self.swapper_pgd << 10) + USER_PTRS_PER_PGD
-        for g in pgds:
-            if g >= nf or (self.flags[g] & (F_PGD | F_FREE)) != F_PGD:
-                fail(6, f"pgd {g} is not an allocated page directory")
-            live_pgd[g] = 1
-            tbl = self.mem32 + (<size_t>g << 10)
-            if memcmp(tbl + USER_PTRS_PER_PGD, kernel, 256 * 4) != 0:
-                fail(1, f"pgd {g}: kernel PDEs 768..1023 differ from the boot pgd")
-            for pdx in range(USER_PTRS_PER_PGD):
-                pde = tbl[pdx]
-                if pde == 0:
-                    continue
-                t = pde >> PAGE_SHIFT
-                if not (pde & _P) or (pde & 0xFFF & ~(<pte_t>_RW)) != (PDE_USER & ~_RW):
-                    fail(3, f"pgd {g} PDE {pdx} = {pde:#x} is not a user PDE")
-                if t >= nf or (self.flags[t] & (F_PTABLE | F_FREE)) != F_PTABLE:
-                    fail(3, f"pgd {g} PDE {pdx} points at frame {t}, not a page table")
-                users[t] += 1
-        for g in pgds:
-            tbl = self.mem32 + (<size_t>g << 10)
-            for pdx in range(USER_PTRS_PER_PGD):
-                pde = tbl[pdx]
-                if pde != 0 and users[pde >> PAGE_SHIFT] > 1 and (pde & _RW):
-                    fail(4, f"table {pde >> PAGE_SHIFT} has {users[pde >> PAGE_SHIFT]} users "
-                            f"but pgd {g} PDE {pdx} has RW set")
-        ntab = 0
-        for t in range(hwm):
-            if users[t] == 0:
-                continue
-            if self.count[t] != users[t]:
-                fail(3, f"table {t} use count {self.count[t]} != {users[t]} pgds pointing at it")
-            tord[t] = ntab
-            ntab += 1
-            tbl = self.mem32 + (<size_t>t << 10)
-            for i in range(PTRS_PER_PTE):
-                pte = tbl[i]
-                if pte == 0:
-                    continue
-                if pte_present(pte):
-                    f = pte >> PAGE_SHIFT
-                    if f == self.zero_pfn:
-                        if pte & _RW:
-                            fail(5, f"ZERO_PAGE mapped writable at table {t} index {i}")
-                        continue
-                    if f >= nf or not (self.flags[f] & (F_ANON | F_SHMEM)) \
-                            or (self.flags[f] & F_FREE):
-                        fail(6, f"table {t} index {i} maps frame {f}, which is not a "
-                                f"data frame in use (flags {self.flags[f] if f < nf else 0:#x})")
-                    exp[f] += 1
-                    nslots[f] += 1
-                    if pte & _RW:
-                        rwslots[f] += 1
-                else:
-                    s = swp_offset(pte)
-                    if (pte & 0x81) or s == 0 or s >= self.nswap or self.swap_count[s] < 0:
-                        fail(7, f"table {t} index {i}: {pte:#x} is not a live swap entry")
-                    swapexp[s] += 1
-        for base, npages in shm_ranges:
-            for i in range(base, base + npages):
-                f = self.shm[i]
-                if f != 0:
-                    if not (self.flags[f] & F_SHMEM) or (self.flags[f] & F_FREE):
-                        fail(6, f"shared-memory object holds frame {f}, not a shmem frame")
-                    exp[f] += 1
-        for s in range(1, self.swap_hwm):
-            if self.swap_count[s] < 0:
-                if swapexp[s]:
-                    fail(7, f"free swap slot {s} is named by {swapexp[s]} entries")
-                continue
-            if self.swap_count[s] != swapexp[s]:
-                fail(7, f"swap slot {s} count {self.swap_count[s]} != {swapexp[s]} entries")
-            if self.swap_count[s] == 0:
-                fail(7, f"swap slot {s} is allocated but named by no entry")
-            f = self.swap_cache[s]
-            if f != 0:
-                if not (self.flags[f] & F_SWAPCACHE) or self.index[f] != s:
-                    fail(1, f"swap cache of slot {s} holds frame {f} that does not know it")
-                exp[f] += 1
-        listed = 0
-        for f in range(hwm):
-            fl = self.flags[f]
-            if fl & F_FREE:
-                if fl != F_FREE:
-                    fail(6, f"frame {f} is free and in use (flags {fl:#x})")
-                listed += 1
-                continue
-            if fl & F_RESERVED:
-                continue
-            if fl & F_PGD:
-                if not live_pgd[f]:
-                    fail(6, f"page directory {f} belongs to no live process (leaked)")
-            elif fl & F_PTABLE:
-                if users[f] == 0:
-                    fail(6, f"page table {f} is reached by no pgd (leaked)")
-            elif fl & (F_ANON | F_SHMEM):
-                if self.count[f] != exp[f]:
-                    fail(1, f"frame {f} count {self.count[f]} != {exp[f]} "
-                            f"(slots {nslots[f]} + caches)")
-                if self.count[f] <= 0:
-                    fail(6, f"frame {f} is in use with nothing holding it (leaked)")
-                if (fl & F_ANON) and self.count[f] > 1 and rwslots[f]:
-                    fail(5, f"private frame {f} has {self.count[f]} references and "
-                            f"{rwslots[f]} writable slots")
-                if (fl & F_SWAPCACHE) and self.swap_cache[self.index[f]] != f:
-                    fail(1, f"frame {f} thinks it is in the swap cache of slot {self.index[f]}")
-            else:
-                fail(6, f"frame {f} is neither free nor in use (flags {fl:#x})")
-        for i in range(PTRS_PER_PTE):
-            if self.mem32[(<size_t>self.zero_pfn << 10) + i] != 0:
-                fail(6, "the ZERO_PAGE is not all zeros")
-        ntab = 0
-        for f in range(hwm):
-            if self.flags[f] & F_PTABLE:
-                ntab += 1
-        if ntab != self.st[ST_PAGE_TABLES] or len(pgds) != self.st[ST_PGDS]:
-            fail(3, f"counters: {self.st[ST_PAGE_TABLES]} page tables, {self.st[ST_PGDS]} "
-                    f"pgds; the frames say {ntab} and {len(pgds)}")
-        steps = 0
-        s = self.swap_free
-        while s != 0:
-            if s >= self.swap_hwm or self.swap_count[s] != -1 or steps > self.nswap:
-                fail(7, f"free swap list reaches slot {s}, which is in use")
-            steps += 1
-            s = self.swap_cache[s]
-        if self.nswap and steps + (self.nswap - self.swap_hwm) != self.swap_nfree:
-            fail(7, f"{steps} listed + {self.nswap - self.swap_hwm} never used free swap "
-                    f"slots, swap_nfree says {self.swap_nfree}")
-        steps = 0
-        f = self.free_head
-        while f != 0:
-            if f >= hwm or self.flags[f] != F_FREE or steps > nf:
-                fail(6, f"free list reaches frame {f}, which is not free")
-            steps += 1
-            f = self.link[f]
-        if steps != listed or listed + (nf - hwm) != self.nfree:
-            fail(6, f"free list has {steps} frames, {listed} are marked free, "
-                    f"{nf - hwm} never used; nfree says {self.nfree}")
+    def translate(self, pfn_t pgd, uint64_t addr):
+        """The physical address addr maps to (P set at every level), or -1."""
+        cdef int level = self.levels
+        cdef pfn_t t = pgd
+        cdef entry_t e
+        while True:
+            e = self.eget(t, self.index_of(addr, level))
+            if not (e & _P) or self.bad_pfn(entry_pfn(e)):
+                return -1
+            if level == 1:
+                return (<int64_t>entry_pfn(e) << PAGE_SHIFT) | <int64_t>(addr & (PAGE_SIZE - 1))
+            t = entry_pfn(e)
+            level -= 1
 
-        if not self.rmap_enabled:
-            if self.st[ST_NODES] != 0:
-                fail(2, "pte_chain nodes in use without rmap")
-            return
-        cdef uint8_t[::1] mark = np.zeros(max(ntab, 1) * PTRS_PER_PTE, dtype=np.uint8)
-        cdef uint8_t[::1] node_seen = np.zeros(self.node_cap, dtype=np.uint8)
-        cdef int64_t all_slots = 0, direct = 0
-        seen_nodes = 0
-        for f in range(hwm):
-            fl = self.flags[f]
-            if not (fl & (F_ANON | F_SHMEM)) or (fl & F_FREE):
-                continue
-            chain_len = 0
-            if fl & F_DIRECT:
-                self._check_slot(f, self.link[f], tord, mark)
-                chain_len = 1
-                direct += 1
-            else:
-                n = self.link[f]
-                while n != 0:
-                    if n >= self.node_hwm or node_seen[n]:
-                        fail(2, f"frame {f}: chain node {n} is out of the pool or shared")
-                    node_seen[n] = 1
-                    seen_nodes += 1
-                    idx = self.nodes[<size_t>n * NODE_WORDS] & 15
-                    if idx >= NRPTE or (n != self.link[f] and idx != 0):
-                        fail(2, f"frame {f}: node {n} idx {idx} (only the head has free slots)")
-                    for k in range(idx, NRPTE):
-                        self._check_slot(f, self.nodes[<size_t>n * NODE_WORDS + 1 + k],
-                                         tord, mark)
-                        chain_len += 1
-                    n = self.nodes[<size_t>n * NODE_WORDS] >> 4
-            if chain_len != nslots[f]:
-                fail(2, f"frame {f}: chain holds {chain_len} slots, {nslots[f]} PTEs map it")
-            if not (fl & F_DIRECT):
-                all_slots += chain_len
-        if all_slots != self.st[ST_SLOTS] or direct != self.st[ST_DIRECT]:
-            fail(2, f"counters: {self.st[ST_SLOTS]} chain slots, {self.st[ST_DIRECT]} direct; "
-                    f"the chains hold {all_slots} and {direct}")
-        if seen_nodes != self.st[ST_NODES]:
-            fail(2, f"{seen_nodes} nodes reachable from chains, {self.st[ST_NODES]} in use")
-        n = self.node_free
-        steps = 0
-        while n != 0:
-            if n >= self.node_hwm or node_seen[n] or steps > self.node_cap:
-                fail(2, f"free chain node {n} is in use or out of the pool")
-            steps += 1
-            n = self.nodes[<size_t>n * NODE_WORDS] >> 4
-        if steps + (self.node_cap - self.node_hwm) != self.node_nfree \
-                or seen_nodes + steps + 1 != self.node_hwm:
-            fail(2, f"chain pool: {seen_nodes} used + {steps} listed free != "
-                    f"{self.node_hwm - 1} ever used")
+    def mm_stats(self, pfn_t pgd):
+        """(rss, [tables reached at level 1, 2, ...]) of the mm with this pgd: data
+        pages mapped (ZERO_PAGE excluded), and the distinct tables below the pgd."""
+        cdef int64_t rss = 0
+        seen = set()
+        per = [0] * (self.levels - 1)
+        rss = self._mm_walk(self.levels, pgd, seen, per)
+        return int(rss), per
 
-    cdef _check_slot(self, uint32_t f, uint32_t slot, int32_t[::1] tord, uint8_t[::1] mark):
-        cdef uint32_t t = slot >> 10, i = slot & 1023
-        cdef pte_t pte
-        if t >= self.nframes or tord[t] < 0:
-            raise InvariantError(f"invariant 2: frame {f}: slot ({t}, {i}) is not in a live table")
-        pte = self.mem32[(<size_t>t << 10) + i]
-        if not pte_present(pte) or (pte >> PAGE_SHIFT) != f:
-            raise InvariantError(f"invariant 2: frame {f}: slot ({t}, {i}) holds {pte:#x}")
-        if mark[<size_t>tord[t] * PTRS_PER_PTE + i]:
-            raise InvariantError(f"invariant 2: slot ({t}, {i}) is in a chain twice")
-        mark[<size_t>tord[t] * PTRS_PER_PTE + i] = 1
+    cdef int64_t _mm_walk(self, int level, pfn_t t, set seen, list per):
+        cdef uint32_t i, n = self.user_entries if level == self.levels else self.nent[level]
+        cdef entry_t e
+        cdef pfn_t c
+        cdef int64_t rss = 0
+        for i in range(n):
+            e = self.eget(t, i)
+            if level == 1:
+                if pte_present(e) and entry_pfn(e) != self.zero_pfn:
+                    rss += 1
+                continue
+            if not (e & _P):
+                continue
+            c = entry_pfn(e)
+            if self.bad_pfn(c):
+                continue
+            if c not in seen:
+                seen.add(c)
+                per[level - 2] += 1
+            rss += self._mm_walk(level - 1, c, seen, per)
+        return rss
+
+    def views(self):
+        """Read-only numpy views of every array of the core and its scalars, for the
+        checker (lazyvm._check) and for inspection."""
+        def ro(a):
+            v = a.view()
+            v.flags.writeable = False
+            return v
+        return dict(
+            physical=ro(self.physical), count=ro(self.count_arr), link=ro(self.link_arr),
+            index=ro(self.index_arr), flags=ro(self.flags_arr), lidx=ro(self.lidx_arr),
+            nodes=ro(self.nodes_arr[:self.node_cap]), swap_count=ro(self.swap_count_arr),
+            swap_cache=ro(self.swap_cache_arr), shm=ro(self.shm_arr),
+            nframes=self.nframes, hwm=self.hwm, free_head=self.free_head, nfree=self.nfree,
+            zero_pfn=self.zero_pfn, swapper_pgd=self.swapper_pgd, levels=self.levels,
+            wide=self.wide, nent=[int(self.nent[k]) for k in range(self.levels + 1)],
+            shift=[int(self.shift[k]) for k in range(self.levels + 1)],
+            user_entries=self.user_entries, top_rw=self.top_rw, slot_shift=self.slot_shift,
+            nrpte=self.nrpte, rmap=self.rmap_enabled, node_cap=self.node_cap,
+            node_hwm=self.node_hwm, node_free=self.node_free, node_nfree=self.node_nfree,
+            nswap=self.nswap, swap_hwm=self.swap_hwm, swap_free=self.swap_free,
+            swap_nfree=self.swap_nfree, contents=self.contents,
+            counters={name: int(self.st[i]) for name, i in _COUNTER_NAMES},
+            tables_by_level=[int(self.st[ST_TABLES_L + k]) for k in range(4)])
+
+
+# ==================================================================== leaf loops
+#
+# Compiled once per entry width (leaf_t: pte32_t on i386, pte64_t on pae / x86_64).
+
+cdef int copy_pte_range(Core c, leaf_t* src, leaf_t* dst, pfn_t dst_t, uint32_t lo,
+                        uint32_t hi, bint cow) noexcept nogil:
+    """copy_pte_range over entries [lo, hi) of src into dst; every entry of the range is
+    written, empty ones too (dst may be a recycled, unzeroed frame).
+
+    cow: a private mapping, write-protect in parent and child; else (shared) clear D in
+    the child.  The child's copy is old (A clear).  Reserved frames are copied verbatim;
+    swap entries take a swap reference.  Chain nodes must be reserved."""
+    cdef uint32_t zero = c.zero_pfn, nframes = c.nframes
+    cdef bint rm = c.rmap_enabled
+    cdef count_t* count = c.count
+    cdef leaf_t pte, wp = _RW if cow else 0, nod = _A if cow else (_A | _D)
+    cdef uint32_t i, f
+    cdef int64_t copied = 0
+    for i in range(lo, hi):
+        pte = src[i]
+        if pte == 0:
+            dst[i] = 0
+            continue
+        copied += 1
+        if not pte_present(pte):
+            if c.bad_swap(pte):
+                c.st[ST_PTES_COPIED] += copied - 1
+                return ERR_BUG
+            c.swap_count[swp_offset(pte)] += 1
+            dst[i] = pte
+            continue
+        f = entry_pfn(pte)
+        if f == zero:
+            dst[i] = pte
+            continue
+        if f >= nframes:
+            c.st[ST_PTES_COPIED] += copied - 1
+            return ERR_BUG
+        if pte & wp:
+            pte &= ~wp
+            src[i] = pte
+        dst[i] = pte & ~nod
+        count[f] += 1
+        if rm:
+            c.rmap_add(f, c.mk_slot(dst_t, i))
+    c.st[ST_PTES_COPIED] += copied
+    return OK
+
+
+cdef int zap_pte_range(Core c, leaf_t* tbl, pfn_t t, uint32_t lo, uint32_t hi) noexcept nogil:
+    """zap_pte_range: clear entries [lo, hi) of table t, dropping what they hold."""
+    cdef uint32_t zero = c.zero_pfn, nframes = c.nframes
+    cdef bint rm = c.rmap_enabled
+    cdef leaf_t pte
+    cdef uint32_t i, f
+    cdef int64_t zapped = 0
+    cdef int rc = OK
+    for i in range(lo, hi):
+        pte = tbl[i]
+        if pte == 0:
+            continue
+        if not pte_present(pte):
+            if c.bad_swap(pte):
+                rc = ERR_BUG
+                break
+            tbl[i] = 0
+            zapped += 1
+            c.swap_put(swp_offset(pte))
+            continue
+        f = entry_pfn(pte)
+        if f >= nframes:
+            rc = ERR_BUG
+            break
+        tbl[i] = 0
+        zapped += 1
+        if f == zero:
+            continue
+        if pte & _D:
+            c.flags[f] |= F_DIRTY
+        if rm and c.rmap_remove(f, c.mk_slot(t, i)) != OK:
+            rc = ERR_BUG
+            break
+        c.put_page(f)
+    c.st[ST_PTES_ZAPPED] += zapped
+    return rc
+
+
+cdef void privatize_pte(Core c, leaf_t* src, leaf_t* dst, pfn_t nt, uint64_t base,
+                        const mm_t* mm) noexcept nogil:
+    """The seed's privatize of a leaf table src into the fresh table dst (frame nt),
+    whose span starts at base.  Only the ranges this mm's VMAs cover are copied (no entry
+    lies outside them: every change that removes one privatizes first).  Each present
+    entry takes a frame reference and a chain slot in dst ("extend the pte_chains");
+    private entries lose RW in both tables, since two tables now reach the frame; swap
+    entries take a swap reference."""
+    cdef uint64_t span = (<uint64_t>1) << c.shift[2], s, e
+    cdef uint32_t zero = c.zero_pfn, lo, hi, i, f
+    cdef bint rm = c.rmap_enabled
+    cdef Py_ssize_t v
+    cdef leaf_t pte
+    cdef int64_t copied = 0
+    for v in range(mm.nv):
+        s = mm.vmas[v].start if mm.vmas[v].start > base else base
+        e = mm.vmas[v].end if mm.vmas[v].end < base + span else base + span
+        if e <= s:
+            continue
+        lo = <uint32_t>((s - base) >> PAGE_SHIFT)
+        hi = <uint32_t>((e - base) >> PAGE_SHIFT)
+        for i in range(lo, hi):
+            pte = src[i]
+            if pte == 0:
+                continue
+            copied += 1
+            if not pte_present(pte):
+                c.swap_count[swp_offset(pte)] += 1
+                dst[i] = pte
+                continue
+            f = entry_pfn(pte)
+            if f != zero and f < c.nframes:
+                if (pte & _RW) and not (c.flags[f] & F_SHMEM):
+                    pte &= ~(<leaf_t>_RW)
+                    src[i] = pte
+                c.count[f] += 1
+                if rm:
+                    c.rmap_add(f, c.mk_slot(nt, i))
+            dst[i] = pte
+    c.st[ST_PTES_COPIED] += copied

@@ -1,7 +1,7 @@
 """Virtual memory areas: a process's sorted list of non-overlapping mappings.
 
-The list is plain Python; the compiled core receives it as a uint32 array of rows
-(start, end, vm_flags, shm_base) built by `vma_array`.
+The list is plain Python; the compiled core receives it as a uint64 array of rows
+(start, end, vm_flags, shm_base) built by `vma_array` (the core's vma_t struct).
 """
 import numpy as np
 
@@ -107,8 +107,8 @@ def normalise(vmas):
 
 
 def vma_array(vmas):
-    """The core's view: a C-contiguous uint32 array of (start, end, vm_flags, shm_base)."""
-    arr = np.zeros((len(vmas), 4), dtype=np.uint32)
+    """The core's view: a C-contiguous uint64 array of (start, end, vm_flags, shm_base)."""
+    arr = np.zeros((len(vmas), 4), dtype=np.uint64)
     for i, v in enumerate(vmas):
         arr[i] = (v.start, v.end, v.flags, v.shm.base + v.pgoff if v.shm is not None else 0)
     return arr

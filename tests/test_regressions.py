@@ -73,10 +73,11 @@ def test_huge_counts_are_clamped_not_overflow_errors():
 
 @pytest.mark.parametrize("data", [3, "text", 2.5, None])
 def test_write_rejects_what_is_not_bytes_like(data):
+    # DESIGN section 4 as amended: an argument of the wrong type is a TypeError
     m = Machine(memory=8 << 20)
     p = m.spawn()
     a = p.mmap(4096)
-    with pytest.raises(ValueError):
+    with pytest.raises(TypeError):
         p.write(a, data)
     assert p.read(a, 4) == bytes(4)
     m.check()
