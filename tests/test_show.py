@@ -357,3 +357,59 @@ def test_a_4_process_3gib_page_stays_under_5mb(tmp_path):
         f.write_text(html)
         attrs = _root_attrs(_dom(f, f"#step={len(BIG['step'])}"))
         assert attrs.get("data-ready") == "1" and attrs.get("data-errors") == ""
+
+
+HAS_LAYOUTS = "layout" in __import__("inspect").signature(Machine).parameters
+needs_layouts = pytest.mark.skipif(not HAS_LAYOUTS, reason="this lazyvm's Machine has no "
+                                   "layout= (0.2.0): pae/x86_64 views need it")
+
+
+def _check_against_walk(m, st, procs_addrs):
+    """Every walk of p.walk(addr) is a path of rows in the snapshot."""
+    for proc, addr in procs_addrs:
+        path = proc.walk(addr)
+        key = f"g{proc.pgd}"
+        for level, table, index, entry in path:
+            node = st["nodes"][key]
+            assert node["pfn"] == table and node["level"] == level
+            rows = [r for r in node["rows"] if r["lo"] <= index <= r["hi"]]
+            if entry == 0:                   # an empty entry is in no row that points
+                assert not [r for r in rows if r["target"]]
+                break
+            row, = rows
+            key = row["target"]
+            if level == 1:
+                assert st["nodes"][key].get("pfn", st["nodes"][key].get("lo")) == \
+                    (int(entry) >> 12) & ((1 << 40) - 1)
+            else:
+                assert key == f"t{(int(entry) >> 12) & ((1 << 40) - 1)}"
+                assert st["nodes"][key]["use"] == m.frame_count(int(entry) >> 12 & ((1 << 40) - 1))
+
+
+@needs_layouts
+@pytest.mark.parametrize("layout, share_level", [("i386", 1), ("pae", 1), ("x86_64", 1),
+                                                 ("x86_64", 2), ("x86_64", 3)])
+def test_layout_views_follow_the_walk(layout, share_level, tmp_path):
+    m = Machine(memory=32 << 20, layout=layout, share_level=share_level)
+    p = m.spawn(); a = p.mmap(8 << 20)
+    for i in (0, 1, 2, 600, 1500):
+        p.write(a + i * 4096, b"x")
+    c = p.fork()
+    st = snapshot(m)
+    assert {n["col"] for n in st["nodes"].values()} == set(range(m.layout.levels + 1))
+    addrs = [a + i * 4096 for i in (0, 1, 600, 1500, 1800)]
+    _check_against_walk(m, st, [(q, x) for q in (p, c) for x in addrs])
+    shared = [n for n in st["nodes"].values() if n["kind"] == "table" and n["use"] > 1]
+    assert shared and all(n["level"] == share_level for n in shared)
+    c.write(a, b"y")
+    st = snapshot(m)
+    _check_against_walk(m, st, [(q, x) for q in (p, c) for x in addrs])
+    if CHROMIUM is not None:
+        sc = scenario.validate({**BUILTIN["seed"], "machine": {
+            **BUILTIN["seed"]["machine"], "layout": layout, "share_level": share_level}})
+        states, diffs = build(sc)
+        from lazyvm.show import render
+        f = tmp_path / "l.html"
+        f.write_text(render.page(sc, states, diffs))
+        attrs = _root_attrs(_dom(f, "#step=6"))
+        assert attrs.get("data-ready") == "1" and attrs.get("data-errors") == ""

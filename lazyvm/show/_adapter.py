@@ -56,7 +56,12 @@ def layout_of(machine) -> LayoutInfo:
     names = tuple(getattr(lay, "level_names", None) or
                   (("pgd", "pte"), ("pgd", "pmd", "pte"),
                    ("pgd", "pud", "pmd", "pte"))[lay.levels - 2])
-    return _info(lay.name, tuple(lay.entries), names, 8 * lay.entry_bytes, lay.task_size)
+    info = _info(lay.name, tuple(lay.entries), names, 8 * lay.entry_bytes, lay.task_size)
+    user = getattr(lay, "user_entries", None)
+    if user is not None and user != info.user_top:
+        info = LayoutInfo(info.name, info.levels, info.entries, info.level_names,
+                          info.entry_bits, int(user), info.shifts)
+    return info
 
 
 def table_entries(machine, pfn) -> np.ndarray:
