@@ -404,7 +404,7 @@ def test_layout_views_follow_the_walk(layout, share_level, tmp_path):
     c.write(a, b"y")
     st = snapshot(m)
     _check_against_walk(m, st, [(q, x) for q in (p, c) for x in addrs])
-    if CHROMIUM is not None:
+    if CHROMIUM is not None and (layout, share_level) in (("pae", 1), ("x86_64", 2)):
         sc = scenario.validate({**BUILTIN["seed"], "machine": {
             **BUILTIN["seed"]["machine"], "layout": layout, "share_level": share_level}})
         states, diffs = build(sc)
