@@ -101,7 +101,29 @@ def normalise(point, where="point"):
         if k not in sig and full[k] != PARAMS[k][2]:
             raise SpecError(f"{where}: {k} = {full[k]!r} needs a Machine that takes {k}= "
                             "(lazyvm 0.2.0); this one does not")
+    if full["costs"]:
+        _check_costs(full["costs"], where)
     return full
+
+
+_COSTS_OK = set()
+
+
+def _check_costs(spec, where):
+    """A costs profile must load before any point runs (lazyvm.costs.load_profile)."""
+    if spec in _COSTS_OK:
+        return
+    try:
+        from lazyvm.costs import load_profile
+    except ImportError:
+        raise SpecError(f"{where}: costs = {spec!r} needs lazyvm.costs (lazyvm 0.2.0), "
+                        "which this lazyvm does not have") from None
+    try:
+        load_profile(spec)
+    except Exception as e:
+        raise SpecError(f"{where}: costs = {spec!r}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") \
+            from None
+    _COSTS_OK.add(spec)
 
 
 def point_key(point):

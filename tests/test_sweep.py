@@ -65,6 +65,17 @@ def test_new_machine_keywords_follow_the_signature():
     else:
         with pytest.raises(sw.SpecError, match="needs a Machine that takes layout="):
             sw.parse_spec(spec)
+    try:
+        import lazyvm.costs  # noqa: F401
+    except ImportError:
+        with pytest.raises(sw.SpecError, match="needs lazyvm.costs"):
+            sw.parse_spec({"points": [{"costs": "linux-2.5.41"}]})
+    else:
+        with pytest.raises(sw.SpecError, match="costs = 'no-such-profile'"):
+            sw.parse_spec({"points": [{"costs": "no-such-profile"}]})
+        row = sw.run_point(sw.parse_spec({"points": [{"costs": "linux-2.5.41",
+                                                      "pages": 64}]})[0])
+        assert row["kernel_ns"] > 0
     # the defaults never need the new keywords
     assert sw.parse_spec({"points": [{"layout": "i386", "share_level": 1}]})
 
