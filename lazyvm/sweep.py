@@ -451,7 +451,8 @@ def _run_dask(todo, workers, scheduler, collect):
 # -- plot -----------------------------------------------------------------------------
 
 def plot(df, path, x, y):
-    """y against x, one line per combination of the other parameters that vary."""
+    """The median of y against x, one line per combination of the other parameters that
+    vary; seeds are repeats (bars: their min to max)."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -465,25 +466,38 @@ def plot(df, path, x, y):
     ok = df[df["error"] == ""]
     if not len(ok):
         raise SpecError("--plot: every point failed; nothing to draw")
-    vary = [c for c in PARAM_ORDER if c != x and ok[c].nunique() > 1]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    scale, unit = (1e6, " (ms)") if y.endswith("_ns") else (1, "")
+    vary = [c for c in PARAM_ORDER if c not in (x, "seed") and ok[c].nunique() > 1]
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
     groups = ok.groupby(vary, sort=True) if vary else [((), ok)]
+    lo_all, hi_all = [], []
     for key, g in groups:
         key = key if isinstance(key, tuple) else (key,)
-        g = g.groupby(x, sort=True)[y].mean()
+        agg = g.groupby(x, sort=True)[y].agg(["median", "min", "max"]) / scale
         label = ", ".join(f"{k}={v}" for k, v in zip(vary, key)) or y
-        ax.plot(g.index, g.values, marker="o", label=label)
+        ax.errorbar(agg.index, agg["median"], yerr=[agg["median"] - agg["min"],
+                                                   agg["max"] - agg["median"]],
+                    marker="o", capsize=3, label=label)
+        lo_all.append(agg["min"].min())
+        hi_all.append(agg["max"].max())
     ax.set_xlabel(x)
-    ax.set_ylabel(y + (" (mean over seeds)" if "seed" not in vary and ok["seed"].nunique() > 1
-                       else ""))
-    if x == "pages" and ok[x].max() / max(ok[x].min(), 1) > 50:
+    nseeds = ok["seed"].nunique()
+    ax.set_ylabel(y + unit + (f"\nmedian of {nseeds} seeds, bars min\u2013max"
+                              if nseeds > 1 else ""))
+    if pd_numeric(ok[x]) and ok[x].min() > 0 and ok[x].max() / ok[x].min() > 50:
         ax.set_xscale("log")
+    if min(lo_all) > 0 and max(hi_all) / min(lo_all) > 100:
+        ax.set_yscale("log")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(f"lazyvm sweep: {y} against {x}")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def pd_numeric(col):
+    return col.dtype.kind in "iuf"
 
 
 # -- the command ----------------------------------------------------------------------
