@@ -413,3 +413,24 @@ def test_layout_views_follow_the_walk(layout, share_level, tmp_path):
         f.write_text(render.page(sc, states, diffs))
         attrs = _root_attrs(_dom(f, "#step=6"))
         assert attrs.get("data-ready") == "1" and attrs.get("data-errors") == ""
+
+
+def test_add_commands_registers_show(tmp_path):
+    import argparse
+    from lazyvm.show import add_commands
+    parser = argparse.ArgumentParser(prog="lazyvm")
+    add_commands(parser.add_subparsers(dest="command"))
+    out = tmp_path / "s.html"
+    args = parser.parse_args(["show", "cow", "--html", str(out)])
+    assert args.handler(args) == 0 and out.stat().st_size > 10_000
+    args = parser.parse_args(["show", "nosuch"])
+    with pytest.raises(ValueError, match="no scenario 'nosuch'"):
+        args.handler(args)
+
+
+@needs_layouts
+def test_scenario_on_a_machine_without_contents():
+    sc = scenario.validate({**BUILTIN["seed"], "machine": {
+        **BUILTIN["seed"]["machine"], "contents": False}})
+    states, diffs = build(sc)
+    assert diffs[5]["stats"]["unshares"] == [0, 1]

@@ -167,3 +167,17 @@ def test_cli_writes_results_plot_and_one_line_errors(tmp_path):
     r = subprocess.run([sys.executable, "-m", "lazyvm.sweep", str(spec), "--out",
                         str(tmp_path / "r.xlsx")], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 2 and ".parquet or .csv" in r.stderr
+
+
+def test_add_commands_registers_sweep(tmp_path):
+    import argparse
+    parser = argparse.ArgumentParser(prog="lazyvm")
+    sw.add_commands(parser.add_subparsers(dest="command"))
+    spec = tmp_path / "s.toml"
+    spec.write_text("[grid]\npages = [64, 128]\n")
+    out = tmp_path / "r.csv"
+    args = parser.parse_args(["sweep", str(spec), "--out", str(out), "--no-progress"])
+    assert args.handler(args) == 0 and len(sw.read_results(out)) == 2
+    args = parser.parse_args(["sweep", str(spec), "--out", str(out), "--scheduler", "x"])
+    with pytest.raises(ValueError, match="--scheduler needs --executor dask"):
+        args.handler(args)

@@ -235,7 +235,9 @@ def _do(m, st, names):
     elif d == "write":
         a, n = _addr(st, names)
         data = st.get("data")
-        if data is None:
+        if data is None and getattr(m, "contents", True) is False:
+            p.touch(a, n, write=True)          # no page contents: a write fault alone
+        elif data is None:
             for off in range(0, n, PAGE):
                 p.write(a + off, b"x")
         else:
