@@ -63,7 +63,11 @@ cdef extern from *:
 DEBUG_BUILD = bool(LAZYVM_DEBUG_BUILD)   # built with LAZYVM_DEBUG=1 (bounds checks on)
 
 # Layouts (lazyvm/layout.py has the same numbers for the Python layer).
-LAYOUT_I386, LAYOUT_PAE, LAYOUT_X86_64 = 0, 1, 2
+cdef enum:
+    L_I386 = 0
+    L_PAE = 1
+    L_X86_64 = 2
+LAYOUT_I386, LAYOUT_PAE, LAYOUT_X86_64 = L_I386, L_PAE, L_X86_64
 
 # Counters: the st[] array of Core.  Per-level counters are base + level - 1.
 cdef enum:
@@ -263,12 +267,12 @@ cdef class Core:
         cdef uint32_t k
         self.layout = layout
         self.contents = contents
-        if layout == LAYOUT_I386:
+        if layout == L_I386:
             self.levels, self.wide, self.user_entries, self.top_rw = 2, False, 768, True
             self.shift[1], self.nent[1] = 12, 1024
             self.shift[2], self.nent[2] = 22, 1024
             self.slot_shift, self.nrpte = 10, NRPTE32
-        elif layout == LAYOUT_PAE:
+        elif layout == L_PAE:
             self.levels, self.wide, self.user_entries, self.top_rw = 3, True, 3, False
             for k in range(1, 3):
                 self.shift[k], self.nent[k] = 12 + 9 * (k - 1), 512
@@ -359,11 +363,12 @@ cdef class Core:
         for k in range(self.user_entries, ntop):
             t = self.alloc_frame(F_RESERVED, 0)
             for i in range(self.nent[top - 1]):
-                if self.layout == LAYOUT_I386:
+                if self.layout == L_I386:
                     pfn = (<uint64_t>(k - self.user_entries) << 10) + i
-                    if pfn < self.nframes:
-                        self.eset(t, i, mk_entry(<pfn_t>pfn, PTE_KERNEL))
-                elif self.layout == LAYOUT_PAE:
+                    if pfn >= self.nframes:
+                        break
+                    self.eset(t, i, mk_entry(<pfn_t>pfn, PTE_KERNEL))
+                elif self.layout == L_PAE:
                     pfn = <uint64_t>i << 9          # 2 MiB pages
                     if pfn < self.nframes:
                         self.eset(t, i, mk_entry(<pfn_t>pfn, HUGE_KERNEL))
@@ -1299,28 +1304,30 @@ cdef class Core:
                     if rc != OK:
                         return rc
                     if keep != NULL and not span_covered(keep.vmas, keep.nv, base, base + span):
-                        rc = self.free_range(level - 1, c)
+                        rc = self.free_range(level - 1, c, True)
                         if rc != OK:
                             return rc
                         self.eset(t, i, 0)
             base += span
         return OK
 
-    cdef int free_range(self, int level, pfn_t t) noexcept nogil:
+    cdef int free_range(self, int level, pfn_t t, bint scan) noexcept nogil:
         """free_pgtables under (and including) private table t of `level`: a shared
         table below loses one use and nothing else (the fast path); a private leaf table
-        is emptied of anything left and freed."""
+        is freed, emptied first of anything left if scan (munmap; exit has zapped every
+        VMA, and no entry lies outside the VMAs)."""
         cdef uint32_t i
         cdef entry_t x
         cdef pfn_t c
         cdef int rc
         if level == 1:
-            if self.wide:
-                rc = zap_pte_range(self, <pte64_t*>self.table_ptr(t), t, 0, self.nent[1])
-            else:
-                rc = zap_pte_range(self, <pte32_t*>self.table_ptr(t), t, 0, self.nent[1])
-            if rc != OK:
-                return rc
+            if scan:
+                if self.wide:
+                    rc = zap_pte_range(self, <pte64_t*>self.table_ptr(t), t, 0, self.nent[1])
+                else:
+                    rc = zap_pte_range(self, <pte32_t*>self.table_ptr(t), t, 0, self.nent[1])
+                if rc != OK:
+                    return rc
             self.free_table(t)
             return OK
         for i in range(self.nent[level]):
@@ -1336,7 +1343,7 @@ cdef class Core:
                 self.st[ST_TABLES_DROPPED] += 1
                 self.st[ST_DROPPED_L + level - 2] += 1
             else:
-                rc = self.free_range(level - 1, c)
+                rc = self.free_range(level - 1, c, scan)
                 if rc != OK:
                     return rc
         self.free_table(t)
@@ -1433,7 +1440,7 @@ cdef class Core:
                 self.st[ST_TABLES_DROPPED] += 1
                 self.st[ST_DROPPED_L + self.levels - 2] += 1
             else:
-                rc = self.free_range(self.levels - 1, c)
+                rc = self.free_range(self.levels - 1, c, False)
                 if rc != OK:
                     return rc
         return OK
@@ -1508,30 +1515,72 @@ cdef class Core:
                 a += PAGE_SIZE
         self._raise(rc, "no free frame (or pte_chain node) for a page fault")
 
-    def fault_pages(self, pfn_t pgd, const uint64_t[:, ::1] vmas,
-                    const uint64_t[::1] addrs, const int64_t[::1] vidx, writes):
-        """Access each address of addrs, which lies in VMA vidx[i] (touch_pages, and the
-        trace engine): writes is a bool for all, or a uint8 array with one flag each.
-        Returns the number of accesses done (all of them unless it raised)."""
+    def fault_pages(self, pfn_t pgd, const uint64_t[:, ::1] vmas, const int64_t[::1] addrs,
+                    writes, bint check_first):
+        """Access the page of each address of addrs in order (touch_pages, and the trace
+        engine): writes is a bool for all, or a uint8 array with a flag each.  Each
+        address's VMA is found by binary search over vmas and its protection checked.
+
+        Returns -1 when all were done, else the index of the first address outside every
+        VMA or against its protection, as (index, why) with why 0 unmapped, 1 forbidden:
+        with check_first nothing was accessed, else every access before it was."""
         cdef mm_t mm = make_mm(pgd, vmas)
-        cdef Py_ssize_t i, n = addrs.shape[0]
+        cdef Py_ssize_t i, n = addrs.shape[0], vi, bad = -1
         cdef const uint8_t[::1] wv
         cdef bint w = False, per = not isinstance(writes, bool)
-        cdef int rc = OK
+        cdef int rc = OK, why = 0
+        cdef uint64_t addr
         if per:
             wv = writes
         else:
             w = writes
         with nogil:
-            for i in range(n):
-                if per:
-                    w = wv[i]
-                if self.mmu(pgd, addrs[i], w) == NULL:
-                    rc = self.handle_mm_fault(&mm, vidx[i], addrs[i], w)
+            if check_first:
+                for i in range(n):
+                    if per:
+                        w = wv[i]
+                    why = self.vma_allows(&mm, addrs[i], w, &vi)
+                    if why >= 0:
+                        bad = i
+                        break
+            if bad < 0:
+                for i in range(n):
+                    if per:
+                        w = wv[i]
+                    addr = <uint64_t>addrs[i] & ~(<uint64_t>(PAGE_SIZE - 1))
+                    if self.mmu(pgd, addr, w) != NULL:
+                        continue
+                    why = self.vma_allows(&mm, addrs[i], w, &vi)
+                    if why >= 0:
+                        bad = i
+                        break
+                    rc = self.handle_mm_fault(&mm, vi, addr, w)
                     if rc != OK:
                         break
         self._raise(rc, "no free frame (or pte_chain node) for a page fault")
-        return n
+        if bad < 0:
+            return -1
+        return (bad, why)
+
+    cdef inline int vma_allows(self, const mm_t* mm, int64_t addr, bint write,
+                               Py_ssize_t* vi) noexcept nogil:
+        """-1 and the VMA's index in vi if an access at addr is allowed; 0 if no VMA
+        holds addr, 1 if its protection forbids the access."""
+        cdef Py_ssize_t a = 0, b = mm.nv, m
+        if addr < 0:
+            return 0
+        while a < b:
+            m = (a + b) >> 1
+            if mm.vmas[m].end <= <uint64_t>addr:
+                a = m + 1
+            else:
+                b = m
+        if a >= mm.nv or mm.vmas[a].start > <uint64_t>addr:
+            return 0
+        if not (mm.vmas[a].flags & (VM_WRITE if write else (VM_READ | VM_WRITE))):
+            return 1
+        vi[0] = a
+        return -1
 
     def access(self, pfn_t pgd, const uint64_t[:, ::1] vmas, uint64_t addr,
                Py_ssize_t n, bint write, data=None):
@@ -1963,6 +2012,21 @@ cdef class Core:
             level -= 1
         return out
 
+    def entry_at(self, pfn_t pgd, uint64_t addr, int level):
+        """The entry of `level` (1 = the PTE) on addr's walk, or 0 if the walk stops
+        above it."""
+        cdef int k = self.levels
+        cdef pfn_t t = pgd
+        cdef entry_t e
+        while True:
+            e = self.eget(t, self.index_of(addr, k))
+            if k == level:
+                return e
+            if not (e & _P) or self.bad_pfn(entry_pfn(e)):
+                return 0
+            t = entry_pfn(e)
+            k -= 1
+
     def translate(self, pfn_t pgd, uint64_t addr):
         """The physical address addr maps to (P set at every level), or -1."""
         cdef int level = self.levels
@@ -2045,12 +2109,21 @@ cdef int copy_pte_range(Core c, leaf_t* src, leaf_t* dst, pfn_t dst_t, uint32_t 
     cow: a private mapping, write-protect in parent and child; else (shared) clear D in
     the child.  The child's copy is old (A clear).  Reserved frames are copied verbatim;
     swap entries take a swap reference.  Chain nodes must be reserved."""
+    cdef leaf_t wp = _RW if cow else 0, nod = _A if cow else (_A | _D)
+    # one loop, compiled twice with rmap a constant, keeps the branch out of the loop
+    if c.rmap_enabled:
+        return copy_ptes(c, src, dst, dst_t, lo, hi, wp, nod, True)
+    return copy_ptes(c, src, dst, dst_t, lo, hi, wp, nod, False)
+
+
+cdef inline int copy_ptes(Core c, leaf_t* src, leaf_t* dst, pfn_t dst_t, uint32_t lo,
+                          uint32_t hi, leaf_t wp, leaf_t nod, bint rm) noexcept nogil:
     cdef uint32_t zero = c.zero_pfn, nframes = c.nframes
-    cdef bint rm = c.rmap_enabled
     cdef count_t* count = c.count
-    cdef leaf_t pte, wp = _RW if cow else 0, nod = _A if cow else (_A | _D)
+    cdef leaf_t pte
     cdef uint32_t i, f
     cdef int64_t copied = 0
+    cdef int rc = OK
     for i in range(lo, hi):
         pte = src[i]
         if pte == 0:
@@ -2059,18 +2132,18 @@ cdef int copy_pte_range(Core c, leaf_t* src, leaf_t* dst, pfn_t dst_t, uint32_t 
         copied += 1
         if not pte_present(pte):
             if c.bad_swap(pte):
-                c.st[ST_PTES_COPIED] += copied - 1
-                return ERR_BUG
+                rc = ERR_BUG
+                break
             c.swap_count[swp_offset(pte)] += 1
             dst[i] = pte
             continue
-        f = entry_pfn(pte)
+        f = <uint32_t>(pte >> PAGE_SHIFT) if leaf_t is pte32_t else entry_pfn(pte)
         if f == zero:
             dst[i] = pte
             continue
         if f >= nframes:
-            c.st[ST_PTES_COPIED] += copied - 1
-            return ERR_BUG
+            rc = ERR_BUG
+            break
         if pte & wp:
             pte &= ~wp
             src[i] = pte
@@ -2079,7 +2152,7 @@ cdef int copy_pte_range(Core c, leaf_t* src, leaf_t* dst, pfn_t dst_t, uint32_t 
         if rm:
             c.rmap_add(f, c.mk_slot(dst_t, i))
     c.st[ST_PTES_COPIED] += copied
-    return OK
+    return rc
 
 
 cdef int zap_pte_range(Core c, leaf_t* tbl, pfn_t t, uint32_t lo, uint32_t hi) noexcept nogil:

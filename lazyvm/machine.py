@@ -474,6 +474,8 @@ class Machine:
                              | (pid[1:] != pid[:-1])) + 1
         starts = np.concatenate(([0], brk))
         ends = np.concatenate((brk, [n]))
+        writes = (kind == EV_WRITE).view(np.uint8)
+        addrs = np.ascontiguousarray(ev[:, 2])
         children: List[Process] = []
         for s, e in zip(starts.tolist(), ends.tolist()):
             who = int(pid[s])
@@ -482,7 +484,7 @@ class Machine:
                 raise ValueError(f"event {s}: no live process has pid {who}")
             k = int(kind[s])
             if k <= EV_WRITE:
-                p._access_pages(ev[s:e, 2], (kind[s:e] == EV_WRITE).astype(np.uint8))
+                p._access_pages(addrs[s:e], writes[s:e], check_first=False)
             elif k == EV_FORK:
                 arg = int(ev[s, 3])
                 children.append(p.fork(None if arg < 0 else FORK_MODES[arg != 0]))
@@ -612,7 +614,8 @@ class Process:
     def stats(self) -> Dict[str, int]:
         """Per-process figures: ``rss`` (data pages mapped, the ZERO_PAGE excluded),
         ``page_tables`` (the tables below this pgd that it reaches, each once, the pgd
-        excluded; on x86_64 the kernel's VmPTE is (page_tables + 1) * 4 KiB),
+        excluded; on x86_64 the kernel's VmPTE is page_tables * 4 KiB: it counts the
+        PTE, PMD and PUD tables and not the pgd, as measured on this machine),
         ``page_tables_l1`` .. per level (1 = leaf), and ``vmas``.
 
         >>> m = Machine(memory=8 << 20); p = m.spawn(); a = p.mmap(8192); p.write(a, b"x")
@@ -865,36 +868,31 @@ class Process:
             raise ValueError("addrs must be a one-dimensional array of integer addresses")
         if a.size and not np.issubdtype(a.dtype, np.integer):
             raise TypeError(f"addrs must be integer addresses, not {a.dtype}")
+        a = a.astype(np.int64, copy=False)
+        if a.size and (a.min() < 0 or a.max() >= self.machine._task_size):
+            raise ValueError("an address of addrs is outside user space")
         self._access_pages(a, write)
 
-    def _access_pages(self, a: np.ndarray, write: Any) -> None:
-        """touch_pages and the trace engine: write is a bool or a uint8 flag per address."""
+    def _access_pages(self, a: np.ndarray, write: Any, check_first: bool = True) -> None:
+        """touch_pages and the trace engine: write is a bool or a uint8 flag per address.
+        With check_first nothing is accessed if any address is bad; else (replay) the
+        accesses before the bad one are done."""
         core = self._live()
-        a = a.astype(np.int64, copy=False)
+        if a.dtype != np.int64 or not a.flags.c_contiguous:
+            a = np.ascontiguousarray(a, dtype=np.int64)
         if a.size == 0:
             return
-        if a.min() < 0 or a.max() >= self.machine._task_size:
-            raise ValueError("an address of addrs is outside user space")
-        starts = self._varr[:, 0].astype(np.int64)
-        ends = self._varr[:, 1].astype(np.int64)
-        vidx = np.searchsorted(starts, a, side="right") - 1
-        ok = vidx >= 0
-        ok[ok] &= a[ok] < ends[vidx[ok]]
-        if not ok.all():
-            bad = int(a[np.argmin(ok)])
-            raise SegmentationFault(f"process {self.pid}: {bad:#x} is not mapped")
-        flags = self._varr[:, 2][vidx]
-        if isinstance(write, bool):
-            allowed = (flags & 2) != 0 if write else (flags & 3) != 0
-        else:
-            allowed = np.where(write != 0, (flags & 2) != 0, (flags & 3) != 0)
-        if not allowed.all():
-            j = int(np.argmin(allowed))
+        r = core.fault_pages(self.pgd, self._varr, a, write, check_first)
+        if r != -1:
+            j, why = r
+            bad = int(a[j])
+            if bad < 0 or bad >= self.machine._task_size:
+                raise ValueError(f"address {bad:#x} is outside user space")
+            if why == 0:
+                raise SegmentationFault(f"process {self.pid}: {bad:#x} is not mapped")
             w = write if isinstance(write, bool) else bool(write[j])
             raise SegmentationFault(f"process {self.pid}: {'write' if w else 'read'} "
-                                    f"at {int(a[j]):#x} against protection")
-        pages = (a & ~(PAGE_SIZE - 1)).astype(np.uint64)
-        core.fault_pages(self.pgd, self._varr, pages, np.ascontiguousarray(vidx), write)
+                                    f"at {bad:#x} against protection")
 
     # -- fork, exec, exit ------------------------------------------------------------
     def fork(self, mode: Optional[str] = None) -> "Process":
@@ -986,10 +984,7 @@ class Process:
         >>> hex(p.pde(a) & 0xfff), hex(p.pde(0xC0000000) & 0xfff)   # user, kernel
         ('0x67', '0x63')
         """
-        for level, _t, _i, e in self.walk(addr):
-            if level == 2:
-                return int(e)
-        return 0
+        return self._entry(addr, 2)
 
     def pte(self, addr: int) -> int:
         """The raw page-table entry for addr (0 if the walk stops above the leaf).
@@ -998,8 +993,15 @@ class Process:
         >>> p.touch(a + 4096, 4096); hex(p.pte(a) & 0xfff), hex(p.pte(a + 4096))
         ('0x67', '0x25')
         """
-        w = self.walk(addr)
-        return int(w[-1][3]) if w[-1][0] == 1 else 0
+        return self._entry(addr, 1)
+
+    def _entry(self, addr: Any, level: int) -> int:
+        m = self.machine
+        with m._lock:
+            if not (type(addr) is int and 0 <= addr < 1 << 32):
+                addr = self._entry_addr(addr)
+            self._live()
+            return m._core.entry_at(self.pgd, addr, level)
 
     def translate(self, addr: int) -> Optional[int]:
         """The physical address addr maps to, or None if it is not present.
