@@ -106,7 +106,7 @@ def normalise(point, where="point"):
     return full
 
 
-_COSTS_OK = set()
+_COSTS_OK: set = set()
 
 
 def _check_costs(spec, where):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from typing import Any, Dict, List
 
 import numpy as np
 
@@ -344,8 +345,9 @@ def diff(before: dict, after: dict) -> dict:
     "rows_after": {key: [row index, ...]}, "rows_before": {...}, "changes": [str, ...],
     "stats": {counter: [before, after]}}."""
     bn, an = before["nodes"], after["nodes"]
-    out = {"after": {}, "before": {}, "rows_after": {}, "rows_before": {}, "changes": []}
-    say = out["changes"]
+    say: List[str] = []
+    out: Dict[str, Any] = {"after": {}, "before": {}, "rows_after": {}, "rows_before": {},
+                           "changes": say}
     bp = {p["pid"] for p in before["procs"]}
     ap = {p["pid"] for p in after["procs"]}
     for pid in sorted(ap - bp):
