@@ -434,3 +434,16 @@ def test_scenario_on_a_machine_without_contents():
         **BUILTIN["seed"]["machine"], "contents": False}})
     states, diffs = build(sc)
     assert diffs[5]["stats"]["unshares"] == [0, 1]
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN))
+def test_builtin_as_toml_round_trips(name, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "lazyvm.show", name, "--toml"],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    f = tmp_path / f"{name}.toml"
+    f.write_text(r.stdout)
+    assert scenario.load(str(f)) == BUILTIN[name]
+    a, _ = build(scenario.load(str(f)))
+    b, _ = build(BUILTIN[name])
+    assert [s["stats"] for s in a] == [s["stats"] for s in b]

@@ -4,6 +4,7 @@
     lazyvm show SCENARIO --svg FILE --step N  # one step (after it, changes marked)
     lazyvm show SCENARIO --png FILE --step N  # the same, through headless Chromium
     lazyvm show --list
+    lazyvm show seed --toml > my.toml          # a built-in as TOML, to edit
 
 SCENARIO is a built-in name (seed, cow, rmap, reclaim, small-process) or a .toml / .py
 file (lazyvm/show/scenario.py describes the format; docs/SHOW.md has a tutorial).
@@ -155,6 +156,8 @@ def add_commands(subparsers):
     p.add_argument("--step", type=int, metavar="N", help="the step for --svg/--png "
                    "(default: the last)")
     p.add_argument("--list", action="store_true", help="list the built-in scenarios")
+    p.add_argument("--toml", action="store_true",
+                   help="print the scenario as TOML (a start for your own) and stop")
     p.set_defaults(handler=cmd_show, func=cmd_show)
     return p
 
@@ -167,6 +170,12 @@ def cmd_show(args):
     err = _usage_error()
     if not args.scenario:
         raise err("lazyvm show: name a scenario (lazyvm show --list) or a .toml/.py file")
+    if args.toml:
+        try:
+            sys.stdout.write(sc_mod.to_toml(sc_mod.load(args.scenario)))
+        except ScenarioError as e:
+            raise err(f"lazyvm show: {e}") from None
+        return 0
     if not (args.html or args.svg or args.png):
         default = Path(Path(args.scenario).stem + ".html")
         args.html = str(default)

@@ -34,6 +34,7 @@ A Python scenario file defines ``SCENARIO`` as such a dict.  Every step may have
 from __future__ import annotations
 
 import inspect
+import json
 import runpy
 from pathlib import Path
 
@@ -161,6 +162,34 @@ def validate(sc, where="scenario"):
         if "as" in st:
             names.add(st["as"])
     return sc
+
+
+def _toml_value(key, v):
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return hex(v) if key in ("addr", "at") and v >= 4096 else str(v)
+    if isinstance(v, float):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v, ensure_ascii=False)
+    raise ScenarioError(f"cannot write {key} = {v!r} as TOML")
+
+
+def to_toml(sc):
+    """A scenario as TOML text (what `lazyvm show NAME --toml` prints): a start for
+    one's own."""
+    out = []
+    for k in ("title", "about"):
+        if k in sc:
+            out.append(f"{k} = {_toml_value(k, sc[k])}")
+    if sc.get("machine"):
+        out.append("\n[machine]")
+        out.extend(f"{k} = {_toml_value(k, v)}" for k, v in sc["machine"].items())
+    for st in sc["step"]:
+        out.append("\n[[step]]")
+        out.extend(f"{k} = {_toml_value(k, v)}" for k, v in st.items())
+    return "\n".join(out) + "\n"
 
 
 def step_title(st):
