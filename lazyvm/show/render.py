@@ -166,7 +166,8 @@ def _heading(node):
     who = ("pid " if len(owners) == 1 else "pids ") + ",".join(map(str, owners)) if owners else ""
     if k == "pgd":
         return f"pid {node.get('pid')} \u00b7 pgd #{node['pfn']}", \
-            f"page directory, {sum(1 for r in node['rows'] if r['target'])} user entries", ""
+            f"page directory, {sum(r['hi'] - r['lo'] + 1 for r in node['rows'] if r['target'])}" \
+            " user entries", ""
     if k in ("table", "group"):
         use = node["use"]
         what = "SHARED" if use > 1 else "private"
