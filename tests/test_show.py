@@ -285,6 +285,17 @@ def test_builtin_page_renders_in_chromium_without_errors(tmp_path, name):
 
 
 @needs_chromium
+@pytest.mark.parametrize("name", ["seed", "rmap"])
+def test_buttons_keys_and_clicks_drive_the_page(tmp_path, name):
+    f = tmp_path / f"{name}.html"
+    f.write_text(page_html(name))
+    attrs = _root_attrs(_dom(f, "#selftest"))
+    assert attrs.get("data-errors") == ""
+    assert attrs.get("data-selftest") == "ok", attrs.get("data-selftest")
+    assert attrs.get("data-chain-shown")       # a frame was clicked and its chain shown
+
+
+@needs_chromium
 def test_step_navigation_and_chain_on_demand(tmp_path):
     f = tmp_path / "rmap.html"
     f.write_text(page_html("rmap"))

@@ -200,7 +200,7 @@ JS = r"""
 (function(){
 var t0=performance.now();
 var D=JSON.parse(document.getElementById('lz-data').textContent);
-var cur=1, N=D.steps.length;
+var cur=1, N=D.steps.length, SELFTEST=/selftest/.test(location.hash);
 function $(s,r){return (r||document).querySelector(s);}
 function $$(s,r){return Array.prototype.slice.call((r||document).querySelectorAll(s));}
 function put(pane,state,marks,rows){
@@ -271,6 +271,28 @@ window.addEventListener('hashchange',function(){var m=/step=(\d+)/.exec(location
   if(m && +m[1]!==cur) fromHash();});
 fromHash();
 document.documentElement.setAttribute('data-render-ms',(performance.now()-t0).toFixed(1));
+if(SELFTEST){  // drive the real controls, for the browser tests
+  var log=[], ok=true;
+  function expect(what,got,want){ if(String(got)!==String(want)){ok=false;log.push(what+': '+got+' != '+want);} }
+  var root=document.documentElement;
+  show(1); $('#next').click(); $('#next').click();
+  expect('next twice',root.getAttribute('data-current-step'),Math.min(3,N));
+  document.dispatchEvent(new KeyboardEvent('keydown',{key:'ArrowLeft'}));
+  expect('ArrowLeft',root.getAttribute('data-current-step'),Math.min(2,N));
+  $('#prev').click(); expect('prev',root.getAttribute('data-current-step'),1);
+  expect('prev disabled at 1',$('#prev').disabled,true);
+  $$('#steps li')[N-1].click(); expect('step list',root.getAttribute('data-current-step'),N);
+  expect('next disabled at N',$('#next').disabled,true);
+  var fr=null, k;
+  for(k=N;k>=1 && !fr;k--){ show(k); fr=$('#after .node.frame[data-chain]'); }
+  if(fr){ fr.querySelector('rect').dispatchEvent(new MouseEvent('click',{bubbles:true}));
+    var shown=(root.getAttribute('data-chain-shown')||'').split(':');
+    expect('chain click frame',shown[0],fr.getAttribute('data-pfn'));
+    expect('chain slots highlighted',shown[2],shown[1]); }
+  $('#onlyafter').click();
+  expect('after only',document.body.classList.contains('onlyafter'),true);
+  root.setAttribute('data-selftest',ok?'ok':log.join('; '));
+}
 document.documentElement.setAttribute('data-ready','1');
 })();
 """
