@@ -560,9 +560,9 @@ def cmd_sweep(args):
             plot(df, args.plot, args.x, args.y)
             print(f"wrote {args.plot}")
     except SpecError as e:
-        raise err(f"lazyvm sweep: {e}") from None
+        raise err(str(e)) from None
     except ImportError as e:
-        raise err(f"lazyvm sweep needs pandas: pip install 'lazyvm[sweep]' ({e})") from None
+        raise err(f"needs pandas: pip install 'lazyvm[sweep]' ({e})") from None
     return 0
 
 
@@ -576,8 +576,8 @@ def main(argv=None):
     args = parser.parse_args(["sweep", *(sys.argv[1:] if argv is None else argv)])
     try:
         return cmd_sweep(args)
-    except ValueError as e:
-        print(str(e).splitlines()[0], file=sys.stderr)
+    except (ValueError, _usage_error()) as e:     # UsageError (or the local fallback)
+        print(f"lazyvm sweep: {str(e).splitlines()[0]}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted (the points done so far are in --out; run again to resume)",

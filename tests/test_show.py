@@ -213,11 +213,17 @@ def test_bad_scenarios_say_where_in_one_line(tmp_path, bad, msg):
     assert msg in str(e.value) and "\n" not in str(e.value)
 
 
-def test_cli_errors_are_one_line_exit_2(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "lazyvm.show", "nosuch"], capture_output=True,
+@pytest.mark.parametrize("entry", [["lazyvm.show"], ["lazyvm", "show"]])
+def test_cli_errors_are_one_line_exit_2(tmp_path, entry):
+    r = subprocess.run([sys.executable, "-m", *entry, "nosuch"], capture_output=True,
                        text=True, cwd=ROOT)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.count("\n") == 1 and "no scenario 'nosuch'" in r.stderr
+    assert r.stderr.startswith("lazyvm show: ") and r.stderr.count("lazyvm show:") == 1
+    out = tmp_path / "c.html"
+    r = subprocess.run([sys.executable, "-m", *entry, "cow", "--html", str(out)],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0 and out.stat().st_size > 10_000
     out = tmp_path / "c.svg"
     r = subprocess.run([sys.executable, "-m", "lazyvm.show", "cow", "--svg", str(out),
                         "--step", "99"], capture_output=True, text=True, cwd=ROOT)
@@ -435,7 +441,8 @@ def test_add_commands_registers_show(tmp_path):
     args = parser.parse_args(["show", "cow", "--html", str(out)])
     assert args.handler(args) == 0 and out.stat().st_size > 10_000
     args = parser.parse_args(["show", "nosuch"])
-    with pytest.raises(ValueError, match="no scenario 'nosuch'"):
+    from lazyvm.show import _usage_error
+    with pytest.raises(_usage_error(), match="no scenario 'nosuch'"):
         args.handler(args)
 
 

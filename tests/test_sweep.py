@@ -160,10 +160,12 @@ def test_cli_writes_results_plot_and_one_line_errors(tmp_path):
     assert "point/s" not in r.stderr and "it/s" not in r.stderr     # no bar off a terminal
     bad = tmp_path / "bad.toml"
     bad.write_text("[grid]\npages = [1]\nwarp = [2]\n")
-    r = subprocess.run([sys.executable, "-m", "lazyvm.sweep", str(bad), "--out",
-                        str(out)], capture_output=True, text=True, cwd=ROOT)
-    assert r.returncode == 2 and r.stderr.count("\n") == 1
-    assert "unknown parameter 'warp'" in r.stderr and "Traceback" not in r.stderr
+    for entry in (["lazyvm.sweep"], ["lazyvm", "sweep"]):
+        r = subprocess.run([sys.executable, "-m", *entry, str(bad), "--out",
+                            str(out)], capture_output=True, text=True, cwd=ROOT)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1
+        assert "unknown parameter 'warp'" in r.stderr and "Traceback" not in r.stderr
+        assert r.stderr.startswith("lazyvm sweep: ") and r.stderr.count("lazyvm sweep") == 1
     r = subprocess.run([sys.executable, "-m", "lazyvm.sweep", str(spec), "--out",
                         str(tmp_path / "r.xlsx")], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 2 and ".parquet or .csv" in r.stderr
@@ -179,5 +181,5 @@ def test_add_commands_registers_sweep(tmp_path):
     args = parser.parse_args(["sweep", str(spec), "--out", str(out), "--no-progress"])
     assert args.handler(args) == 0 and len(sw.read_results(out)) == 2
     args = parser.parse_args(["sweep", str(spec), "--out", str(out), "--scheduler", "x"])
-    with pytest.raises(ValueError, match="--scheduler needs --executor dask"):
+    with pytest.raises(sw._usage_error(), match="--scheduler needs --executor dask"):
         args.handler(args)

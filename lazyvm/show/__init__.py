@@ -169,12 +169,12 @@ def cmd_show(args):
         return 0
     err = _usage_error()
     if not args.scenario:
-        raise err("lazyvm show: name a scenario (lazyvm show --list) or a .toml/.py file")
+        raise err("name a scenario (lazyvm show --list) or a .toml/.py file")
     if args.toml:
         try:
             sys.stdout.write(sc_mod.to_toml(sc_mod.load(args.scenario)))
         except ScenarioError as e:
-            raise err(f"lazyvm show: {e}") from None
+            raise err(str(e)) from None
         return 0
     if not (args.html or args.svg or args.png):
         default = Path(Path(args.scenario).stem + ".html")
@@ -192,9 +192,9 @@ def cmd_show(args):
             step_png(args.scenario, step, args.png)
             print(f"wrote {args.png}")
     except ScenarioError as e:
-        raise err(f"lazyvm show: {e}") from None
+        raise err(str(e)) from None
     except OSError as e:
-        raise err(f"lazyvm show: {e}") from None
+        raise err(str(e)) from None
     return 0
 
 
@@ -208,6 +208,6 @@ def main(argv=None):
     args = parser.parse_args(["show", *(sys.argv[1:] if argv is None else argv)])
     try:
         return cmd_show(args)
-    except ValueError as e:                    # UsageError (or the local fallback)
-        print(str(e).splitlines()[0], file=sys.stderr)
+    except (ValueError, _usage_error()) as e:     # UsageError (or the local fallback)
+        print(f"lazyvm show: {str(e).splitlines()[0]}", file=sys.stderr)
         return 2
