@@ -75,7 +75,10 @@ def test_new_machine_keywords_follow_the_signature():
             sw.parse_spec({"points": [{"costs": "no-such-profile"}]})
         row = sw.run_point(sw.parse_spec({"points": [{"costs": "linux-2.5.41",
                                                       "pages": 64}]})[0])
-        assert row["kernel_ns"] > 0
+        assert row["kernel_ns"] > row["kernel_ns_run"] > 0
+        copy = sw.run_point(sw.parse_spec({"points": [{"costs": "linux-2.5.41",
+                                                       "pages": 64, "fork_mode": "copy"}]})[0])
+        assert copy["kernel_ns_run"] != row["kernel_ns_run"]
     # the defaults never need the new keywords
     assert sw.parse_spec({"points": [{"layout": "i386", "share_level": 1}]})
 
