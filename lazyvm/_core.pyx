@@ -400,6 +400,35 @@ cdef class Core:
     cdef inline uint32_t index_of(self, uint64_t addr, int level) noexcept nogil:
         return <uint32_t>((addr >> self.shift[level]) & (self.nent[level] - 1))
 
+    cdef inline void walk_begin(self, walk_t* w, int level, uint64_t start,
+                                uint64_t end) noexcept nogil:
+        """Start walking the entries of a table of `level` that [start, end) reaches."""
+        w.start = start
+        w.end = end
+        w.span = (<uint64_t>1) << self.shift[level]
+        w.i = self.index_of(start, level)
+        w.last = self.index_of(end - 1, level)
+        w.base = (start & ~(w.span - 1)) - w.span      # walk_next steps onto the first
+
+    cdef inline bint walk_next(self, walk_t* w) noexcept nogil:
+        """The next entry of the walk: w.idx, the part [w.lo, w.hi) of the range under
+        it, and w.base, where its span starts (pgd_addr_end and friends)."""
+        if w.i > w.last:
+            return False
+        w.idx = w.i
+        w.i += 1
+        w.base += w.span
+        w.lo = w.start if w.start > w.base else w.base
+        w.hi = w.end if w.end < w.base + w.span else w.base + w.span
+        return True
+
+    cdef inline void leaf_bounds(self, uint64_t start, uint64_t end, uint32_t* lo,
+                                 uint32_t* hi) noexcept nogil:
+        """The leaf-table index range [lo, hi) of [start, end), which lies in one table."""
+        cdef uint64_t base = start & ~(((<uint64_t>1) << self.shift[2]) - 1)
+        lo[0] = <uint32_t>((start - base) >> PAGE_SHIFT)
+        hi[0] = <uint32_t>((end - base + PAGE_SIZE - 1) >> PAGE_SHIFT)
+
     cdef inline entry_t table_entry(self, int level) noexcept nogil:
         """The entry bits of a user entry pointing at a table of level below `level`."""
         if level == self.levels and not self.top_rw:
@@ -799,29 +828,26 @@ cdef class Core:
 
     cdef int copy_range(self, int level, pfn_t src_t, pfn_t dst_t, uint64_t start,
                         uint64_t end, bint cow) noexcept nogil:
-        cdef uint32_t i, first, last, lo, hi
+        cdef walk_t w
+        cdef uint32_t i, lo, hi
         cdef uint64_t base, span, s, e
         cdef entry_t se, de
         cdef pfn_t st, dt
         cdef int rc
         if level == 1:
-            span = (<uint64_t>1) << self.shift[2]
-            base = start & ~(span - 1)
-            lo = <uint32_t>((start - base) >> PAGE_SHIFT)
-            hi = <uint32_t>((end - base + PAGE_SIZE - 1) >> PAGE_SHIFT)
+            self.leaf_bounds(start, end, &lo, &hi)
             if self.wide:
                 return copy_pte_range(self, <pte64_t*>self.table_ptr(src_t),
                                       <pte64_t*>self.table_ptr(dst_t), dst_t, lo, hi, cow)
             return copy_pte_range(self, <pte32_t*>self.table_ptr(src_t),
                                   <pte32_t*>self.table_ptr(dst_t), dst_t, lo, hi, cow)
-        span = (<uint64_t>1) << self.shift[level]
-        first = self.index_of(start, level)
-        last = self.index_of(end - 1, level)
-        base = start & ~(span - 1)
-        for i in range(first, last + 1):
-            s = start if start > base else base
-            e = end if end < base + span else base + span
-            base += span
+        self.walk_begin(&w, level, start, end)
+        span = w.span
+        while self.walk_next(&w):
+            i = w.idx
+            s = w.lo
+            e = w.hi
+            base = w.base
             se = self.eget(src_t, i)
             if not (se & _P):
                 continue
@@ -898,22 +924,20 @@ cdef class Core:
 
     cdef uint64_t count_range(self, int level, pfn_t t, uint64_t start, uint64_t end) noexcept:
         """Leaf entries mapping a data frame under table t in [start, end)."""
-        cdef uint32_t i, first, last
+        cdef walk_t w
+        cdef uint32_t i, lo, hi
         cdef uint64_t base, span, s, e, n = 0
         cdef entry_t x
         if level == 1:
-            span = (<uint64_t>1) << self.shift[2]
-            base = start & ~(span - 1)
-            return self.mapped_entries(t, <uint32_t>((start - base) >> PAGE_SHIFT),
-                                       <uint32_t>((end - base + PAGE_SIZE - 1) >> PAGE_SHIFT))
-        span = (<uint64_t>1) << self.shift[level]
-        first = self.index_of(start, level)
-        last = self.index_of(end - 1, level)
-        base = start & ~(span - 1)
-        for i in range(first, last + 1):
-            s = start if start > base else base
-            e = end if end < base + span else base + span
-            base += span
+            self.leaf_bounds(start, end, &lo, &hi)
+            return self.mapped_entries(t, lo, hi)
+        self.walk_begin(&w, level, start, end)
+        span = w.span
+        while self.walk_next(&w):
+            i = w.idx
+            s = w.lo
+            e = w.hi
+            base = w.base
             x = self.eget(t, i)
             if (x & _P) and not self.bad_pfn(entry_pfn(x)):
                 n += self.count_range(level - 1, entry_pfn(x), s, e)
@@ -924,18 +948,18 @@ cdef class Core:
         """The tables below table t of `level` that [start, end) reaches, each once
         (last[k]: the table of level k counted last, as ranges come in address order);
         what a copy fork of these ranges allocates for the child."""
-        cdef uint32_t i, first, lst
+        cdef walk_t w
+        cdef uint32_t i
         cdef uint64_t base, span, s, e, n = 0
         cdef entry_t x
         cdef pfn_t c
-        span = (<uint64_t>1) << self.shift[level]
-        first = self.index_of(start, level)
-        lst = self.index_of(end - 1, level)
-        base = start & ~(span - 1)
-        for i in range(first, lst + 1):
-            s = start if start > base else base
-            e = end if end < base + span else base + span
-            base += span
+        self.walk_begin(&w, level, start, end)
+        span = w.span
+        while self.walk_next(&w):
+            i = w.idx
+            s = w.lo
+            e = w.hi
+            base = w.base
             x = self.eget(t, i)
             if not (x & _P) or self.bad_pfn(entry_pfn(x)):
                 continue
@@ -1283,28 +1307,24 @@ cdef class Core:
         privatized every shared table it must change).  With keep (munmap: the VMAs left
         afterwards), a table whose span keep no longer reaches is freed, or loses one
         use if shared: the fast path."""
-        cdef uint32_t i, first, last
+        cdef walk_t w
+        cdef uint32_t i, lo, hi
         cdef uint64_t base, span, s, e
         cdef entry_t x
         cdef pfn_t c
         cdef int rc
         if level == 1:
-            span = (<uint64_t>1) << self.shift[2]
-            base = start & ~(span - 1)
+            self.leaf_bounds(start, end, &lo, &hi)
             if self.wide:
-                return zap_pte_range(self, <pte64_t*>self.table_ptr(t), t,
-                                     <uint32_t>((start - base) >> PAGE_SHIFT),
-                                     <uint32_t>((end - base + PAGE_SIZE - 1) >> PAGE_SHIFT))
-            return zap_pte_range(self, <pte32_t*>self.table_ptr(t), t,
-                                 <uint32_t>((start - base) >> PAGE_SHIFT),
-                                 <uint32_t>((end - base + PAGE_SIZE - 1) >> PAGE_SHIFT))
-        span = (<uint64_t>1) << self.shift[level]
-        first = self.index_of(start, level)
-        last = self.index_of(end - 1, level)
-        base = start & ~(span - 1)
-        for i in range(first, last + 1):
-            s = start if start > base else base
-            e = end if end < base + span else base + span
+                return zap_pte_range(self, <pte64_t*>self.table_ptr(t), t, lo, hi)
+            return zap_pte_range(self, <pte32_t*>self.table_ptr(t), t, lo, hi)
+        self.walk_begin(&w, level, start, end)
+        span = w.span
+        while self.walk_next(&w):
+            i = w.idx
+            s = w.lo
+            e = w.hi
+            base = w.base
             x = self.eget(t, i)
             if x & _P:
                 c = entry_pfn(x)
@@ -1325,7 +1345,6 @@ cdef class Core:
                         if rc != OK:
                             return rc
                         self.eset(t, i, 0)
-            base += span
         return OK
 
     cdef int free_range(self, int level, pfn_t t, bint scan) noexcept nogil:
@@ -1373,19 +1392,20 @@ cdef class Core:
         the shared tables whose span keep still reaches; for mprotect (keep NULL) those
         with an entry in the range.  Stops at a consistent point on ERR_NOMEM (every
         table privatized so far is whole)."""
-        cdef uint32_t i, first, last
+        cdef walk_t w
+        cdef uint32_t i
         cdef uint64_t base, span, s, e
         cdef entry_t x
         cdef pfn_t c
         cdef int rc
         cdef bint shared
-        span = (<uint64_t>1) << self.shift[level]
-        first = self.index_of(start, level)
-        last = self.index_of(end - 1, level)
-        base = start & ~(span - 1)
-        for i in range(first, last + 1):
-            s = start if start > base else base
-            e = end if end < base + span else base + span
+        self.walk_begin(&w, level, start, end)
+        span = w.span
+        while self.walk_next(&w):
+            i = w.idx
+            s = w.lo
+            e = w.hi
+            base = w.base
             x = self.eget(t, i)
             if x & _P:
                 c = entry_pfn(x)
@@ -1406,22 +1426,21 @@ cdef class Core:
                     rc = self.unshare_range(level - 1, c, s, e, mm, keep, need_entries)
                     if rc != OK:
                         return rc
-            base += span
         return OK
 
     cdef bint has_entries(self, int level, pfn_t t, uint64_t start, uint64_t end) noexcept nogil:
         """Does any leaf entry under table t in [start, end) hold something?"""
-        cdef uint32_t i, first, last
+        cdef walk_t w
+        cdef uint32_t i
         cdef uint64_t base, span, s, e
         cdef entry_t x
-        span = (<uint64_t>1) << self.shift[level]
-        first = self.index_of(start, level)
-        last = self.index_of(end - 1, level)
-        base = start & ~(span - 1)
-        for i in range(first, last + 1):
-            s = start if start > base else base
-            e = end if end < base + span else base + span
-            base += span
+        self.walk_begin(&w, level, start, end)
+        span = w.span
+        while self.walk_next(&w):
+            i = w.idx
+            s = w.lo
+            e = w.hi
+            base = w.base
             x = self.eget(t, i)
             if level == 1:
                 if x != 0:
@@ -1498,27 +1517,24 @@ cdef class Core:
                           entry_t prot) noexcept nogil:
         """change_protection: present PTEs of [start, end) get prot, keeping frame, A, D.
         Every table on the way is private (unshare_range ran first)."""
-        cdef uint32_t i, first, last, lo, hi
+        cdef walk_t w
+        cdef uint32_t i, lo, hi
         cdef uint64_t base, span, s, e
         cdef entry_t x
         if level == 1:
-            span = (<uint64_t>1) << self.shift[2]
-            base = start & ~(span - 1)
-            lo = <uint32_t>((start - base) >> PAGE_SHIFT)
-            hi = <uint32_t>((end - base + PAGE_SIZE - 1) >> PAGE_SHIFT)
+            self.leaf_bounds(start, end, &lo, &hi)
             for i in range(lo, hi):
                 x = self.eget(t, i)
                 if pte_present(x):
                     self.eset(t, i, (x & (~(<entry_t>FLAGS_MASK) | _A | _D)) | prot)
             return OK
-        span = (<uint64_t>1) << self.shift[level]
-        first = self.index_of(start, level)
-        last = self.index_of(end - 1, level)
-        base = start & ~(span - 1)
-        for i in range(first, last + 1):
-            s = start if start > base else base
-            e = end if end < base + span else base + span
-            base += span
+        self.walk_begin(&w, level, start, end)
+        span = w.span
+        while self.walk_next(&w):
+            i = w.idx
+            s = w.lo
+            e = w.hi
+            base = w.base
             x = self.eget(t, i)
             if (x & _P) and not self.bad_pfn(entry_pfn(x)):
                 self.change_range(level - 1, entry_pfn(x), s, e, prot)
@@ -1953,16 +1969,14 @@ cdef class Core:
                         uint32_t n, uint32_t* freed) noexcept nogil:
         """swap_out_pgd/pmd: the upper-level walker of 2.4's scan; try_to_swap_out is
         the leaf."""
-        cdef uint32_t i, first, last, lo, hi, f, s
+        cdef walk_t w
+        cdef uint32_t i, lo, hi, f, s
         cdef uint64_t base, span, sa, ea
         cdef entry_t x, pte
         cdef int64_t scanned = 0
         cdef int rc
         if level == 1:
-            span = (<uint64_t>1) << self.shift[2]
-            base = start & ~(span - 1)
-            lo = <uint32_t>((start - base) >> PAGE_SHIFT)
-            hi = <uint32_t>((end - base + PAGE_SIZE - 1) >> PAGE_SHIFT)
+            self.leaf_bounds(start, end, &lo, &hi)
             rc = OK
             for i in range(lo, hi):
                 scanned += 1
@@ -1994,14 +2008,13 @@ cdef class Core:
                         break
             self.st[ST_SCAN_PTES] += scanned
             return rc
-        span = (<uint64_t>1) << self.shift[level]
-        first = self.index_of(start, level)
-        last = self.index_of(end - 1, level)
-        base = start & ~(span - 1)
-        for i in range(first, last + 1):
-            sa = start if start > base else base
-            ea = end if end < base + span else base + span
-            base += span
+        self.walk_begin(&w, level, start, end)
+        span = w.span
+        while self.walk_next(&w):
+            i = w.idx
+            sa = w.lo
+            ea = w.hi
+            base = w.base
             x = self.eget(t, i)
             if (x & _P) and not self.bad_pfn(entry_pfn(x)):
                 rc = self.scan_range(level - 1, entry_pfn(x), sa, ea, n, freed)
