@@ -312,7 +312,8 @@ def measure_linux_fork(pages: int, repeats: int, warmup: int = 1) -> list:
     return forks
 
 
-def measure_linux(pages: int, repeats: int, warmup: int = 1) -> dict:
+def measure_linux(pages: int, repeats: int, warmup: int = 1,
+                  counter: Optional[Callable[[], tuple]] = None) -> dict:
     """Baseline and N-page fork of this process, measured back to back, each taking more
     forks while its spread is wide (:func:`settle`).
 
@@ -320,11 +321,19 @@ def measure_linux(pages: int, repeats: int, warmup: int = 1) -> dict:
     child is reaped) and ``baseline_ns`` (forks with no extra mapping) as samples, each
     with its spread (``*_spread``) and median (``*_median``); ``ns_per_page`` =
     median(fork)/pages, ``ns_per_page_marginal`` = (median(fork) - median(baseline))/pages
-    with its range from the quartiles, ``touch_ns`` and ``vmpte_kb``.
+    with its range from the quartiles, ``touch_ns`` and ``vmpte_kb``.  With `counter`
+    (lazyvm.calibrate.counts: what fork copies of this process, (V, A, P, T)), also
+    ``kernel_counts``: {"baseline": {V, A, P, T}, "with_pages": ...}, each read just
+    before the forks it goes with (untimed).
     """
+    kc = {}
+    if counter is not None:
+        kc["baseline"] = dict(zip("VAPT", counter()))
     base, base_wait = time_forks(repeats, warmup)
     base_s = settle(base, lambda k: time_forks(k, 0)[0], repeats)
     with LinuxMapping(pages) as lm:
+        if counter is not None:
+            kc["with_pages"] = dict(zip("VAPT", counter()))
         forks, waits = time_forks(repeats, warmup)
 
         def more(k):
@@ -356,6 +365,8 @@ def measure_linux(pages: int, repeats: int, warmup: int = 1) -> dict:
     }
     if lm.vmpte_kb is not None:
         out["vmpte_kb"] = lm.vmpte_kb
+    if kc:
+        out["kernel_counts"] = kc
     return out
 
 
