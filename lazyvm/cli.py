@@ -259,16 +259,7 @@ def cmd_compare(args) -> int:
 
     _check_outputs(args)
     opts = _machine_options(args)
-    if args.name == "published" and args.costs is None:
-        # The published figures are Linux 2.5.41's: by default they are predicted with
-        # the profile fitted to that kernel, not with this host's.
-        args.costs = "linux-2.5.41"
-        profile, _, why = _profile(args)
-        why = ("default for the published workload: its figures are Linux 2.5.41's, the "
-               "kernel this built-in profile was fitted to (--costs host for this "
-               "machine's)")
-    else:
-        profile, _, why = _profile(args)
+    profile, _, why = _profile(args)
     try:
         record = compare.run_compare(sizes=args.sizes, repeats=args.repeats,
                                      quick=args.quick, progress=not args.no_progress,
