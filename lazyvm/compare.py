@@ -511,9 +511,12 @@ def predicted_size(entry: dict, prof) -> dict:
         pf = float(predict_fork_ns(prof, w["V"], w["A"], w["P"], w["T"]))
         pb = float(predict_fork_ns(prof, b["V"], b["A"], b["P"], b["T"]))
         meas = lin["fork_ns_median"]
+        cpu = lin.get("fork_cpu_ns_median")
         out[LINUX] = {"counts": kc, "fork_ns": pf, "baseline_ns": pb,
                       "measured_fork_ns_median": meas,
                       "error": (pf - meas) / meas if meas else None,
+                      "measured_fork_cpu_ns_median": cpu,
+                      "error_cpu": (pf - cpu) / cpu if cpu else None,
                       "marginal_ns_per_page": (pf - pb) / entry["pages"],
                       "measured_marginal_ns_per_page": lin["ns_per_page_marginal"]}
     return out
@@ -580,7 +583,9 @@ def predicted_record(prof, reason, layout: str, quick: bool, results: list) -> d
     if quick:
         notes.append(f"On-demand-fork counted at {', '.join(map(str, gbs))} GB; 50 GB "
                      f"(about 4 s and 0.6 GB of memory to count) without --quick")
+    host = _m.machine_description()
     return {"profile": prof.name, "reason": reason or f"--costs {prof.name}",
+            "load_average": host.get("load_average"), "cores": host.get("cores"),
             "description": prof.description, "version": prof.version,
             "method": "per size and configuration, the events of the first fork (and of "
                       "fork+exit) counted as differences of Machine.stats(), priced by "
@@ -598,7 +603,7 @@ def _missing_fixed(a: float, b: float, r: float):
     return (a - r * b) / (r - 1) if r != 1 else None
 
 
-def _why(prof, name_a, a_counts, name_b, b_counts, r_pub) -> str:
+def _why(prof, name_a, a_counts, name_b, b_counts, r_pub, op="fork") -> str:
     """Where a predicted ratio a/b misses the published r_pub, and why, from the counts:
     what each predicted time is made of, and the fixed cost that would close the gap."""
     def made_of(counts):
@@ -616,7 +621,7 @@ def _why(prof, name_a, a_counts, name_b, b_counts, r_pub) -> str:
     text = (f"{name_a} {_r.ns(a)} = fixed {_r.ns(fa)} + {ta}; {name_b} {_r.ns(b)} = fixed "
             f"{_r.ns(fb)} + {tb}. ")
     if t is not None and t > 0:
-        text += (f"A fixed cost of {_r.ns(t)} more per operation, in both, would give the "
+        text += (f"A fixed cost of {_r.ns(t)} more per {op}, in both, would give the "
                  f"published ratio: work no counted event carries (the profile's fork "
                  f"fixed cost is {_r.ns(fixed_cost)} +- {_r.ns(se)})")
     else:
@@ -672,7 +677,7 @@ def predicted_findings(results: list, slopes: dict, pred: dict, prof) -> list:
         pub = shp["before_ms"] / shp["after_ms"]
         val = e["predicted"]["ratios"][ratio_key] if e else None
         why = (_why(prof, "copy+rmap", ev[10240]["copy+rmap"][k], "share+rmap",
-                    ev[10240]["share+rmap"][k], pub) if e else None)
+                    ev[10240]["share+rmap"][k], pub, k.replace("_", "+")) if e else None)
         item(key, f"copy+rmap / share+rmap predicted {k.replace('_', '+')} (40 MB)", val,
              10240, pub, f"{shp['before_ms']} -> {shp['after_ms']} ms, {pub:.1f}x",
              _m.MCCRACKEN, why)
@@ -735,6 +740,25 @@ def predicted_findings(results: list, slopes: dict, pred: dict, prof) -> list:
                  None)
         d["predicted_ns"] = lp["fork_ns"]
         d["measured_ns"] = lp["measured_fork_ns_median"]
+        d["measured_cpu_ns"] = lp["measured_fork_cpu_ns_median"]
+        if d["measured_cpu_ns"]:
+            d["measured"] = {"ratio": lp["fork_ns"] / d["measured_cpu_ns"], "lo": None,
+                             "hi": None}
+            d["text"] = d["text"].replace("/ measured", "/ measured CPU time")
+        load = (pred.get("load_average") or [None])[0]
+        val = [v for v in prof.meta.get("validate") or ()
+               if isinstance(v, dict) and isinstance(v.get("error"), (int, float))]
+        d["why"] = ("the profile was fitted to CPU time (the forking thread's clock); the "
+                    "wall time also holds time the fork did not run (other work on the "
+                    "host, or the hypervisor's" + (f"; load {load:.1f} on "
+                                                   f"{pred.get('cores')} cores" if load
+                                                   else "") + ")")
+        if val:
+            d["why"] += ("; the profile's own held-out shapes, measured when it was made: "
+                         + ", ".join(f"{v.get('shape')} {100 * v['error']:+.0f}%"
+                                     for v in val)
+                         + " (predicted against measured CPU time: large dense forks take "
+                         "longer per PTE than the fitted shapes)")
     item("slopes", "log-log slope of fork time against pages (1 = linear, 0 = flat)",
          None, None, None, None, None, b="simulator time, measured")
     out[-1]["slopes"] = slopes
@@ -941,9 +965,11 @@ def format_findings(record: dict) -> str:
             m = f["measured"]
             val = f"{m['ratio']:.1f} ns ({m['lo']:.1f} to {m['hi']:.1f})"
         elif f["key"] == "linux_predicted":
-            val = (f"{_r.ns(f['predicted_ns'])} / {_r.ns(f['measured_ns'])} = "
-                   f"{f['measured']['ratio']:.2f} (the profile was fitted to CPU time; "
-                   "this fork is wall time on a shared host)")
+            cpu = f.get("measured_cpu_ns")
+            val = (f"{_r.ns(f['predicted_ns'])} / {_r.ns(cpu or f['measured_ns'])} = "
+                   f"{f['measured']['ratio']:.2f}"
+                   + (f" (wall time {_r.ns(f['measured_ns'])}: "
+                      f"{f['predicted_ns'] / f['measured_ns']:.2f})" if cpu else ""))
         else:
             val = _r.x_range(f["measured"])
         label = f" [{basis}]" if basis else ""

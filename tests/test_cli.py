@@ -39,7 +39,7 @@ WIDTH = 100
 # error against the measured fork (either sign) may be too.
 NOT_POSITIVE = {"delta", "stats_after", "frames_leaked", "map_address",
                 "ns_per_page_marginal", "ns_per_page_marginal_range", "vmpte_kb",
-                "rel_iqr", "extra", "lo", "events", "error",
+                "rel_iqr", "extra", "lo", "events", "error", "error_cpu",
                 "measured_marginal_ns_per_page", "marginal_ns_per_page"}
 
 
@@ -794,3 +794,32 @@ def test_redis_bgsave_runs_and_prints_its_text(capsys, monkeypatch, tmp_path):
     assert out.startswith("REDIS TEXT\n") and "cost profile: none" in out
     rec = json.loads(js.read_text())
     assert rec["params"] == {"costs": None, "layout": "x86_64"}
+
+
+def test_a_host_profile_predicts_this_machines_fork_from_its_own_counts(tmp_path):
+    """With a host's profile (meta["host"]) compare prices this process's own VMAs, PTEs
+    and tables beside its measured fork, in wall and in CPU time."""
+    from lazyvm.calibrate import predict_fork_ns
+    from lazyvm.costs import EVENTS, Profile
+    prof = Profile(name="host-test", costs={e: 10.0 * (i + 1) for i, e in enumerate(EVENTS)},
+                   uncertainty={e: 1.0 for e in EVENTS}, source={e: "test" for e in EVENTS},
+                   meta={"host": {"kernel": "test"}, "fork_vma_no_anon_ns": 5.0})
+    path = tmp_path / "h.json"
+    prof.save(str(path))
+    js = tmp_path / "c.json"
+    proc = lazyvm_cmd(["compare", "--quick", "--sizes", "2k", "--repeats", "3", "--costs",
+                       str(path), "--json", str(js)], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rec = json.loads(js.read_text())
+    assert rec["predicted"]["profile"] == "host-test"
+    assert rec["predicted"]["reason"] == f"--costs {path}"
+    e = rec["results"][0]
+    lp = e["predicted"]["Linux"]
+    w, b = lp["counts"]["with_pages"], lp["counts"]["baseline"]
+    assert w["P"] >= b["P"] + 2048 and w["V"] >= b["V"] and w["T"] >= b["T"]
+    assert lp["fork_ns"] == pytest.approx(predict_fork_ns(prof, w["V"], w["A"], w["P"], w["T"]))
+    assert lp["measured_fork_ns_median"] == e["Linux"]["fork_ns_median"]
+    assert 0 < e["Linux"]["fork_cpu_ns_median"] == lp["measured_fork_cpu_ns_median"]
+    f = next(x for x in rec["findings"] if x["key"] == "linux_predicted")
+    assert f["measured"]["ratio"] == pytest.approx(lp["fork_ns"] / lp["measured_fork_cpu_ns_median"])
+    assert "CPU time" in f["why"]
