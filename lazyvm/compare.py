@@ -20,7 +20,17 @@ process:
 
 Every timed figure carries its spread (median, quartiles, extremes).  Every figure the
 report prints was measured in that run, or is quoted from a publication with its source
-(:mod:`lazyvm.measure`'s published figures).  The simulator counts the work the kernel
+(:mod:`lazyvm.measure`'s published figures), or is predicted from exact counts.
+
+With a cost profile (``costs``, lazyvm.costs; `lazyvm compare --costs`) each size and
+configuration also gets a *predicted kernel time*: the events of its first fork and of
+fork+exit (differences of ``Machine.stats()``) priced by the profile.  Those figures are
+deterministic and carry no spread.  The findings then set predicted ratios (not the
+simulator's) beside McCracken, On-demand-fork (x86_64 counts at 1, 8 and 50 GB) and the
+COW page-table RFC, and say for each miss what each side is made of and what fixed cost
+no count carries would close it; with a host's profile this machine's fork is predicted
+from this process's own counts (lazyvm.calibrate.counts) and set beside its measured CPU
+and wall time.  The simulator counts the work the kernel
 would do and does it in compiled loops over numpy memory: its times are those of that
 work, not of a kernel.
 """
@@ -609,7 +619,7 @@ def _why(prof, name_a, a_counts, name_b, b_counts, r_pub, op="fork") -> str:
     def made_of(counts):
         parts = prof.kernel_ns_parts(counts)
         fixed = sum(v for e, v in parts.items() if e in FIXED_EVENTS)
-        top = sorted(((e, v) for e, v in parts.items() if e not in FIXED_EVENTS),
+        top = sorted(((e, v) for e, v in parts.items() if e not in FIXED_EVENTS and v > 0),
                      key=lambda kv: -kv[1])[:2]
         return fixed, ", ".join(f"{e} {_r.ns(v)}" for e, v in top) or "nothing else"
     a, b = prof.kernel_ns(a_counts), prof.kernel_ns(b_counts)

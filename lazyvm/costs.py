@@ -216,7 +216,8 @@ def load_profile(spec) -> Profile:
 NONE = "none"          # the --costs value that turns prediction off
 
 
-def choose_profile(spec=None):
+def choose_profile(spec: "str | os.PathLike[str] | None" = None
+                   ) -> "tuple[Profile | None, str, str]":
     """The profile a command predicts with, and why: (Profile or None, spec, reason).
 
     `spec` None is the default: "host" when `lazyvm calibrate` has written a host
