@@ -4,9 +4,14 @@ lazyvm.snapshot, lazyvm.show and lazyvm.sweep, when they are there).
 
     lazyvm --version
     lazyvm compare [--quick] [--sizes N,N,...] [--repeats R] [--json FILE] [--plot FILE.png]
-                   [--layout {i386,pae,x86_64}] [--share-level L]
+                   [--costs PROFILE] [--layout {i386,pae,x86_64}] [--share-level L]
     lazyvm run --list
-    lazyvm run NAME [--quick] [--json FILE] [-p KEY=VALUE ...] [--layout ...]
+    lazyvm run NAME [--quick] [--json FILE] [-p KEY=VALUE ...] [--costs PROFILE]
+                    [--layout ...]
+
+``--costs`` names the cost profile of the predicted kernel time (lazyvm.costs): "host",
+"linux-2.5.41", a path, or "none"; by default "host" when lazyvm calibrate wrote one,
+else "linux-2.5.41".  A profile that does not load is a one-line error before any run.
     lazyvm bench [pytest arguments...]
 
 Also ``python -m lazyvm ...``.  :func:`main` returns the exit status: 0, 2 for any
@@ -113,8 +118,26 @@ def _param(text: str) -> tuple:
         return key, value
 
 
+def _add_costs_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--costs", metavar="PROFILE",
+                   help="cost profile for the predicted kernel time: host (made by "
+                        "lazyvm calibrate), linux-2.5.41, a JSON file, or none (default: "
+                        "host when there is one, else linux-2.5.41)")
+
+
+def _profile(args):
+    """(Profile or None, spec, why) for --costs, or UsageError (one line) when it does
+    not load: called before anything is measured."""
+    from . import costs
+
+    try:
+        return costs.choose_profile(args.costs)
+    except ValueError as e:                   # costs.ProfileError
+        raise UsageError(f"--costs: {e}") from None
+
+
 def _add_machine_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--layout", choices=LAYOUTS, default="i386",
+    p.add_argument("--layout", choices=LAYOUTS, default=None,
                    help="the simulated paging layout (default i386: two levels)")
     p.add_argument("--share-level", type=_positive_int, default=1, metavar="L",
                    help="the table level a share fork shares (default 1: the leaf "
@@ -153,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="run Machine.check() on every machine after measuring it")
     cp.add_argument("--no-progress", action="store_true",
                     help="no progress bar (there is one only when stderr is a terminal)")
+    _add_costs_option(cp)
     _add_machine_options(cp)
     cp.set_defaults(handler=cmd_compare)
 
@@ -172,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "default all)")
     rp.add_argument("--check", action="store_true",
                     help="run Machine.check() after every iteration (untimed)")
+    _add_costs_option(rp)
     _add_machine_options(rp)
     rp.set_defaults(handler=cmd_run)
 
@@ -221,11 +246,12 @@ def _check_outputs(args) -> None:
 def _machine_options(args) -> dict:
     from . import measure
 
+    layout = args.layout or "i386"
     try:
-        measure.machine_options(args.layout, args.share_level)
+        measure.machine_options(layout, args.share_level)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    return {"layout": args.layout, "share_level": args.share_level}
+    return {"layout": layout, "share_level": args.share_level}
 
 
 def cmd_compare(args) -> int:
@@ -233,10 +259,12 @@ def cmd_compare(args) -> int:
 
     _check_outputs(args)
     opts = _machine_options(args)
+    profile, _, why = _profile(args)
     try:
         record = compare.run_compare(sizes=args.sizes, repeats=args.repeats,
                                      quick=args.quick, progress=not args.no_progress,
-                                     check=args.check, **opts)
+                                     check=args.check, costs=profile, costs_reason=why,
+                                     **opts)
     except ValueError as e:
         raise UsageError(str(e)) from None
     sys.stdout.write(compare.format_report(record))
@@ -258,8 +286,9 @@ def _format_list(workloads) -> str:
     from . import report
 
     out = []
-    for name in sorted(workloads.WORKLOADS):
-        w = workloads.WORKLOADS[name]
+    every = dict(workloads.WORKLOADS, **workloads.EXTERNAL)
+    for name in sorted(every):
+        w = every[name]
         doc = " ".join((w.__doc__ or "").split())
         out.append(name)
         out += report.wrap(doc, "    ", "    ")
@@ -278,20 +307,33 @@ def cmd_run(args) -> int:
     if args.list:
         print(_format_list(workloads))
         return 0
+    names = sorted(list(workloads.WORKLOADS) + list(workloads.EXTERNAL))
     if not args.name:
-        raise UsageError("name a workload (" + ", ".join(sorted(workloads.WORKLOADS))
+        raise UsageError("name a workload (" + ", ".join(names)
                          + "); lazyvm run --list describes them")
-    if args.name not in workloads.WORKLOADS:
+    if args.name not in names:
         raise UsageError(f"no workload {args.name!r}: the workloads are "
-                         + ", ".join(sorted(workloads.WORKLOADS)))
+                         + ", ".join(names))
     params = {}
     for key, value in args.param:
         if key in params:
             raise UsageError(f"parameter {key} given twice")
         params[key] = value
+    if args.name in workloads.EXTERNAL:
+        return _run_external(args, params)
     opts = _machine_options(args)
+    if args.name == "published" and args.costs is None:
+        # The published figures are Linux 2.5.41's: by default they are predicted with
+        # the profile fitted to that kernel, not with this host's.
+        args.costs = "linux-2.5.41"
+        profile, _, why = _profile(args)
+        why = ("default for the published workload: its figures are Linux 2.5.41's, the "
+               "kernel this built-in profile was fitted to (--costs host for this "
+               "machine's)")
+    else:
+        profile, _, why = _profile(args)
     try:
-        workloads.check_params(args.name, params, args.quick, args.layout)
+        workloads.check_params(args.name, params, args.quick, opts["layout"])
     except ValueError as e:
         raise UsageError(str(e)) from None
     configs = None
@@ -303,12 +345,86 @@ def cmd_run(args) -> int:
                              + ", ".join(workloads.CONFIGS))
     _check_outputs(args)
     results = workloads.run_workload(args.name, configs=configs, quick=args.quick,
-                                     check=args.check, settle=True, **opts, **params)
+                                     check=args.check, settle=True, costs=profile,
+                                     **opts, **params)
+    if profile is not None:
+        results["predicted"]["reason"] = why
+    else:
+        results["predicted"] = None
+        results["predicted_off"] = why
     print(workloads.format_results(results))
+    if profile is None:
+        print(f"no predicted kernel time: {why}")
+    if args.name == "published" and profile is not None:
+        from . import published
+
+        text, rec = published.report(profile)
+        print()
+        print(_fit_width(text))
+        results["predicted_published"] = rec
     if args.json:
         from . import report
 
         report.write_json(results, args.json, kind="run")
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _fit_width(text: str) -> str:
+    """`text` with every line wider than report.WIDTH wrapped, its continuation lines
+    indented two more than the line itself."""
+    from . import report
+
+    out = []
+    for line in text.splitlines():
+        if len(line) <= report.WIDTH:
+            out.append(line)
+            continue
+        lead = line[:len(line) - len(line.lstrip())]
+        out += report.wrap(line.strip(), lead, lead + "  ")
+    return "\n".join(out)
+
+
+def _run_external(args, params) -> int:
+    """`lazyvm run redis-bgsave ...`: -p checked against the workload's DEFAULTS, the
+    cost profile resolved before anything starts; the workload's own errors (redis not
+    installed, a failed capture or BGSAVE) are one line, exit status 2."""
+    from . import workloads
+
+    if args.share_level != 1:
+        raise UsageError(f"{args.name} replays with share level 1 only")
+    try:
+        params = workloads.check_external_params(args.name, params, args.quick)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if "costs" in params and args.costs is not None:
+        raise UsageError("give the cost profile once: --costs or -p costs=")
+    if "costs" in params:
+        args.costs = params["costs"]
+    profile, spec, why = _profile(args)
+    params["costs"] = None if profile is None else spec
+    if args.configs:
+        try:
+            params.update(workloads.check_external_params(
+                args.name, {"configs": args.configs}))
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+    if args.layout:
+        params["layout"] = args.layout
+    if args.check:
+        params["check"] = True
+    _check_outputs(args)
+    from . import snapshot
+
+    try:
+        text, rec = workloads.EXTERNAL[args.name].run(params)
+    except (snapshot.SnapshotError, OSError, RuntimeError) as e:
+        raise UsageError(" ".join(str(e).split()) or type(e).__name__) from None
+    rec["costs_reason"] = why
+    sys.stdout.write(text)
+    print(f"cost profile: {spec if profile is not None else 'none'} ({why})")
+    if args.json:
+        snapshot.write_json(rec, args.json)
         print(f"wrote {args.json}")
     return 0
 

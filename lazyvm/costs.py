@@ -32,7 +32,7 @@ from importlib import resources
 
 __all__ = ["EVENTS", "FORMAT", "FORMAT_VERSION", "Profile", "load_profile",
            "host_profile_path", "builtin_profiles", "event_counts", "ProfileError",
-           "predict", "predict_configs"]
+           "predict", "predict_configs", "choose_profile", "NONE"]
 
 FORMAT = "lazyvm-cost-profile"
 FORMAT_VERSION = 1
@@ -211,6 +211,33 @@ def load_profile(spec) -> Profile:
         return Profile.load(spec)
     raise ProfileError(f"unknown cost profile {spec!r}: not 'host', one of "
                        f"{', '.join(BUILTIN)}, or an existing JSON file")
+
+
+NONE = "none"          # the --costs value that turns prediction off
+
+
+def choose_profile(spec: "str | os.PathLike[str] | None" = None
+                   ) -> "tuple[Profile | None, str, str]":
+    """The profile a command predicts with, and why: (Profile or None, spec, reason).
+
+    `spec` None is the default: "host" when `lazyvm calibrate` has written a host
+    profile (host_profile_path()), else the built-in "linux-2.5.41".  "none" turns
+    prediction off (Profile None).  Anything else is load_profile's: a name or a path.
+    Raises ProfileError when the profile does not load (the default host profile
+    included: a damaged file is not silently replaced by another profile)."""
+    if spec is not None and os.fspath(spec) == NONE:
+        return None, NONE, "prediction off (--costs none)"
+    if spec is None:
+        path = host_profile_path()
+        if os.path.exists(path):
+            spec, reason = "host", f"default: the host profile lazyvm calibrate wrote ({path})"
+        else:
+            spec, reason = BUILTIN[0], (f"default: no host profile at {path} (run lazyvm "
+                                        f"calibrate for one), so the built-in {BUILTIN[0]}")
+    else:
+        spec = os.fspath(spec)
+        reason = f"--costs {spec}"
+    return load_profile(spec), spec, reason
 
 
 def event_counts(stats: dict) -> dict:

@@ -214,14 +214,19 @@ def build_info() -> dict:
 # ---------------------------------------------------------------- this machine's fork()
 
 
-def _fork_once() -> tuple:
+def _fork_once(cpu: Optional[list] = None) -> tuple:
     """Fork; the child exits at once.  Returns (ns spent in os.fork() in the parent,
-    ns from before the fork until the child has been reaped)."""
+    ns from before the fork until the child has been reaped); with `cpu`, appends the
+    parent thread's CPU time across os.fork() (CLOCK_THREAD_CPUTIME_ID: the kernel's
+    work for the fork, without the time other work on the host preempted it)."""
+    c0 = time.thread_time_ns()
     t0 = clock()
     pid = os.fork()
     if pid == 0:  # child: leave without running any Python clean-up
         os._exit(0)
     t1 = clock()
+    if cpu is not None:
+        cpu.append(time.thread_time_ns() - c0)
     _, status = os.waitpid(pid, 0)
     t2 = clock()
     if not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0):
@@ -229,15 +234,16 @@ def _fork_once() -> tuple:
     return t1 - t0, t2 - t0
 
 
-def time_forks(repeats: int, warmup: int = 1) -> tuple:
+def time_forks(repeats: int, warmup: int = 1, cpu: Optional[list] = None) -> tuple:
     """Time `repeats` forks of this process after `warmup` untimed ones, with the
-    garbage collector off.  Returns (fork ns list, fork-to-reaped ns list)."""
+    garbage collector off.  Returns (fork ns list, fork-to-reaped ns list); with `cpu`,
+    appends each timed fork's CPU time (see _fork_once) to it."""
     with gc_off():
         for _ in range(warmup):
             _fork_once()
         forks, waits = [], []
         for _ in range(repeats):
-            f, w = _fork_once()
+            f, w = _fork_once(cpu)
             forks.append(f)
             waits.append(w)
     return forks, waits
@@ -312,7 +318,8 @@ def measure_linux_fork(pages: int, repeats: int, warmup: int = 1) -> list:
     return forks
 
 
-def measure_linux(pages: int, repeats: int, warmup: int = 1) -> dict:
+def measure_linux(pages: int, repeats: int, warmup: int = 1,
+                  counter: Optional[Callable[[], tuple]] = None) -> dict:
     """Baseline and N-page fork of this process, measured back to back, each taking more
     forks while its spread is wide (:func:`settle`).
 
@@ -320,12 +327,23 @@ def measure_linux(pages: int, repeats: int, warmup: int = 1) -> dict:
     child is reaped) and ``baseline_ns`` (forks with no extra mapping) as samples, each
     with its spread (``*_spread``) and median (``*_median``); ``ns_per_page`` =
     median(fork)/pages, ``ns_per_page_marginal`` = (median(fork) - median(baseline))/pages
-    with its range from the quartiles, ``touch_ns`` and ``vmpte_kb``.
+    with its range from the quartiles, ``touch_ns`` and ``vmpte_kb``.  With `counter`
+    (lazyvm.calibrate.counts: what fork copies of this process, (V, A, P, T)), also
+    ``kernel_counts``: {"baseline": {V, A, P, T}, "with_pages": ...}, each read just
+    before the forks it goes with (untimed).  ``fork_cpu_ns_median`` and
+    ``fork_cpu_ns_spread``: the CPU time of the first batch of N-page forks (the
+    forking thread's clock across os.fork(), as lazyvm calibrate times its forks).
     """
+    kc = {}
+    if counter is not None:
+        kc["baseline"] = dict(zip("VAPT", counter()))
     base, base_wait = time_forks(repeats, warmup)
     base_s = settle(base, lambda k: time_forks(k, 0)[0], repeats)
+    cpu: list = []
     with LinuxMapping(pages) as lm:
-        forks, waits = time_forks(repeats, warmup)
+        if counter is not None:
+            kc["with_pages"] = dict(zip("VAPT", counter()))
+        forks, waits = time_forks(repeats, warmup, cpu)
 
         def more(k):
             f, w = time_forks(k, 0)
@@ -356,6 +374,11 @@ def measure_linux(pages: int, repeats: int, warmup: int = 1) -> dict:
     }
     if lm.vmpte_kb is not None:
         out["vmpte_kb"] = lm.vmpte_kb
+    if kc:
+        out["kernel_counts"] = kc
+    if cpu:
+        out["fork_cpu_ns_spread"] = spread(cpu)
+        out["fork_cpu_ns_median"] = out["fork_cpu_ns_spread"]["median"]
     return out
 
 

@@ -173,17 +173,10 @@ def build_text(build: dict) -> str:
 # ---------------------------------------------------------------- plots
 
 
-def plot_lines(path: str, xs: Sequence[float], series: dict, xlabel: str, ylabel: str,
+def draw_lines(ax, xs: Sequence[float], series: dict, xlabel: str, ylabel: str,
                title: str, styles: Optional[dict] = None) -> None:
-    """Log-log lines with error bars: `series` maps a label to a list of spreads (one per
-    x, in µs or whatever unit the label says); bars run from q1 to q3.  Needs
-    matplotlib."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 5.5))
+    """Log-log lines with error bars on matplotlib axes `ax`: `series` maps a label to a
+    list of spreads (one per x); bars run from q1 to q3."""
     for label, spreads in series.items():
         med = [s["median"] for s in spreads]
         err = [[s["median"] - s["q1"] for s in spreads],
@@ -197,6 +190,18 @@ def plot_lines(path: str, xs: Sequence[float], series: dict, xlabel: str, ylabel
     ax.set_title(title, fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=9)
+
+
+def plot_lines(path: str, xs: Sequence[float], series: dict, xlabel: str, ylabel: str,
+               title: str, styles: Optional[dict] = None) -> None:
+    """Log-log lines with error bars (draw_lines) saved to `path`.  Needs matplotlib."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    draw_lines(ax, xs, series, xlabel, ylabel, title, styles)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -45,12 +45,15 @@ never compared with 2002 hardware, only the ratios are.
 import numpy as np
 
 from lazyvm import Machine
+from lazyvm.costs import EVENTS
 
+from . import costs as _costs
 from . import measure as _m
 from . import report as _r
 
-__all__ = ["CONFIGS", "COUNTER_KEYS", "PEAK_KEYS", "PUBLISHED", "WORKLOADS",
-           "run_workload", "format_results", "check_params"]
+__all__ = ["CONFIGS", "COUNTER_KEYS", "PEAK_KEYS", "PUBLISHED", "WORKLOADS", "EXTERNAL",
+           "run_workload", "format_results", "check_params", "check_external_params",
+           "predicted"]
 
 PAGE = _m.PAGE_SIZE
 TABLE_SPAN = 1 << 22                 # bytes mapped by one page table
@@ -59,10 +62,15 @@ TEXT_BASE = 0x08048000               # where i386 ELF executables are linked
 
 CONFIGS = _m.CONFIGS                 # name -> (fork_mode, rmap)
 
-# Counters reported as differences over the measured run.
-COUNTER_KEYS = ("faults", "demand_zero", "zero_page_maps", "cow_copies", "cow_reuses",
-                "shmem_faults", "swap_ins", "unshares", "unshare_reuses",
-                "tables_dropped", "ptes_copied", "chain_nodes_allocated", "forks")
+# Counters reported as differences over the measured run: the ones 0.1.0 reported
+# (format_results prints every one of them), then every priced event of the cost model
+# (lazyvm.costs.EVENTS) the core counts, so that a run's counts can be priced.
+SHOWN_KEYS = ("faults", "demand_zero", "zero_page_maps", "cow_copies", "cow_reuses",
+              "shmem_faults", "swap_ins", "unshares", "unshare_reuses",
+              "tables_dropped", "ptes_copied", "chain_nodes_allocated", "forks")
+_CORE_COUNTERS = set(Machine(memory=4 << 20).stats())
+COUNTER_KEYS = SHOWN_KEYS + tuple(e for e in EVENTS
+                                  if e in _CORE_COUNTERS and e not in SHOWN_KEYS)
 # Peaks over the measured run (reset_peaks() before it).
 PEAK_KEYS = ("frames_peak", "page_tables_peak", "pte_chain_nodes_peak")
 
@@ -535,6 +543,92 @@ WORKLOADS = {w.name: w for w in [
 ]}
 
 
+class External:
+    """A named workload that runs outside the simulator's loop: `run(params)` returns
+    (text, record) itself (`lazyvm run NAME` prints the text).  Its parameters are its
+    module's DEFAULTS, its --quick ones DEFAULTS updated by QUICK."""
+
+    def __init__(self, name, module, runner, doc):
+        self.name = name
+        self._module = module
+        self._runner = runner
+        self.__doc__ = doc
+
+    def _mod(self):
+        import importlib
+        return importlib.import_module(self._module)
+
+    @property
+    def defaults(self):
+        return dict(self._mod().DEFAULTS)
+
+    @property
+    def quick(self):
+        return dict(self.defaults, **self._mod().QUICK, quick=True)
+
+    def run(self, params):
+        return getattr(self._mod(), self._runner)(params)
+
+    def __repr__(self):
+        return "<external workload %s>" % self.name
+
+
+EXTERNAL = {w.name: w for w in [
+    External("redis-bgsave", "lazyvm.redis_bgsave", "run_redis_bgsave",
+             "A real Redis BGSAVE (redis-server, DEBUG POPULATE, under a "
+             "redis-benchmark SET load) captured from /proc and replayed in every "
+             "configuration, beside Redis's latest_fork_usec and rdb_last_cow_size and "
+             "the kernel's VmPTE. Needs redis-server and redis-benchmark."),
+]}
+
+
+def check_external_params(name, params, quick=False):
+    """The -p parameters of external workload `name`, checked against its DEFAULTS: a
+    key it has, and a value of the kind its default is (a positive integer, a positive
+    number, True or False, text; layout one of the layouts, configs names of CONFIGS,
+    out a file name).  Returns them with quick=True added for --quick.  Raises
+    ValueError with a one-line message."""
+    w = EXTERNAL[name]
+    defaults = w.defaults
+    out = {}
+    for key, value in params.items():
+        if key not in defaults:
+            raise ValueError("workload %s has no parameter %r (it takes %s)"
+                             % (name, key, ", ".join(defaults)))
+        d = defaults[key]
+        if key == "layout":
+            ok, want = value in _m.LAYOUTS, "one of " + ", ".join(_m.LAYOUTS)
+        elif key == "configs":
+            names = ([c for c in value.replace(" ", "").split(",") if c]
+                     if isinstance(value, str) else value)
+            ok = (isinstance(names, (list, tuple)) and bool(names)
+                  and all(c in CONFIGS for c in names))
+            want = "configuration names (%s), comma-separated" % ", ".join(CONFIGS)
+            if ok:
+                value = list(names)
+        elif key in ("out", "costs"):
+            ok, want = isinstance(value, str) and bool(value), "a file name" if (
+                key == "out") else "a cost profile name or path"
+        elif isinstance(d, bool):
+            ok, want = isinstance(value, bool), "True or False"
+        elif isinstance(d, int):
+            ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
+            want = "a positive integer"
+        elif isinstance(d, float):
+            ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
+                  and value > 0)
+            want = "a positive number"
+        else:
+            ok, want = isinstance(value, type(d)), "a %s" % type(d).__name__
+        if not ok:
+            raise ValueError("parameter %s=%r of workload %s: must be %s"
+                             % (key, value, name, want))
+        out[key] = value
+    if quick:
+        out["quick"] = True
+    return out
+
+
 # --------------------------------------------------------------------------------------
 # Runner
 
@@ -594,7 +688,8 @@ def check_params(name, params, quick=False, layout="i386"):
 
 
 def run_workload(name, configs=None, quick=False, check=False, memory=None, warmup=2,
-                 interleave=True, layout="i386", share_level=1, settle=False, **params):
+                 interleave=True, layout="i386", share_level=1, settle=False, costs=None,
+                 **params):
     """Run workload `name` in each configuration of `configs` (names from CONFIGS,
     default all four) with its default parameters (its quick ones with quick=True),
     overridden by `params`. Each measured loop is preceded by `warmup` iterations that
@@ -607,9 +702,12 @@ def run_workload(name, configs=None, quick=False, check=False, memory=None, warm
     `lazyvm run` does this), so its counts are no longer exact multiples of the
     iterations asked for. `memory` overrides the simulated memory size; `layout` and
     `share_level` go to
-    Machine (lazyvm.measure.machine_options). Returns the dict described in the module
-    docstring.  Raises ValueError for a parameter check_params refuses, TypeError for
-    one the workload does not have."""
+    Machine (lazyvm.measure.machine_options). With `costs` (a cost profile: a name, a
+    path or a lazyvm.costs.Profile) the result also has "predicted" (see `predicted`):
+    the counts of each configuration priced by the profile.  Returns the dict described
+    in the module docstring.  Raises ValueError for a parameter check_params refuses (or
+    a profile that does not load), TypeError for one the workload does not have."""
+    profile = _costs.load_profile(costs) if costs is not None else None
     if name not in WORKLOADS:
         raise ValueError("unknown workload %r (one of %s)" % (name, ", ".join(WORKLOADS)))
     w = WORKLOADS[name]
@@ -641,7 +739,26 @@ def run_workload(name, configs=None, quick=False, check=False, memory=None, warm
                                  options, settle)
     if name == "published":
         out["published"] = _published_rows(out)
+    if profile is not None:
+        out["predicted"] = predicted(out, profile)
     return out
+
+
+def predicted(results, profile):
+    """The predicted kernel time of each configuration of a run_workload result: its
+    measured-run counts (COUNTER_KEYS) priced by `profile`.  Returns {"profile",
+    "profile_description", "configs": {config: lazyvm.costs.predict() + "ratio_vs_copy"},
+    "share_rmap_over_copy_rmap" (None without both), "spread"}.  The counts are exact,
+    so the figures are too: the same counts always give the same prediction."""
+    prof = _costs.load_profile(profile)
+    cfgs = _costs.predict_configs(results["configs"], prof, base="copy")
+    a, b = cfgs.get("share+rmap"), cfgs.get("copy+rmap")
+    return {"profile": prof.name, "profile_description": prof.description,
+            "configs": cfgs,
+            "share_rmap_over_copy_rmap": (a["kernel_ns"] / b["kernel_ns"]
+                                          if a and b and b["kernel_ns"] else None),
+            "spread": "none: the counts are exact and deterministic, so the prediction "
+                      "is; kernel_ns_se is the profile's own uncertainty"}
 
 
 def _run_group(w, configs, q, mem, check, warmup, results, options=None, settle=False):
@@ -790,9 +907,35 @@ def format_results(results):
         spread_rows(lp, "loops", lp)
     for ph in cfgs[names[0]]["phases"]:
         spread_rows("  " + ph, "phases", ph)
+    pred = results.get("predicted")
+    if pred:
+        pc = pred["configs"]
+        timing_row("predicted kernel", [pc[c]["kernel_ns"] for c in names])
+        timing_row("  per iteration", [pc[c]["kernel_ns_per_iteration"] for c in names])
+        rows.append(["predicted vs copy"] + ["%.2fx" % pc[c]["ratio_vs_copy"]
+                                              if pc[c]["ratio_vs_copy"] else "-"
+                                              for c in names])
     for k in COUNTER_KEYS + PEAK_KEYS + ("leaked_frames",):
+        if k not in SHOWN_KEYS + PEAK_KEYS + ("leaked_frames",) and not any(
+                cfgs[c][k] for c in names):
+            continue                 # a priced event no configuration counted
         rows.append([k] + [cfgs[c][k] for c in names])
     out.append(_table(header, rows))
+    if pred:
+        sr = pred["share_rmap_over_copy_rmap"]
+        out.extend(_r.wrap(
+            "predicted kernel: the measured iterations' counts priced by the %s cost "
+            "profile%s (%s). Counts are exact, so the prediction has no spread: the same "
+            "run gives the same figure (per iteration, when a wide spread added "
+            "iterations). Beside it, the simulator's own time, with its spread.%s"
+            % (pred["profile"], " (%s)" % pred["reason"] if pred.get("reason") else "",
+               pred["profile_description"] or "no description",
+               " share+rmap / copy+rmap predicted: %s." % _r.x(sr) if sr else ""),
+            "", "  "))
+        missing = sorted({e for c in pred["configs"].values() for e in c["missing"]})
+        if missing:
+            out.extend(_r.wrap("not counted by this core, priced 0: " + ", ".join(missing)
+                               + ".", "", "  "))
     if results.get("published"):
         out.append("")
         out.extend(_r.wrap("published figures beside the simulator's (ratios: after/before "

@@ -35,9 +35,12 @@ WIDTH = 100
 # fork allocates no page table; frames_free falls), the address the mapping went to (0 for
 # the whole user space), Linux's marginal cost per page (a difference of two medians) and
 # its range, a spread's relative width and the forks added to settle it.
+# The priced events of a fork (most are 0 in a given configuration) and a prediction's
+# error against the measured fork (either sign) may be too.
 NOT_POSITIVE = {"delta", "stats_after", "frames_leaked", "map_address",
                 "ns_per_page_marginal", "ns_per_page_marginal_range", "vmpte_kb",
-                "rel_iqr", "extra", "lo"}
+                "rel_iqr", "extra", "lo", "events", "error", "error_cpu",
+                "measured_marginal_ns_per_page", "marginal_ns_per_page"}
 
 
 def _env():
@@ -247,7 +250,9 @@ def test_plot_draws_quartile_error_bars(quick_run, tmp_path, monkeypatch):
     monkeypatch.setattr(matplotlib.axes.Axes, "errorbar", spy)
     _, rec, _, _ = quick_run
     compare.plot(rec, str(tmp_path / "p.png"))
-    assert len(calls) == 1 + len(CONFIGS)
+    # The simulator panel: Linux and each configuration; the predicted panel: this
+    # machine's measured fork (the predictions have no spread: plain lines).
+    assert len(calls) == 1 + len(CONFIGS) + (1 if rec["predicted"]["profile"] else 0)
     e0 = rec["results"][0]
     s = e0["configs"]["copy"]["fork_ns_spread"]
     xs, ys, (below, above) = calls[1]
@@ -363,12 +368,12 @@ def test_readme_uses_the_real_workload_names():
     readme = ROOT / "README.md"
     if not readme.is_file():
         pytest.skip("README.md not beside the tests")
-    from lazyvm.workloads import WORKLOADS
+    from lazyvm.workloads import EXTERNAL, WORKLOADS
     text = readme.read_text()
-    for name in WORKLOADS:
+    for name in list(WORKLOADS) + list(EXTERNAL):
         assert f"`{name}`" in text, name
-    for m in re.finditer(r"lazyvm run (\w+)", text):
-        assert m.group(1) in WORKLOADS, m.group(0)
+    for m in re.finditer(r"lazyvm run (\w[\w-]*)", text):
+        assert m.group(1) in WORKLOADS or m.group(1) in EXTERNAL, m.group(0)
 
 
 def test_run_json_has_the_envelope(tmp_path, capsys):
@@ -504,3 +509,309 @@ def test_a_command_whose_dependency_is_missing_is_named_in_help(monkeypatch):
     epilog = cli.build_parser().epilog or ""
     assert "show (No module named 'websockets')" in epilog
     assert "sweep" not in epilog
+
+
+# ---------------------------------------------------------------- predicted kernel time
+
+
+def _profile_of(rec):
+    from lazyvm.costs import load_profile
+    name = rec["predicted"]["profile"]
+    assert name in ("host", "linux-2.5.41"), name   # the default: one of the two
+    return load_profile(name)
+
+
+def test_compare_predicts_with_the_default_profile_and_says_why(quick_run):
+    from lazyvm.costs import host_profile_path
+    out, rec, _, _ = quick_run
+    pred = rec["predicted"]
+    want = "host" if os.path.exists(host_profile_path()) else "linux-2.5.41"
+    assert pred["profile"] == want
+    assert pred["reason"].startswith("default:") and want in pred["reason"]
+    assert f"Predicted kernel time, {want} cost profile (default:" in out
+    assert "no spread" in pred["spread"]
+
+
+def test_compare_kernel_ns_is_the_profile_of_the_recorded_counts(quick_run):
+    """Every predicted figure is exactly Profile.kernel_ns of the events recorded beside it."""
+    _, rec, _, _ = quick_run
+    prof = _profile_of(rec)
+    for e in rec["results"]:
+        pc = e["predicted"]["configs"]
+        for name in CONFIGS:
+            ev = e["configs"][name]["events"]
+            assert pc[name]["fork_ns"] == prof.kernel_ns(ev["fork"]), (e["pages"], name)
+            assert pc[name]["fork_exit_ns"] == prof.kernel_ns(ev["fork_exit"])
+            assert type(pc[name]["fork_ns"]) is int
+            # a fork and an exit, in the configuration's mode
+            mode = name.split("+")[0]
+            assert ev["fork"]["forks_" + mode] == 1 and ev["fork_exit"]["exits"] == 1
+            # a copy+rmap fork adds a chain slot per entry; a share fork copies none
+            assert ev["fork"]["rmap_adds"] == (e["pages"] if name == "copy+rmap" else 0)
+            assert ev["fork"]["ptes_copied"] == (e["pages"] if mode == "copy" else 0)
+        r = e["predicted"]["ratios"]
+        assert r["copy_rmap_over_share_rmap"] == pytest.approx(
+            pc["copy+rmap"]["fork_ns"] / pc["share+rmap"]["fork_ns"])
+        assert r["share_rmap_over_copy_rmap"] == pytest.approx(
+            1 / r["copy_rmap_over_share_rmap"])
+        # Copying 262,144 entries costs more than sharing their tables in any profile.
+        if e["pages"] >= 65536:
+            assert pc["copy"]["fork_ns"] > pc["share"]["fork_ns"]
+
+
+def test_compare_findings_set_predicted_ratios_beside_the_published(quick_run):
+    out, rec, _, _ = quick_run
+    name = rec["predicted"]["profile"]
+    f = {x["key"]: x for x in rec["findings"]}
+    for key in ("mccracken_fork_40mb", "mccracken_fork_exit_40mb", "on_demand_fork_1gb",
+                "cow_pt_rfc_512mb", "rmap_fork_overhead"):
+        assert f[key]["basis"] == f"predicted ({name})", key
+        assert f[key]["measured"]["ratio"] > 0 and isinstance(f[key]["within_2x"], bool)
+        # a miss says what each side is made of, and what would close the gap
+        assert f[key]["within_2x"] or "fixed" in f[key]["why"], key
+    e = next(x for x in rec["results"] if x["pages"] == 10240)
+    assert f["mccracken_fork_40mb"]["measured"]["ratio"] == \
+        e["predicted"]["ratios"]["copy_rmap_over_share_rmap"]
+    odf = next(o for o in rec["predicted"]["odf"] if o["gb"] == 1)
+    assert f["on_demand_fork_1gb"]["measured"]["ratio"] == odf["ratio"]
+    assert odf["ratio"] == _profile_of(rec).kernel_ns(odf["copy_counts"]) / \
+        _profile_of(rec).kernel_ns(odf["share_counts"])
+    # --quick does not count 50 GB, and says so
+    assert f["on_demand_fork_50gb"]["measured"] is None
+    assert "without --quick" in f["on_demand_fork_50gb"]["not_measured_why"]
+    kb = f["cow_pt_rfc_child_tables_1gb"]["child_tables_kb"]
+    assert kb["copy"] >= 512 * 4 > 100 > kb["share"] > 0
+    text = " ".join(out.split())
+    assert "[predicted (" in text and "Published: 65x" in text and "16x" in text
+
+
+@pytest.mark.skipif(not HAVE_MPL, reason="matplotlib not installed (the plot extra)")
+def test_plot_has_a_predicted_panel(quick_run, tmp_path):
+    from lazyvm import compare
+    _, rec, _, _ = quick_run
+    fig = compare.plot(rec, str(tmp_path / "p.png"))
+    assert len(fig.axes) == 2
+    ax = fig.axes[1]
+    assert "predicted kernel time" in ax.get_title()
+    lines = {ln.get_label(): ln for ln in ax.get_lines()}
+    for name in CONFIGS:
+        ys = list(lines[f"predicted {name}"].get_ydata())
+        assert ys == [e["predicted"]["configs"][name]["fork_ns"] / 1e3
+                      for e in rec["results"]]
+    # this machine's measured fork is on it, with its quartiles
+    assert any("measured" in c.get_label() for c in ax.containers)
+    # Without a profile, one panel.
+    rec = copy.deepcopy(rec)
+    rec["predicted"] = {"profile": None, "reason": "prediction off (--costs none)"}
+    for e in rec["results"]:
+        del e["predicted"]
+    assert len(compare.plot(rec, str(tmp_path / "q.png")).axes) == 1
+
+
+def test_same_compare_twice_gives_identical_predictions(tmp_path):
+    recs = []
+    for i in range(2):
+        js = tmp_path / f"{i}.json"
+        proc = lazyvm_cmd(["compare", "--quick", "--sizes", "1k,3k", "--repeats", "3",
+                           "--costs", "linux-2.5.41", "--json", str(js)], tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        recs.append(json.loads(js.read_text()))
+    a, b = recs
+
+    def predictions(rec):       # without the simulator's own times set beside them
+        return [{"ratios": e["predicted"]["ratios"],
+                 "configs": {n: {k: v for k, v in c.items() if not k.startswith("sim_")}
+                             for n, c in e["predicted"]["configs"].items()}}
+                for e in rec["results"]]
+    assert predictions(a) == predictions(b)
+    assert predictions(a)[0]["configs"]["copy"]["fork_ns"] > 0
+    assert a["predicted"]["odf"] == b["predicted"]["odf"]
+    assert a["predicted"]["cow_pt_rfc"] == b["predicted"]["cow_pt_rfc"]
+    assert a["predicted"]["reason"] == "--costs linux-2.5.41"
+    # and the simulator's own times are not what was compared
+    assert [e["configs"]["copy"]["fork_ns"] for e in a["results"]] != \
+        [e["configs"]["copy"]["fork_ns"] for e in b["results"]]
+
+
+@pytest.mark.parametrize("cmd", [["compare", "--sizes", "1k"], ["run", "fork_exit"],
+                                 ["run", "published"], ["run", "redis-bgsave"]])
+@pytest.mark.parametrize("bad", ["missing", "not-json", "not-a-profile", "unknown-name"])
+def test_a_profile_that_does_not_load_is_one_line_before_anything_runs(
+        cmd, bad, capsys, monkeypatch, tmp_path):
+    from lazyvm import compare, redis_bgsave, workloads
+
+    def never(*a, **kw):
+        raise AssertionError("measuring started before --costs was checked")
+    monkeypatch.setattr(compare, "run_compare", never)
+    monkeypatch.setattr(workloads, "run_workload", never)
+    monkeypatch.setattr(redis_bgsave, "run_redis_bgsave", never)
+    spec = {"missing": str(tmp_path / "nope.json"), "unknown-name": "linux-2.4.20"}.get(bad)
+    if spec is None:
+        f = tmp_path / "p.json"
+        f.write_text("{not json" if bad == "not-json" else '{"format": "other"}')
+        spec = str(f)
+    err = _one_line_error(capsys, [*cmd, "--costs", spec])
+    assert err.startswith(f"lazyvm {cmd[0]}: --costs: ")
+
+
+def test_run_kernel_ns_is_the_profile_of_the_counts(tmp_path, capsys):
+    from lazyvm.costs import load_profile
+    js = tmp_path / "r.json"
+    assert cli.main(["run", "small_fork", "--quick", "-p", "iterations=20",
+                     "--costs", "linux-2.5.41", "--json", str(js)]) == 0
+    out = capsys.readouterr().out
+    rec = json.loads(js.read_text())
+    prof = load_profile("linux-2.5.41")
+    pred = rec["predicted"]
+    assert pred["profile"] == "linux-2.5.41" and pred["reason"] == "--costs linux-2.5.41"
+    for name in CONFIGS:
+        c = rec["configs"][name]
+        assert pred["configs"][name]["kernel_ns"] == prof.kernel_ns(c)
+        assert pred["configs"][name]["kernel_ns"] == round(sum(
+            c.get(e, 0) * __import__("fractions").Fraction(repr(float(prof.costs[e])))
+            for e in prof.costs))
+        assert c["forks_" + name.split("+")[0]] == c["iterations"]
+    pc = pred["configs"]
+    assert pred["share_rmap_over_copy_rmap"] == pytest.approx(
+        pc["share+rmap"]["kernel_ns"] / pc["copy+rmap"]["kernel_ns"])
+    assert pc["copy"]["ratio_vs_copy"] == 1.0
+    # the child writes under every table it shares: each one is privatized
+    assert rec["configs"]["share"]["unshares"] == 3 * rec["configs"]["share"]["iterations"]
+    assert "predicted kernel (" in out and "predicted vs copy" in out
+    assert "linux-2.5.41 cost profile" in " ".join(out.split())
+    assert all(len(line) <= WIDTH for line in out.splitlines())
+
+
+def test_run_costs_none_turns_prediction_off(tmp_path, capsys):
+    js = tmp_path / "r.json"
+    assert cli.main(["run", "fork_exit", "--quick", "-p", "iterations=2", "--configs",
+                     "copy", "--costs", "none", "--json", str(js)]) == 0
+    out = capsys.readouterr().out
+    rec = json.loads(js.read_text())
+    assert rec["predicted"] is None and "none" in rec["predicted_off"]
+    assert "predicted kernel (" not in out and "no predicted kernel time" in out
+
+
+def test_run_published_prints_the_published_report(tmp_path, capsys, monkeypatch):
+    from lazyvm import published
+    seen = []
+
+    def report(profile, *a, **kw):
+        seen.append(profile)
+        return "REPORT: " + "words " * 40, {"profile": profile.name, "cells": []}
+    monkeypatch.setattr(published, "report", report)
+    js = tmp_path / "p.json"
+    assert cli.main(["run", "published", "--quick", "-p", "big_iterations=1", "-p",
+                     "small_iterations=2", "--configs", "copy+rmap,share+rmap",
+                     "--json", str(js)]) == 0
+    out = capsys.readouterr().out
+    # by default the 2002 figures are predicted with the profile fitted to them
+    assert [p.name for p in seen] == ["linux-2.5.41"]
+    assert "REPORT: " in out and all(len(line) <= WIDTH for line in out.splitlines())
+    assert out.index("published figures beside") < out.index("REPORT: ")
+    rec = json.loads(js.read_text())
+    assert rec["predicted_published"] == {"profile": "linux-2.5.41", "cells": []}
+    assert "2.5.41" in rec["predicted"]["reason"]
+
+
+# ---------------------------------------------------------------- redis-bgsave
+
+
+def test_run_list_shows_redis_bgsave_with_its_parameters(capsys):
+    from lazyvm import redis_bgsave
+    assert cli.main(["run", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^redis-bgsave$", out, re.M)
+    block = out[out.index("redis-bgsave\n"):].split("\n\n")[0]
+    flat = " ".join(block.split())
+    for k, v in redis_bgsave.DEFAULTS.items():
+        assert f"{k}={v!r}" in flat, k
+    for k, v in redis_bgsave.QUICK.items():
+        assert f"(quick {v!r})" in flat, k
+
+
+@pytest.mark.parametrize("argv", [
+    ["run", "redis-bgsave", "-p", "keys=0"],
+    ["run", "redis-bgsave", "-p", "keys=1.5"],
+    ["run", "redis-bgsave", "-p", "bogus=1"],
+    ["run", "redis-bgsave", "-p", "layout=sparc"],
+    ["run", "redis-bgsave", "-p", "configs=copy,lazy"],
+    ["run", "redis-bgsave", "-p", "timeout=-1"],
+    ["run", "redis-bgsave", "-p", "baseline=3"],
+    ["run", "redis-bgsave", "--configs", "copy,lazy"],
+    ["run", "redis-bgsave", "--share-level", "2"],
+    ["run", "redis-bgsave", "--costs", "none", "-p", "costs=host"],
+])
+def test_redis_parameters_checked_before_redis_starts(argv, capsys, monkeypatch):
+    from lazyvm import redis_bgsave
+
+    def never(*a, **kw):
+        raise AssertionError("redis started before its parameters were checked")
+    monkeypatch.setattr(redis_bgsave, "run_redis_bgsave", never)
+    _one_line_error(capsys, argv)
+
+
+def test_redis_missing_is_one_line_exit_2(capsys, monkeypatch):
+    from lazyvm import redis_bgsave
+    monkeypatch.setattr(redis_bgsave.shutil, "which", lambda name: None)
+    err = _one_line_error(capsys, ["run", "redis-bgsave", "--quick", "--costs", "none"])
+    assert "redis-server is not installed" in err
+
+
+def test_redis_snapshot_error_is_one_line_exit_2(capsys, monkeypatch):
+    from lazyvm import redis_bgsave, snapshot
+    got = []
+
+    def fail(params):
+        got.append(params)
+        raise snapshot.SnapshotError("the capture did not finish\nwithin the timeout")
+    monkeypatch.setattr(redis_bgsave, "run_redis_bgsave", fail)
+    err = _one_line_error(capsys, ["run", "redis-bgsave", "--quick", "-p", "keys=100",
+                                   "--configs", "copy,share", "--costs", "linux-2.5.41"])
+    assert err == "lazyvm run: the capture did not finish within the timeout\n"
+    assert got == [{"keys": 100, "quick": True, "costs": "linux-2.5.41",
+                    "configs": ["copy", "share"]}]
+
+
+def test_redis_bgsave_runs_and_prints_its_text(capsys, monkeypatch, tmp_path):
+    from lazyvm import redis_bgsave
+
+    def run(params):
+        return "REDIS TEXT\n", {"configs": {}, "params": params}
+    monkeypatch.setattr(redis_bgsave, "run_redis_bgsave", run)
+    js = tmp_path / "r.json"
+    assert cli.main(["run", "redis-bgsave", "--costs", "none", "--layout", "x86_64",
+                     "--json", str(js)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("REDIS TEXT\n") and "cost profile: none" in out
+    rec = json.loads(js.read_text())
+    assert rec["params"] == {"costs": None, "layout": "x86_64"}
+
+
+def test_a_host_profile_predicts_this_machines_fork_from_its_own_counts(tmp_path):
+    """With a host's profile (meta["host"]) compare prices this process's own VMAs, PTEs
+    and tables beside its measured fork, in wall and in CPU time."""
+    from lazyvm.calibrate import predict_fork_ns
+    from lazyvm.costs import EVENTS, Profile
+    prof = Profile(name="host-test", costs={e: 10.0 * (i + 1) for i, e in enumerate(EVENTS)},
+                   uncertainty={e: 1.0 for e in EVENTS}, source={e: "test" for e in EVENTS},
+                   meta={"host": {"kernel": "test"}, "fork_vma_no_anon_ns": 5.0})
+    path = tmp_path / "h.json"
+    prof.save(str(path))
+    js = tmp_path / "c.json"
+    proc = lazyvm_cmd(["compare", "--quick", "--sizes", "2k", "--repeats", "3", "--costs",
+                       str(path), "--json", str(js)], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rec = json.loads(js.read_text())
+    assert rec["predicted"]["profile"] == "host-test"
+    assert rec["predicted"]["reason"] == f"--costs {path}"
+    e = rec["results"][0]
+    lp = e["predicted"]["Linux"]
+    w, b = lp["counts"]["with_pages"], lp["counts"]["baseline"]
+    assert w["P"] >= b["P"] + 2048 and w["V"] >= b["V"] and w["T"] >= b["T"]
+    assert lp["fork_ns"] == pytest.approx(predict_fork_ns(prof, w["V"], w["A"], w["P"], w["T"]))
+    assert lp["measured_fork_ns_median"] == e["Linux"]["fork_ns_median"]
+    assert 0 < e["Linux"]["fork_cpu_ns_median"] == lp["measured_fork_cpu_ns_median"]
+    f = next(x for x in rec["findings"] if x["key"] == "linux_predicted")
+    assert f["measured"]["ratio"] == pytest.approx(lp["fork_ns"] / lp["measured_fork_cpu_ns_median"])
+    assert "CPU time" in f["why"]

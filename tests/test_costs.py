@@ -291,3 +291,26 @@ def test_calibrate_cli_refuses_a_directory_as_out(tmp_path, capsys):
     assert cal.main(["calibrate", "--quick", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "is a directory" in err and len(err.strip().splitlines()) == 1
+
+
+def test_choose_profile_default_none_and_explicit(tmp_path, monkeypatch):
+    """The profile compare and run predict with: host when calibrate wrote one, else
+    linux-2.5.41; "none" turns prediction off; a spec that does not load raises."""
+    from lazyvm.costs import choose_profile
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    prof, spec, why = choose_profile()
+    assert (prof.name, spec) == ("linux-2.5.41", "linux-2.5.41")
+    assert why.startswith("default: no host profile at " + host_profile_path())
+    _profile(name="host").save(host_profile_path())
+    prof, spec, why = choose_profile()
+    assert (prof.name, spec) == ("host", "host") and host_profile_path() in why
+    assert choose_profile("none") == (None, "none", "prediction off (--costs none)")
+    prof, spec, why = choose_profile("linux-2.5.41")
+    assert prof.name == "linux-2.5.41" and why == "--costs linux-2.5.41"
+    with pytest.raises(ProfileError):
+        choose_profile(str(tmp_path / "nope.json"))
+    # A damaged host profile is an error, not silently another profile.
+    with open(host_profile_path(), "w") as f:
+        f.write("{")
+    with pytest.raises(ProfileError, match="not JSON"):
+        choose_profile()

@@ -340,3 +340,40 @@ def test_a_wide_loop_takes_more_iterations_until_it_settles_or_says_not(monkeypa
     st = c["settle"]["fork+exit"]
     assert st["settled"] and 0 < st["extra"] < 12
     assert not c["loops"]["fork+exit"]["wide"]
+
+
+# ---------------------------------------------------------------- predicted kernel time
+
+
+def test_counter_keys_carry_every_priced_event_the_core_counts():
+    from lazyvm import Machine
+    from lazyvm.costs import EVENTS
+    counted = set(Machine(memory=8 << 20).stats())
+    assert {e for e in EVENTS if e in counted} <= set(COUNTER_KEYS)
+    assert "forks_copy" in COUNTER_KEYS and "rmap_adds" in COUNTER_KEYS
+
+
+@pytest.mark.parametrize("name", ["snapshot", "fork_exec"])
+def test_same_run_twice_gives_identical_predictions(name):
+    from lazyvm.costs import load_profile
+    prof = load_profile("linux-2.5.41")
+    a = run_workload(name, quick=True, costs=prof, **TINY[name])
+    b = run_workload(name, quick=True, costs="linux-2.5.41", **TINY[name])
+    assert a["predicted"] == b["predicted"]
+    # ... while the simulator's own times differ from run to run
+    assert [c["time_ns"] for c in a["configs"].values()] != \
+        [c["time_ns"] for c in b["configs"].values()]
+    for cname, c in a["configs"].items():
+        p = a["predicted"]["configs"][cname]
+        assert p["kernel_ns"] == prof.kernel_ns(c) > 0
+        assert p["kernel_ns_per_iteration"] == p["kernel_ns"] // c["iterations"]
+        assert p["missing"] == [e for e in prof.costs if e not in c]
+    pc = a["predicted"]["configs"]
+    assert a["predicted"]["share_rmap_over_copy_rmap"] == pytest.approx(
+        pc["share+rmap"]["kernel_ns"] / pc["copy+rmap"]["kernel_ns"])
+    assert "predicted kernel (" in format_results(a)
+
+
+def test_no_costs_no_prediction():
+    r = run_workload("fork_exit", quick=True, configs="copy", **TINY["fork_exit"])
+    assert "predicted" not in r and "predicted kernel" not in format_results(r)
