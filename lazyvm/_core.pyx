@@ -1124,6 +1124,28 @@ cdef class Core:
         cdef pfn_t t = pgd
         cdef uint32_t i
         cdef entry_t e
+        cdef pte32_t* p32
+        cdef pte32_t pde, pte
+        if not self.wide:
+            # i386: the two levels written out, as the hardware walks them
+            pde = (<pte32_t*>self.table_ptr(pgd))[addr >> 22]
+            if (pde & (_P | _US)) != (_P | _US) or (write and not (pde & _RW)) \
+                    or (pde >> PAGE_SHIFT) >= self.nframes:
+                return NULL
+            p32 = <pte32_t*>self.table_ptr(pde >> PAGE_SHIFT) + ((addr >> PAGE_SHIFT) & 1023)
+            pte = p32[0]
+            if (pte & (_P | _US)) != (_P | _US):
+                return NULL
+            if write:
+                if not (pte & _RW):
+                    return NULL
+                if (pte & (_A | _D)) != (_A | _D):
+                    p32[0] = pte | _A | _D
+            elif not (pte & _A):
+                p32[0] = pte | _A
+            if not self.contents or (pte >> PAGE_SHIFT) >= self.nframes:
+                return self.mem8
+            return self.mem8 + (<size_t>(pte >> PAGE_SHIFT) << PAGE_SHIFT) + (addr & (PAGE_SIZE - 1))
         while level > 1:
             e = self.eget(t, self.index_of(addr, level))
             if level == self.levels and not self.top_rw:
@@ -1165,29 +1187,29 @@ cdef class Core:
         self.st[ST_FAULTS] += 1
         if self.rmap_enabled and self.reserve_nodes(1) != OK:   # the PTE this fault maps
             return ERR_NOMEM
-        while True:
-            # pgd -> ... -> leaf table: present and private at every level
-            t = mm.pgd
-            level = self.levels
-            while level > 1:
-                i = self.index_of(addr, level)
-                e = self.eget(t, i)
-                if not (e & _P):
-                    nt = self.alloc_table(level - 1, True)
-                    if nt == 0:
-                        return ERR_NOMEM
-                    self.eset(t, i, mk_entry(nt, self.table_entry(level)))
-                    continue
-                if self.bad_pfn(entry_pfn(e)):
-                    return ERR_BUG
-                if not self.entry_rw(level, e):
-                    span = (<uint64_t>1) << self.shift[level]
-                    rc = self.unshare_entry(t, i, level - 1, addr & ~(span - 1), mm)
-                    if rc != OK:
-                        return rc
-                    continue
-                t = entry_pfn(e)
-                level -= 1
+        # pgd -> ... -> leaf table: present and private to this mm at every level
+        t = mm.pgd
+        level = self.levels
+        while level > 1:
+            i = self.index_of(addr, level)
+            e = self.eget(t, i)
+            if not (e & _P):
+                nt = self.alloc_table(level - 1, True)
+                if nt == 0:
+                    return ERR_NOMEM
+                self.eset(t, i, mk_entry(nt, self.table_entry(level)))
+                continue
+            if self.bad_pfn(entry_pfn(e)):
+                return ERR_BUG
+            if not self.entry_rw(level, e):
+                span = (<uint64_t>1) << self.shift[level]
+                rc = self.unshare_entry(t, i, level - 1, addr & ~(span - 1), mm)
+                if rc != OK:
+                    return rc
+                continue
+            t = entry_pfn(e)
+            level -= 1
+        while True:                  # the leaf: retried, as the MMU retries the access
             pte = self.eget(t, ptx)
             if (pte & (_P | _US)) == (_P | _US):
                 if not write:
@@ -1215,7 +1237,7 @@ cdef class Core:
                 elif not write:
                     self.eset(t, ptx, mk_entry(self.zero_pfn, vm_page_prot(<uint32_t>vmf)))
                     self.st[ST_ZERO_PAGE_MAPS] += 1
-                    continue
+                    return OK                    # young (A) already: the access succeeds
                 else:
                     f = self.alloc_data(F_ANON, 1)
                     if f == 0:
@@ -1226,7 +1248,7 @@ cdef class Core:
                 self.eset(t, ptx, npte)
                 if self.rmap_enabled:
                     self.rmap_add(f, self.mk_slot(t, ptx))
-                continue
+                return OK                        # A, and RW|D for a write: it succeeds
             if not pte_present(pte):
                 if self.bad_swap(pte):
                     return ERR_BUG
@@ -1563,6 +1585,8 @@ cdef class Core:
         memset(self.table_ptr(g), 0, user)
         memcpy(<uint8_t*>self.table_ptr(g) + user,
                <uint8_t*>self.table_ptr(self.swapper_pgd) + user, total - user)
+        if total < PAGE_SIZE:                # pae: the 32-byte PDPT in a frame of its own
+            memset(<uint8_t*>self.table_ptr(g) + total, 0, PAGE_SIZE - total)
         self.st[ST_PGDS] += 1
 
     def fault_range(self, pfn_t pgd, const uint64_t[:, ::1] vmas, Py_ssize_t vi,
