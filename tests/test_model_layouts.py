@@ -1,0 +1,777 @@
+"""Model-based and named tests of every paging layout (DESIGN.md sections 2-7).
+
+Written from the contract (DESIGN.md, PLAN.md's API, the public docstrings of
+lazyvm/machine.py) only, never from the core's source.
+
+1. ``LayoutMachine``: a hypothesis ``RuleBasedStateMachine`` that drives a
+   ``lazyvm.Machine`` through the public API beside a plain-Python reference
+   model that knows no layout: a dict of private pages per process
+   (page address -> bytes), copied at fork; shared mappings backed by an object
+   dict seen by every process that maps it; exec drops everything; exit removes
+   the process.  Fixed mmap addresses are anchors chosen per layout so that
+   mappings share and cross leaf-table spans and upper-level spans (x86_64: a
+   leaf maps 2 MiB, a pmd table 1 GiB, a pud table 512 GiB; pae: 2 MiB, 1 GiB;
+   i386: 4 MiB).  After every step ``Machine.check()`` runs, the VMAs are
+   compared, every mapped page is compared without faulting it in (translate +
+   ``Machine.physical``; for ``contents=False`` only presence and counts), and
+   invariants 1, 3, 4 and 5 are re-derived from ``p.walk``/``m.table``/
+   ``m.frame_count`` by ``derive`` (part 2).  One TestCase per configuration:
+   layout x share_level (i386, pae: 1; x86_64: 1-3) x fork mode (copy, share,
+   mixed) x rmap (on, off), plus swap+reclaim variants and contents=False
+   variants (TestLayoutI386Sl1CopyRmap ... TestLayoutX86_64Sl3MixedRmapNoContents).
+
+2. ``derive``/``check_derived``: invariants 3, 4, 5 (and 1 for data frames)
+   recomputed from the tables, used by the state machine and by named tests
+   after forks.
+
+3. OutOfMemory sweeps (``test_oom_*``): ``Machine.fail_after(n)`` for n = 0, 1,
+   ... until the call succeeds, for fork (copy, and share at every level), a
+   fault that privatizes tables at several levels, munmap of part of a shared
+   range and mprotect; after each failure check() passes, contents read back
+   unchanged, and a failed fork leaves frames_free as before and no child.
+
+4. Named tests of DESIGN section 6 per share level: write protection at the
+   shared level, top-down privatize, last-sharer reuse, the zap fast path, and
+   the 514-table x86_64 figures.
+
+Run time: about 2-3 minutes on two busy cores with the defaults (8 examples of
+30 steps per configuration).  A slow, thorough run:
+
+    LAZYVM_HYPOTHESIS_EXAMPLES=200 LAZYVM_HYPOTHESIS_STEPS=60 \\
+        python -m pytest tests/test_model_layouts.py -q
+
+(LAZYVM_HYPOTHESIS_EXAMPLES: examples per configuration, default 8;
+LAZYVM_HYPOTHESIS_STEPS: steps per example, default 30.)
+"""
+import collections
+import os
+import random
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings, strategies as st
+from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant,
+                                 precondition, rule)
+
+from lazyvm import (LazyVMError, Machine, OutOfMemory, ProcessExited,
+                    SegmentationFault)
+
+PAGE = 4096
+ZERO = bytes(PAGE)
+P, RW, PROTNONE = 0x001, 0x002, 0x080
+KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
+
+EXAMPLES = int(os.environ.get("LAZYVM_HYPOTHESIS_EXAMPLES", "8"))
+STEPS = int(os.environ.get("LAZYVM_HYPOTHESIS_STEPS", "30"))
+
+# --------------------------------------------------------------------------
+# The layouts, restated from DESIGN.md section 6 (not imported from lazyvm).
+# --------------------------------------------------------------------------
+
+
+class Lay:
+    def __init__(self, name, levels, entries, shifts, user_entries, task_size, max_sl,
+                 anchors):
+        self.name, self.levels, self.entries, self.shifts = name, levels, entries, shifts
+        self.user_entries, self.task_size, self.max_sl = user_entries, task_size, max_sl
+        self.anchors = anchors
+        self.wide = name != "i386"
+
+    def span(self, level):
+        """Bytes one table of ``level`` (1 = leaf) maps."""
+        k = self.levels - level
+        return (1 << self.shifts[k]) * self.entries[k]
+
+    def pfn(self, e):
+        return (e >> 12) & ((1 << 40) - 1) if self.wide else e >> 12
+
+    def has_rw(self, level):
+        """Whether entries of a table of ``level`` have an RW bit (pae's PDPT has not)."""
+        return not (self.name == "pae" and level == 3)
+
+
+def _anchors(*bounds, top):
+    """Mapping anchors: 16 pages below each span boundary, so that a mapping of up
+    to 40 pages at anchor + k pages (k in 0..40) lies in one span or crosses it."""
+    return tuple(sorted({0} | {b - 16 * PAGE for b in bounds} | {top - 48 * PAGE}))
+
+
+LAY = {
+    "i386": Lay("i386", 2, (1024, 1024), (22, 12), 768, 0xC0000000, 1,
+                _anchors(4 * MiB, 0x40000000, 0x40400000, top=0xC0000000)),
+    "pae": Lay("pae", 3, (4, 512, 512), (30, 21, 12), 3, 0xC0000000, 1,
+               _anchors(2 * MiB, GiB, GiB + 2 * MiB, 2 * GiB, top=0xC0000000)),
+    "x86_64": Lay("x86_64", 4, (512, 512, 512, 512), (39, 30, 21, 12), 256,
+                  0x7FFFFFFFF000, 3,
+                  _anchors(2 * MiB, GiB, GiB + 2 * MiB, 512 * GiB, 513 * GiB,
+                           top=0x7FFFFFFFF000)),
+}
+LEVELS = [("i386", 1), ("pae", 1), ("x86_64", 1), ("x86_64", 2), ("x86_64", 3)]
+
+CANON = {"": "", "r": "r", "rw": "rw", "x": "r", "rx": "r", "rwx": "rw"}
+PROTS = ("", "r", "rw", "rw", "rw", "x", "rwx")
+
+
+def hx(x):
+    return hex(x) if isinstance(x, int) else repr(x)
+
+
+def pattern(seed, n):
+    return random.Random(seed).randbytes(n)
+
+
+# --------------------------------------------------------------------------
+# Part 2: invariants re-derived from walk / table / frame_count
+# --------------------------------------------------------------------------
+
+
+class Derived:
+    """What the live page tables say, read through m.table alone."""
+
+    def __init__(self):
+        self.level = {}                              # table pfn -> its level
+        self.refs = collections.defaultdict(list)    # table pfn -> [(parent, idx, entry)]
+        self.slots = collections.defaultdict(list)   # data frame -> [(leaf, idx, entry)]
+        self.per_proc = {}                           # pgd -> {"tables": {lvl: set}, "rss": n,
+        #                                               "rss_present": n}
+
+
+def derive(m, lay, pgds):
+    """Walk every live pgd's user entries down to the leaves with m.table."""
+    d = Derived()
+    kids = {}                                   # table pfn -> [(idx, entry, child)]
+    leaf = {}                                   # leaf pfn -> [(idx, entry)]
+
+    def children(t, lvl):
+        if t not in kids:
+            ents = np.asarray(m.table(t))
+            if lvl == lay.levels:
+                ents = ents[:lay.user_entries]
+            out = []
+            for i in np.flatnonzero(ents):
+                e = int(ents[i])
+                assert e & P, ("table %s (level %d) entry %d is %s: an upper-level entry "
+                               "is either zero or present" % (hx(t), lvl, i, hx(e)))
+                out.append((int(i), e, lay.pfn(e)))
+            kids[t] = out
+        return kids[t]
+
+    def leaves(t):
+        if t not in leaf:
+            ents = np.asarray(m.table(t))
+            leaf[t] = [(int(i), int(ents[i])) for i in np.flatnonzero(ents)]
+        return leaf[t]
+
+    for pgd in pgds:
+        assert m.frame_kind(pgd) == "pgd", "pgd %s is a %s frame" % (pgd, m.frame_kind(pgd))
+        tables = {lvl: set() for lvl in range(1, lay.levels)}
+        stack = [(pgd, lay.levels)]
+        rss = rss_present = 0
+        while stack:
+            t, lvl = stack.pop()
+            if lvl == 1:
+                for _i, e in leaves(t):
+                    if e & (P | PROTNONE) and m.frame_kind(lay.pfn(e)) != "reserved":
+                        rss += 1
+                        rss_present += bool(e & P)
+                continue
+            for _i, _e, c in children(t, lvl):
+                assert d.level.setdefault(c, lvl - 1) == lvl - 1, (
+                    "table %s reached at levels %d and %d" % (c, d.level[c], lvl - 1))
+                assert c not in tables[lvl - 1], "pgd %s reaches table %s twice" % (pgd, c)
+                tables[lvl - 1].add(c)
+                stack.append((c, lvl - 1))
+        d.per_proc[pgd] = {"tables": tables, "rss": rss, "rss_present": rss_present}
+    for t, lst in kids.items():
+        for i, e, c in lst:
+            d.refs[c].append((t, i, e))
+    for t, lst in leaf.items():
+        for i, e in lst:
+            if e & (P | PROTNONE):
+                d.slots[lay.pfn(e)].append((t, i, e))
+    return d
+
+
+def check_derived(m, lay, procs, swap=False, shared_levels=None):
+    """DESIGN section 3 invariants 3, 4, 5 (and 1 for data frames), from the tables:
+
+    3. a table's use count equals the entries of live pgds and live tables that
+       point at it;
+    4. a table with use count > 1 is reached only through entries with RW clear
+       (pae's PDPT entries have no RW bit);
+    5. a private frame reached from more than one leaf slot has RW clear in each.
+    shared_levels: the levels whose tables may be shared (None: any)."""
+    d = derive(m, lay, [p.pgd for p in procs])
+    for t, refs in d.refs.items():
+        lvl = d.level[t]
+        assert m.frame_kind(t) == "table", "table %s is a %s frame" % (t, m.frame_kind(t))
+        n = m.frame_count(t)
+        assert n == len(refs), ("invariant 3: table %s (level %d) has use count %d, %d "
+                                "entries point at it: %s" % (t, lvl, n, len(refs), refs))
+        if len(refs) > 1:
+            if shared_levels is not None:
+                assert lvl in shared_levels, ("a level-%d table %s is shared, only levels %s "
+                                              "may be" % (lvl, t, shared_levels))
+            assert lay.has_rw(lvl + 1), ("a table below pae's PDPT (%s) is shared: it "
+                                         "cannot be write-protected" % t)
+            for parent, i, e in refs:
+                assert not e & RW, ("invariant 4: shared table %s (level %d, use count %d) "
+                                    "reached through writable entry %s of %s[%d]"
+                                    % (t, lvl, n, hx(e), parent, i))
+    for f, slots in d.slots.items():
+        kind = m.frame_kind(f)
+        if kind == "reserved":                   # the ZERO_PAGE: never counted
+            assert not any(e & RW for _t, _i, e in slots), ("ZERO_PAGE writable", slots)
+            continue
+        assert kind in ("anon", "shmem"), "frame %s mapped by %s is %s" % (f, slots, kind)
+        n = m.frame_count(f)
+        if kind == "anon":
+            assert n - len(slots) in ((0, 1) if swap else (0,)), (
+                "invariant 1: anon frame %s count %d, %d slots" % (f, n, len(slots)))
+            if len(slots) > 1:
+                for t, i, e in slots:
+                    assert not e & RW, ("invariant 5: private frame %s in %d slots, "
+                                        "writable in %s[%d] = %s" % (f, len(slots), t, i, hx(e)))
+        else:
+            assert n == len(slots) + 1, (
+                "invariant 1: shmem frame %s count %d, %d slots + its object" % (f, n, len(slots)))
+    # the per-process and machine table counts
+    every = collections.Counter()
+    for p in procs:
+        pp = d.per_proc[p.pgd]
+        s = p.stats()
+        per = {lvl: len(ts) for lvl, ts in pp["tables"].items()}
+        assert s["page_tables"] == sum(per.values()), (p.pid, s, per)
+        for lvl, n in per.items():
+            assert s["page_tables_l%d" % lvl] == n, (p.pid, lvl, s, per)
+        assert pp["rss_present"] <= s["rss"] <= pp["rss"], (p.pid, s, pp)
+    for t, lvl in d.level.items():
+        every[lvl] += 1
+    ms = m.stats()
+    assert ms["page_tables"] == sum(every.values()), (ms["page_tables"], every)
+    for lvl in range(1, lay.levels):
+        assert ms["page_tables_l%d" % lvl] == every[lvl], (lvl, ms, every)
+    assert ms["pgds"] == len(procs)
+    return d
+
+
+# --------------------------------------------------------------------------
+# Part 1: the reference model (no layout in it)
+# --------------------------------------------------------------------------
+
+class Obj:
+    """A shared-memory object: page offset -> bytes (and which offsets exist)."""
+
+    def __init__(self):
+        self.pages = {}
+        self.exists = set()
+
+
+class MVma:
+    __slots__ = ("start", "end", "prot", "obj", "pgoff")
+
+    def __init__(self, start, end, prot, obj=None, pgoff=0):
+        self.start, self.end, self.prot, self.obj, self.pgoff = start, end, prot, obj, pgoff
+
+    def copy(self):
+        return MVma(self.start, self.end, self.prot, self.obj, self.pgoff)
+
+    def __repr__(self):
+        return "MVma(%s-%s %r %s)" % (hx(self.start), hx(self.end), self.prot,
+                                      "shared+%d" % self.pgoff if self.obj else "private")
+
+
+class PModel:
+    def __init__(self):
+        self.vmas = []
+        self.pages = {}          # private page -> bytes
+        self.present = {}        # page -> "z" (ZERO_PAGE), "d" (private data), "s" (shared)
+        self.known = True        # presence known (False after a partial OutOfMemory)
+
+    def clone(self):
+        n = PModel()
+        n.vmas = [v.copy() for v in self.vmas]
+        n.pages = dict(self.pages)
+        n.present = dict(self.present)
+        n.known = self.known
+        return n
+
+    def norm(self):
+        out = []
+        for v in self.vmas:
+            k = [v.start, v.end, v.prot, v.obj is not None]
+            if out and out[-1][1] == k[0] and out[-1][2:] == k[2:]:
+                out[-1][1] = k[1]
+            else:
+                out.append(k)
+        return [tuple(x) for x in out]
+
+    def find(self, a):
+        for v in self.vmas:
+            if v.start <= a < v.end:
+                return v
+        return None
+
+    def _split(self, a):
+        for i, v in enumerate(self.vmas):
+            if v.start < a < v.end:
+                self.vmas.insert(i + 1, MVma(a, v.end, v.prot, v.obj,
+                                             v.pgoff + (a - v.start) // PAGE))
+                v.end = a
+                return
+
+    def unmap(self, s, e):
+        self._split(s)
+        self._split(e)
+        self.vmas = [v for v in self.vmas if not (s <= v.start and v.end <= e)]
+        for d in (self.pages, self.present):
+            for a in [a for a in d if s <= a < e]:
+                del d[a]
+
+    def map(self, s, e, prot, obj):
+        self.unmap(s, e)
+        self.vmas.append(MVma(s, e, CANON[prot], obj, 0))
+        self.vmas.sort(key=lambda v: v.start)
+
+    def covered(self, s, e):
+        a = s
+        while a < e:
+            v = self.find(a)
+            if v is None:
+                return False
+            a = v.end
+        return True
+
+    def protect(self, s, e, prot):
+        self._split(s)
+        self._split(e)
+        for v in self.vmas:
+            if s <= v.start and v.end <= e:
+                v.prot = CANON[prot]
+
+    def access_ok(self, addr, n, write):
+        for pg in pages_of(addr, n):
+            v = self.find(pg)
+            if v is None or v.prot not in (("rw",) if write else ("r", "rw")):
+                return False
+        return True
+
+    def page(self, pg):
+        v = self.find(pg)
+        if v.obj is not None:
+            return v.obj.pages.get(v.pgoff + (pg - v.start) // PAGE, ZERO)
+        return self.pages.get(pg, ZERO)
+
+    def fault(self, pg, write):
+        v = self.find(pg)
+        if v.obj is not None:
+            self.present[pg] = "s"
+            v.obj.exists.add(v.pgoff + (pg - v.start) // PAGE)
+        elif write:
+            self.present[pg] = "d"
+        else:
+            self.present.setdefault(pg, "z")
+
+    def read(self, addr, n):
+        out = bytearray()
+        for pg in pages_of(addr, n):
+            lo, hi = max(addr, pg), min(addr + n, pg + PAGE)
+            out += self.page(pg)[lo - pg:hi - pg]
+            self.fault(pg, False)
+        return bytes(out)
+
+    def write(self, addr, data):
+        for pg in pages_of(addr, len(data)):
+            self.fault(pg, True)
+        for pg in pages_of(addr, len(data)):
+            lo, hi = max(addr, pg), min(addr + len(data), pg + PAGE)
+            buf = bytearray(self.page(pg))
+            buf[lo - pg:hi - pg] = data[lo - addr:hi - addr]
+            v = self.find(pg)
+            if v.obj is not None:
+                v.obj.pages[v.pgoff + (pg - v.start) // PAGE] = bytes(buf)
+            else:
+                self.pages[pg] = bytes(buf)
+
+
+def pages_of(addr, n):
+    pg = addr & ~(PAGE - 1)
+    while pg < addr + n:
+        yield pg
+        pg += PAGE
+
+
+class Slot:
+    def __init__(self, p, mdl):
+        self.p, self.mdl = p, mdl
+
+
+class LayoutMachine(RuleBasedStateMachine):
+    LAYOUT = "i386"
+    SHARE_LEVEL = 1
+    FORK_MODE = "copy"          # "copy", "share" or "mixed"
+    RMAP = False
+    SWAP = 0
+    CONTENTS = True
+    MEMORY = 8 * MiB
+    MAX_PROCS = 4
+
+    def __init__(self):
+        super().__init__()
+        self.lay = LAY[self.LAYOUT]
+        self.m = Machine(memory=self.MEMORY, layout=self.LAYOUT, share_level=self.SHARE_LEVEL,
+                         fork_mode="copy" if self.FORK_MODE == "copy" else "share",
+                         rmap=self.RMAP, swap=self.SWAP, contents=self.CONTENTS)
+        self.free0 = self.m.stats()["frames_free"]
+        self.procs = []
+
+    # ---- helpers -------------------------------------------------------
+
+    @initialize()
+    def first(self):
+        self.procs.append(Slot(self.m.spawn(), PModel()))
+
+    def _pick(self, data):
+        return self.procs[data.draw(st.integers(0, len(self.procs) - 1), label="proc")]
+
+    def _fixed_addr(self, data):
+        return (data.draw(st.sampled_from(self.lay.anchors), label="anchor")
+                + data.draw(st.integers(0, 40), label="page") * PAGE)
+
+    def _range(self, data, s, max_pages, want=None):
+        """(addr, length) aligned, mostly in or around one VMA."""
+        vmas = s.mdl.vmas
+        if want:
+            vmas = [v for v in vmas if v.prot in want] or vmas
+        if vmas and data.draw(st.integers(0, 3), label="inside"):
+            v = data.draw(st.sampled_from(vmas), label="vma")
+            npg = (v.end - v.start) // PAGE
+            lo = data.draw(st.integers(0, npg - 1), label="lo")
+            hi = data.draw(st.integers(lo + 1, lo + max_pages), label="hi")
+            a = v.start + lo * PAGE
+            return a, min((hi - lo) * PAGE, self.lay.task_size - a)
+        a = self._fixed_addr(data)
+        n = data.draw(st.integers(1, max_pages), label="pages") * PAGE
+        return a, min(n, self.lay.task_size - a)
+
+    def _bytes_range(self, data, s, want):
+        a, n = self._range(data, s, 3, want)
+        a += data.draw(st.integers(0, PAGE - 1), label="offset")
+        n = data.draw(st.integers(1, 2 * PAGE + 64), label="length")
+        return a, min(n, self.lay.task_size - a)
+
+    def _oom(self, s, what):
+        """A partial OutOfMemory: pages faulted in before it may stay mapped."""
+        s.mdl.known = False
+
+    # ---- rules ---------------------------------------------------------
+
+    @precondition(lambda self: len(self.procs) < self.MAX_PROCS)
+    @rule()
+    def spawn(self):
+        self.procs.append(Slot(self.m.spawn(), PModel()))
+
+    @precondition(lambda self: self.procs)
+    @rule(data=st.data())
+    def mmap_fixed(self, data):
+        s = self._pick(data)
+        a = self._fixed_addr(data)
+        n = data.draw(st.integers(1, 40), label="pages") * PAGE
+        n = min(n, self.lay.task_size - a)
+        prot = data.draw(st.sampled_from(PROTS), label="prot")
+        shared = data.draw(st.booleans(), label="shared")
+        try:
+            got = s.p.mmap(n, prot=prot, shared=shared, addr=a)
+        except OutOfMemory:            # unmapping the old pages could not privatize
+            return
+        assert got == a
+        s.mdl.map(a, a + n, prot, Obj() if shared else None)
+
+    @precondition(lambda self: self.procs)
+    @rule(data=st.data())
+    def mmap_anywhere(self, data):
+        s = self._pick(data)
+        n = data.draw(st.integers(1, 24), label="pages") * PAGE
+        shared = data.draw(st.booleans(), label="shared")
+        a = s.p.mmap(n, prot="rw", shared=shared)
+        assert a % PAGE == 0 and 0 <= a and a + n <= self.lay.task_size
+        assert not any(v.start < a + n and a < v.end for v in s.mdl.vmas), (
+            "mmap placed %s over a mapping" % hx(a))
+        s.mdl.map(a, a + n, "rw", Obj() if shared else None)
+
+    @precondition(lambda self: any(s.mdl.vmas for s in self.procs))
+    @rule(data=st.data())
+    def munmap(self, data):
+        s = data.draw(st.sampled_from([s for s in self.procs if s.mdl.vmas]), label="proc")
+        if data.draw(st.booleans(), label="whole"):
+            v = data.draw(st.sampled_from(s.mdl.vmas), label="vma")
+            a, n = v.start, v.end - v.start
+        else:
+            a, n = self._range(data, s, 20)
+        try:
+            s.p.munmap(a, n)
+        except OutOfMemory:            # docstring: nothing is unmapped
+            return
+        s.mdl.unmap(a, a + n)
+
+    @precondition(lambda self: any(s.mdl.vmas for s in self.procs))
+    @rule(data=st.data())
+    def mprotect(self, data):
+        s = data.draw(st.sampled_from([s for s in self.procs if s.mdl.vmas]), label="proc")
+        a, n = self._range(data, s, 20)
+        prot = data.draw(st.sampled_from(PROTS), label="prot")
+        if not s.mdl.covered(a, a + n):
+            before = s.mdl.norm()
+            with pytest.raises(ValueError):
+                s.p.mprotect(a, n, prot)
+            assert s.mdl.norm() == before
+            return
+        try:
+            s.p.mprotect(a, n, prot)
+        except OutOfMemory:            # docstring: no protection changed
+            return
+        s.mdl.protect(a, a + n, prot)
+
+    @precondition(lambda self: self.CONTENTS and self.procs)
+    @rule(data=st.data())
+    def read(self, data):
+        s = self._pick(data)
+        a, n = self._bytes_range(data, s, ("r", "rw"))
+        if not s.mdl.access_ok(a, n, False):
+            with pytest.raises(SegmentationFault):
+                s.p.read(a, n)
+            return
+        try:
+            got = s.p.read(a, n)
+        except OutOfMemory:
+            return self._oom(s, "read")
+        assert got == s.mdl.read(a, n), "read(%s, %d) of pid %d" % (hx(a), n, s.p.pid)
+
+    @precondition(lambda self: self.CONTENTS and self.procs)
+    @rule(data=st.data())
+    def write(self, data):
+        s = self._pick(data)
+        a, n = self._bytes_range(data, s, ("rw",))
+        buf = pattern(data.draw(st.integers(0, 1 << 30), label="seed"), n)
+        if not s.mdl.access_ok(a, n, True):
+            with pytest.raises(SegmentationFault):
+                s.p.write(a, buf)
+            return
+        try:
+            s.p.write(a, buf)
+        except OutOfMemory:            # no byte changed; earlier pages may be mapped
+            return self._oom(s, "write")
+        s.mdl.write(a, buf)
+
+    @precondition(lambda self: self.procs)
+    @rule(data=st.data())
+    def touch(self, data):
+        s = self._pick(data)
+        write = data.draw(st.booleans(), label="write")
+        a, n = self._range(data, s, 40, ("rw",) if write else ("r", "rw"))
+        if not s.mdl.access_ok(a, n, write):
+            with pytest.raises(SegmentationFault):
+                s.p.touch(a, n, write=write)
+            return
+        try:
+            s.p.touch(a, n, write=write)
+        except OutOfMemory:
+            return self._oom(s, "touch")
+        for pg in pages_of(a, n):
+            s.mdl.fault(pg, write)
+
+    @precondition(lambda self: any(s.mdl.vmas for s in self.procs))
+    @rule(data=st.data())
+    def touch_pages(self, data):
+        s = data.draw(st.sampled_from([s for s in self.procs if s.mdl.vmas]), label="proc")
+        write = data.draw(st.booleans(), label="write")
+        pages = []
+        for _ in range(data.draw(st.integers(1, 12), label="n")):
+            v = data.draw(st.sampled_from(s.mdl.vmas), label="vma")
+            pages.append(v.start + data.draw(st.integers(0, (v.end - v.start) // PAGE - 1),
+                                             label="page") * PAGE
+                         + data.draw(st.integers(0, PAGE - 1), label="off"))
+        arr = np.array(pages, dtype=np.uint64)
+        if not all(s.mdl.access_ok(a, 1, write) for a in pages):
+            with pytest.raises(SegmentationFault):
+                s.p.touch_pages(arr, write=write)
+            return
+        try:
+            s.p.touch_pages(arr, write=write)
+        except OutOfMemory:
+            return self._oom(s, "touch_pages")
+        for a in pages:
+            s.mdl.fault(a & ~(PAGE - 1), write)
+
+    @precondition(lambda self: self.procs and len(self.procs) < self.MAX_PROCS)
+    @rule(data=st.data())
+    def fork(self, data):
+        s = self._pick(data)
+        mode = (data.draw(st.sampled_from(("copy", "share")), label="mode")
+                if self.FORK_MODE == "mixed" else self.FORK_MODE)
+        free, nprocs = self.m.stats()["frames_free"], len(self.m.processes)
+        try:
+            c = s.p.fork(mode=mode)
+        except OutOfMemory:
+            assert self.m.stats()["frames_free"] == free and len(self.m.processes) == nprocs
+            return
+        assert c.alive and c.pid not in [t.p.pid for t in self.procs]
+        self.procs.append(Slot(c, s.mdl.clone()))
+        self._derived()
+
+    @precondition(lambda self: self.procs)
+    @rule(data=st.data())
+    def exec(self, data):
+        s = self._pick(data)
+        s.p.exec()
+        s.mdl = PModel()
+
+    @precondition(lambda self: self.procs)
+    @rule(data=st.data())
+    def exit(self, data):
+        s = self._pick(data)
+        s.p.exit()
+        self.procs.remove(s)
+        with pytest.raises(ProcessExited):
+            s.p.read(0, 1) if self.CONTENTS else s.p.touch(0, PAGE)
+
+    @precondition(lambda self: self.SWAP)
+    @rule(n=st.integers(1, 64))
+    def reclaim(self, n):
+        try:
+            got = self.m.reclaim(n)
+        except OutOfMemory:                  # swap full before anything was freed
+            return
+        assert 0 <= got <= n
+
+    @precondition(lambda self: self.SWAP)
+    @rule(n=st.integers(1, 64))
+    def reclaim_again(self, n):
+        self.reclaim(n)
+
+    # ---- comparison ----------------------------------------------------
+
+    def _derived(self):
+        levels = None
+        if self.FORK_MODE == "copy":
+            levels = ()
+        else:
+            levels = tuple(range(1, self.SHARE_LEVEL + 1))
+        check_derived(self.m, self.lay, [s.p for s in self.procs], swap=bool(self.SWAP),
+                      shared_levels=levels)
+
+    def _compare(self, s):
+        p, mdl, lay = s.p, s.mdl, self.lay
+        assert p.alive
+        got = [(int(a), int(b), pr, bool(sh)) for a, b, pr, sh in p.vmas]
+        merged = []
+        for k in got:
+            if merged and merged[-1][1] == k[0] and merged[-1][2:] == k[2:]:
+                merged[-1] = (merged[-1][0],) + k[1:]
+            else:
+                merged.append(k)
+        assert merged == mdl.norm(), "pid %d vmas %s, model %s" % (p.pid, merged, mdl.norm())
+        phys = self.m.physical if self.CONTENTS else None
+        presence = mdl.known and not self.SWAP
+        rss_lo = rss_hi = 0
+        for v in mdl.vmas:
+            for pg in range(v.start, v.end, PAGE):
+                pa = p.translate(pg)
+                state = mdl.present.get(pg)
+                if presence:
+                    if state in ("d", "s"):
+                        rss_hi += 1
+                        rss_lo += v.prot != ""
+                    if state is None:
+                        assert pa is None, ("pid %d page %s never touched maps %s"
+                                            % (p.pid, hx(pg), hx(pa)))
+                    elif v.prot != "":
+                        assert pa is not None, ("pid %d page %s (%s) is not mapped"
+                                                % (p.pid, hx(pg), state))
+                if v.prot == "":
+                    assert pa is None, ("pid %d page %s of a PROT_NONE mapping translates "
+                                        "to %s" % (p.pid, hx(pg), hx(pa)))
+                if pa is None:
+                    continue
+                w = p.walk(pg)
+                assert w[-1][0] == 1 and w[-1][3] & P
+                pte = w[-1][3]
+                writable = all(e & RW for lvl, _t, _i, e in w if lay.has_rw(lvl))
+                if v.prot != "rw":
+                    assert not writable, ("pid %d page %s of a %r mapping is writable: %s"
+                                          % (p.pid, hx(pg), v.prot, w))
+                if v.obj is not None:
+                    assert pte & RW or v.prot != "rw", ("shared page %s pte %s lacks RW"
+                                                        % (hx(pg), hx(pte)))
+                if presence and state == "z":
+                    assert not pte & RW
+                if phys is not None:
+                    got = phys[pa & ~(PAGE - 1):(pa & ~(PAGE - 1)) + PAGE].tobytes()
+                    assert got == mdl.page(pg), ("pid %d page %s (%r) holds other bytes "
+                                                 "than the model" % (p.pid, hx(pg), v))
+            for pg in (v.start - PAGE, v.end):
+                if 0 <= pg < lay.task_size and mdl.find(pg) is None:
+                    assert p.translate(pg) is None, "unmapped %s is mapped" % hx(pg)
+        if presence:
+            rss = p.stats()["rss"]
+            assert rss_lo <= rss <= rss_hi, ("pid %d rss %d, model %d..%d"
+                                             % (p.pid, rss, rss_lo, rss_hi))
+
+    @invariant()
+    def consistent(self):
+        self.m.check()
+        assert sorted(q.pid for q in self.m.processes) == sorted(s.p.pid for s in self.procs)
+        for s in self.procs:
+            self._compare(s)
+        self._derived()
+
+    def teardown(self):
+        if self.CONTENTS:
+            for s in self.procs:
+                for v in s.mdl.vmas:
+                    if v.prot != "":
+                        assert s.p.read(v.start, v.end - v.start) == b"".join(
+                            s.mdl.page(pg) for pg in range(v.start, v.end, PAGE)), (
+                            "pid %d contents of %r" % (s.p.pid, v))
+        for s in self.procs:
+            s.p.exit()
+        self.procs = []
+        self.m.check()
+        st_ = self.m.stats()
+        assert st_["frames_free"] == self.free0, (st_["frames_free"], self.free0)
+        assert st_["page_tables"] == 0 and st_["pte_chain_nodes"] == 0
+        assert st_["swap_used"] == 0
+
+
+def _configuration(layout, sl, mode, rmap, swap=False, contents=True):
+    name = "TestLayout%s%sSl%d%s%s%s%s" % (
+        layout[0].upper(), layout[1:], sl, mode.capitalize(), "Rmap" if rmap else "NoRmap",
+        "Swap" if swap else "", "" if contents else "NoContents")
+    attrs = dict(LAYOUT=layout, SHARE_LEVEL=sl, FORK_MODE=mode, RMAP=rmap,
+                 CONTENTS=contents, SWAP=(8 * MiB) if swap else 0,
+                 MEMORY=(3 * MiB) if swap else 8 * MiB)
+    machine = type(name + "Machine", (LayoutMachine,), attrs)
+    case = machine.TestCase
+    case.settings = settings(max_examples=EXAMPLES, stateful_step_count=STEPS,
+                             deadline=None, database=None,
+                             suppress_health_check=list(HealthCheck))
+    case.__name__ = case.__qualname__ = name
+    return name, case
+
+
+def _configurations():
+    for layout in ("i386", "pae", "x86_64"):
+        for sl in range(1, LAY[layout].max_sl + 1):
+            for mode in ("copy", "share", "mixed"):
+                for rmap in (False, True):
+                    yield layout, sl, mode, rmap, False, True
+        top = LAY[layout].max_sl
+        for rmap in (False, True):
+            yield layout, top, "mixed", rmap, True, True
+        yield layout, top, "mixed", True, False, False
+
+
+for _cfg in _configurations():
+    _name, _case = _configuration(*_cfg)
+    globals()[_name] = _case
+del _cfg, _name, _case
