@@ -117,7 +117,7 @@ def hx(x):
 
 
 def pattern(seed, n):
-    return random.Random(seed).randbytes(n)
+    return random.Random(repr(seed)).randbytes(n)
 
 
 # --------------------------------------------------------------------------
@@ -775,3 +775,268 @@ for _cfg in _configurations():
     _name, _case = _configuration(*_cfg)
     globals()[_name] = _case
 del _cfg, _name, _case
+
+
+# --------------------------------------------------------------------------
+# Shared set-up of the named tests: an address space across span boundaries
+# --------------------------------------------------------------------------
+
+def boundary(lay):
+    """An address at a boundary of every level's span below the pgd: a page just
+    below it and one at it are in different tables at every level that can be
+    shared (i386 4 MiB, pae 1 GiB, x86_64 512 GiB)."""
+    return lay.span(lay.levels - 1)
+
+
+def space(layout, share_level=1, rmap=True, memory=16 * MiB, fork_mode="share", swap=0):
+    """A machine and a process whose mappings cross span boundaries at every level:
+    a private rw mapping of 16 pages across boundary(), written except pages 5 and
+    10 (read: ZERO_PAGE); a shared rw mapping of 8 pages right after it, written; a
+    read-only private mapping of 4 pages elsewhere, read.  Returns (m, p, expect),
+    expect = {page address: bytes} of every page present."""
+    lay = LAY[layout]
+    m = Machine(memory=memory, layout=layout, share_level=share_level, rmap=rmap,
+                fork_mode=fork_mode, swap=swap)
+    p = m.spawn()
+    b = boundary(lay)
+    expect = {}
+    priv = p.mmap(16 * PAGE, prot="rw", addr=b - 8 * PAGE)
+    for k in range(16):
+        a = priv + k * PAGE
+        if k in (5, 10):
+            expect[a] = p.read(a, PAGE)
+        else:
+            expect[a] = pattern(("priv", layout, k), PAGE)
+            p.write(a, expect[a])
+    shm = p.mmap(8 * PAGE, prot="rw", shared=True, addr=b + 8 * PAGE)
+    for k in range(8):
+        expect[shm + k * PAGE] = pattern(("shm", layout, k), PAGE)
+        p.write(shm + k * PAGE, expect[shm + k * PAGE])
+    ro = p.mmap(4 * PAGE, prot="r", addr=3 * lay.span(1) + 4 * PAGE)
+    for k in range(4):
+        expect[ro + k * PAGE] = p.read(ro + k * PAGE, PAGE)
+    m.check()
+    return m, p, expect
+
+
+def contents_of(p, expect):
+    return {a: p.read(a, PAGE) for a in expect}
+
+
+def assert_contents(p, expect):
+    for a, data in expect.items():
+        assert p.read(a, PAGE) == data, "pid %d page %s changed" % (p.pid, hx(a))
+
+
+def shared_levels(m, mode):
+    return () if mode == "copy" else tuple(range(1, m.share_level + 1))
+
+
+def sweep(m, call, after_failure, limit=2000):
+    """fail_after(n) for n = 0, 1, ... until call() succeeds; after_failure(n) after
+    each OutOfMemory (check() already passed).  Returns (n, result)."""
+    for n in range(limit):
+        m.fail_after(n)
+        try:
+            r = call()
+        except OutOfMemory:
+            m.fail_after(None)
+            m.check()
+            after_failure(n)
+            continue
+        finally:
+            m.fail_after(None)
+        m.check()
+        return n, r
+    raise AssertionError("call still fails after %d allocations" % limit)
+
+
+FORKS = [(lay, "copy", 1) for lay in LAY] + [(lay, "share", sl) for lay, sl in LEVELS]
+
+
+# --------------------------------------------------------------------------
+# Part 2: invariants after forks
+# --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("layout,share_level", LEVELS)
+@pytest.mark.parametrize("rmap", [False, True], ids=["norm", "rmap"])
+def test_derived_invariants_after_forks(layout, share_level, rmap):
+    lay = LAY[layout]
+    m, p, expect = space(layout, share_level, rmap)
+    levels = tuple(range(1, share_level + 1))
+    b = boundary(lay)
+    c1 = p.fork("share")
+    d = check_derived(m, lay, [p, c1], shared_levels=levels)
+    shared = [t for t, refs in d.refs.items() if len(refs) == 2]
+    assert shared and all(d.level[t] == share_level for t in shared), (
+        "a share fork shares exactly the level-%d tables: %s"
+        % (share_level, [(t, d.level[t]) for t in shared]))
+    c2 = c1.fork("copy")            # copy from a process whose tables are shared
+    check_derived(m, lay, [p, c1, c2], shared_levels=levels)
+    c3 = p.fork("share")            # a third sharer
+    d = check_derived(m, lay, [p, c1, c2, c3], shared_levels=levels)
+    assert max(len(r) for r in d.refs.values()) == 3
+    c1.write(b - PAGE, b"one")      # privatize, from a sharer of three
+    check_derived(m, lay, [p, c1, c2, c3], shared_levels=levels)
+    c2.write(b, b"two")
+    c3.munmap(b - 2 * PAGE, 4 * PAGE)
+    check_derived(m, lay, [p, c1, c2, c3], shared_levels=levels)
+    c4 = c3.fork("share")
+    c3.mprotect(b + 8 * PAGE, 2 * PAGE, "r")
+    check_derived(m, lay, [p, c1, c2, c3, c4], shared_levels=levels)
+    m.check()
+    assert_contents(p, expect)
+    exp1 = dict(expect)
+    exp1[b - PAGE] = b"one" + expect[b - PAGE][3:]
+    assert_contents(c1, exp1)
+    c1.exit()
+    check_derived(m, lay, [p, c2, c3, c4], shared_levels=levels)
+    for q in (c2, c3, c4):
+        q.exit()
+    d = check_derived(m, lay, [p], shared_levels=levels)
+    assert all(len(r) == 1 for r in d.refs.values())
+    assert_contents(p, expect)
+
+
+# --------------------------------------------------------------------------
+# Part 3: OutOfMemory sweeps
+# --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("layout,mode,share_level", FORKS)
+@pytest.mark.parametrize("rmap", [False, True], ids=["norm", "rmap"])
+def test_oom_fork(layout, mode, share_level, rmap):
+    lay = LAY[layout]
+    m, p, expect = space(layout, share_level, rmap)
+    before = m.stats()
+    pids = [q.pid for q in m.processes]
+
+    def failed(n):
+        s = m.stats()
+        assert s["frames_free"] == before["frames_free"], (
+            "fork failing after %d allocations left %d frames free, %d before"
+            % (n, s["frames_free"], before["frames_free"]))
+        for k in ("page_tables", "pgds", "pte_chain_nodes", "pte_chain_slots"):
+            assert s[k] == before[k], (n, k, s[k], before[k])
+        assert [q.pid for q in m.processes] == pids, "a failed fork left a child"
+        check_derived(m, lay, [p], shared_levels=shared_levels(m, mode))
+        assert_contents(p, expect)
+
+    n, c = sweep(m, lambda: p.fork(mode=mode), failed)
+    used = before["frames_free"] - m.stats()["frames_free"]
+    assert n >= 1 and used <= n, (n, used)
+    check_derived(m, lay, [p, c], shared_levels=shared_levels(m, mode))
+    assert_contents(c, expect)
+    assert_contents(p, expect)
+    c.exit()
+    assert m.stats()["frames_free"] == before["frames_free"]
+
+
+@pytest.mark.parametrize("layout,mode,share_level", FORKS)
+@pytest.mark.parametrize("rmap", [False, True], ids=["norm", "rmap"])
+def test_oom_fault_privatizes_levels(layout, mode, share_level, rmap):
+    """A write across boundary() in the child: with a share fork it must privatize a
+    table on each side at every shared level, then copy two frames."""
+    lay = LAY[layout]
+    m, p, expect = space(layout, share_level, rmap)
+    c = p.fork(mode=mode)
+    b = boundary(lay)
+    data = pattern("cross", 2 * PAGE)
+    addr = b - PAGE - 100
+
+    def failed(n):
+        check_derived(m, lay, [p, c], shared_levels=shared_levels(m, mode))
+        assert_contents(p, expect)
+        assert_contents(c, expect)
+
+    free = m.stats()["frames_free"]
+    n, _ = sweep(m, lambda: c.write(addr, data), failed)
+    # failed attempts may leave tables privatized and pages mapped, so n need not be
+    # the whole cost; the frames taken in the end are: two tables per shared level
+    # and three copied pages
+    assert n >= 1
+    assert free - m.stats()["frames_free"] == (
+        2 * share_level if mode == "share" else 0) + 3
+    check_derived(m, lay, [p, c], shared_levels=shared_levels(m, mode))
+    assert_contents(p, expect)
+    assert c.read(addr, len(data)) == data
+    assert c.read(b - 2 * PAGE, PAGE - 100) == expect[b - 2 * PAGE][:-100]
+
+
+@pytest.mark.parametrize("layout,share_level", LEVELS)
+@pytest.mark.parametrize("rmap", [False, True], ids=["norm", "rmap"])
+def test_oom_munmap_part_of_shared_range(layout, share_level, rmap):
+    lay = LAY[layout]
+    m, p, expect = space(layout, share_level, rmap)
+    c = p.fork("share")
+    b = boundary(lay)
+    vmas = c.vmas
+
+    def failed(n):
+        assert c.vmas == vmas, "munmap failing after %d allocations unmapped something" % n
+        check_derived(m, lay, [p, c], shared_levels=shared_levels(m, "share"))
+        assert_contents(p, expect)
+        assert_contents(c, expect)
+
+    n, _ = sweep(m, lambda: c.munmap(b - 3 * PAGE, 6 * PAGE), failed)
+    assert n >= 1, n
+    check_derived(m, lay, [p, c], shared_levels=shared_levels(m, "share"))
+    assert_contents(p, expect)
+    gone = set(range(b - 3 * PAGE, b + 3 * PAGE, PAGE))
+    assert_contents(c, {a: d for a, d in expect.items() if a not in gone})
+    for a in gone:
+        with pytest.raises(SegmentationFault):
+            c.read(a, 1)
+
+
+@pytest.mark.parametrize("layout,share_level", LEVELS)
+@pytest.mark.parametrize("rmap", [False, True], ids=["norm", "rmap"])
+def test_oom_mprotect_part_of_shared_range(layout, share_level, rmap):
+    lay = LAY[layout]
+    m, p, expect = space(layout, share_level, rmap)
+    c = p.fork("share")
+    b = boundary(lay)
+    vmas = c.vmas
+
+    def failed(n):
+        assert c.vmas == vmas, "mprotect failing after %d allocations changed VMAs" % n
+        check_derived(m, lay, [p, c], shared_levels=shared_levels(m, "share"))
+        assert_contents(p, expect)
+        assert_contents(c, expect)
+
+    # [b-3P, b+3P) of the private mapping and [b+8P, b+10P) of the shared one
+    n, _ = sweep(m, lambda: (c.mprotect(b - 3 * PAGE, 6 * PAGE, "r"),
+                             c.mprotect(b + 8 * PAGE, 2 * PAGE, "r")), failed)
+    check_derived(m, lay, [p, c], shared_levels=shared_levels(m, "share"))
+    assert_contents(p, expect)
+    assert_contents(c, expect)
+    for a in (b - 3 * PAGE, b + 2 * PAGE, b + 8 * PAGE):
+        with pytest.raises(SegmentationFault):
+            c.write(a, b"x")
+        p.write(a, b"p")                # the parent keeps its protection
+    expect[b + 8 * PAGE] = b"p" + expect[b + 8 * PAGE][1:]   # seen through the object
+    assert_contents(c, expect)
+
+
+@pytest.mark.parametrize("layout,share_level", LEVELS)
+def test_oom_mprotect_single_call(layout, share_level):
+    """One mprotect over the shared range that straddles boundary(): fails whole."""
+    lay = LAY[layout]
+    m, p, expect = space(layout, share_level, True)
+    c = p.fork("share")
+    b = boundary(lay)
+    vmas = c.vmas
+
+    def failed(n):
+        assert c.vmas == vmas, "mprotect failing after %d allocations changed VMAs" % n
+        for a in range(b - 8 * PAGE, b + 8 * PAGE, PAGE):
+            assert c.translate(a) is not None, (
+                "mprotect failing after %d allocations made %s PROT_NONE" % (n, hx(a)))
+        assert_contents(c, expect)
+
+    n, _ = sweep(m, lambda: c.mprotect(b - 4 * PAGE, 8 * PAGE, ""), failed)
+    assert n >= 1, n
+    for a in range(b - 4 * PAGE, b + 4 * PAGE, PAGE):
+        with pytest.raises(SegmentationFault):
+            c.read(a, 1)
+        assert c.translate(a) is None
+    assert_contents(p, expect)
