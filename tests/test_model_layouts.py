@@ -1040,3 +1040,212 @@ def test_oom_mprotect_single_call(layout, share_level):
             c.read(a, 1)
         assert c.translate(a) is None
     assert_contents(p, expect)
+
+
+# --------------------------------------------------------------------------
+# Part 4: named tests of DESIGN section 6, per share level
+# --------------------------------------------------------------------------
+
+def delta(m, s0, *keys):
+    s = m.stats()
+    return {k: s[k] - s0[k] for k in keys}
+
+
+def unshare_keys(lay):
+    return ["unshares_l%d" % k for k in range(1, lay.levels)]
+
+
+def drop_keys(lay):
+    return ["tables_dropped_l%d" % k for k in range(1, lay.levels)]
+
+
+@pytest.mark.parametrize("layout,share_level", LEVELS)
+def test_share_fork_write_protects_exactly_level(layout, share_level):
+    """A share fork at share_level L clears RW in the entries pointing at level-L
+    tables, in parent and child; the levels above are copies with RW set; the
+    level-L tables and everything below them are the parent's, unchanged."""
+    lay, L = LAY[layout], share_level
+    m, p, expect = space(layout, L)
+    b = boundary(lay)
+    addrs = [b - 8 * PAGE, b - PAGE, b, b + 8 * PAGE, 3 * lay.span(1) + 4 * PAGE]
+    before = {a: p.walk(a) for a in addrs}
+    d = derive(m, lay, [p.pgd])
+    n_level = len(d.per_proc[p.pgd]["tables"][L])
+    above = sum(len(d.per_proc[p.pgd]["tables"][k]) for k in range(L + 1, lay.levels))
+    s0 = m.stats()
+    c = p.fork("share")
+    dl = delta(m, s0, "share_wrprotects", "page_tables", "tables_allocated", "ptes_copied",
+               "rmap_adds", "forks_share")
+    assert dl["share_wrprotects"] == n_level, (dl, n_level)
+    assert dl["page_tables"] == above and dl["tables_allocated"] == above, (dl, above)
+    assert dl["ptes_copied"] == 0 and dl["rmap_adds"] == 0 and dl["forks_share"] == 1, dl
+    for a in addrs:
+        wp, wc, w0 = p.walk(a), c.walk(a), before[a]
+        assert [r[0] for r in wp] == [r[0] for r in wc] == list(range(lay.levels, 0, -1))
+        for rp, rc, r0 in zip(wp, wc, w0):
+            lvl = rp[0]
+            if lvl <= L:                 # inside the shared tables: untouched, the same
+                assert rp == rc == r0, (a, lvl, rp, rc, r0)
+                continue
+            assert rp[1] == r0[1], "the parent's level-%d table moved" % lvl
+            assert lvl == lay.levels or rc[1] != rp[1], "level-%d table not copied" % lvl
+            assert lay.pfn(rp[3]) == lay.pfn(r0[3])
+            if lvl == L + 1:             # the entries pointing at the shared tables
+                assert lay.pfn(rc[3]) == lay.pfn(rp[3])
+                assert not rp[3] & RW and not rc[3] & RW, (a, rp, rc)
+                assert m.frame_count(lay.pfn(rp[3])) == 2
+                assert rp[3] | RW == r0[3], "only RW changes in the parent's entry"
+            else:                        # copied levels above: writable
+                assert lvl == L + 1 or not lay.has_rw(lvl) or (rp[3] & RW and rc[3] & RW)
+                assert rp[3] == r0[3]
+                assert lay.pfn(rc[3]) != lay.pfn(rp[3])
+    check_derived(m, lay, [p, c], shared_levels=tuple(range(1, L + 1)))
+    assert_contents(c, expect)
+
+
+@pytest.mark.parametrize("layout,share_level", LEVELS)
+def test_child_write_privatizes_top_down_then_last_sharer_reuses(layout, share_level):
+    lay, L = LAY[layout], share_level
+    m, p, expect = space(layout, L)
+    b = boundary(lay)
+    a = b - 2 * PAGE
+    path0 = p.walk(a)
+    c = p.fork("share")
+    s0 = m.stats()
+    c.write(a, b"child")
+    dl = delta(m, s0, "unshares", "unshare_reuses", "cow_copies", "cow_reuses",
+               "tables_allocated", *unshare_keys(lay))
+    for k in range(1, lay.levels):
+        assert dl["unshares_l%d" % k] == (1 if k <= L else 0), (k, dl)
+    assert dl["unshares"] == L and dl["tables_allocated"] == L, dl
+    assert dl["unshare_reuses"] == 0 and dl["cow_copies"] == 1, dl
+    wc, wp = c.walk(a), p.walk(a)
+    assert all(e & RW for lvl, _t, _i, e in wc if lay.has_rw(lvl)), wc
+    for rc, rp, r0 in zip(wc, wp, path0):
+        assert rp[1] == r0[1], "the parent keeps its tables"
+        assert rc[1] != rp[1], "the child's level-%d table is its own now" % rc[0]
+    check_derived(m, lay, [p, c], shared_levels=tuple(range(1, L + 1)))
+    assert c.read(a, 5) == b"child" and p.read(a, PAGE) == expect[a]
+
+    # the parent is now the last sharer of every table on that path: no copy
+    s0 = m.stats()
+    p.write(a, b"parent")
+    dl = delta(m, s0, "unshares", "unshare_reuses", "cow_copies", "cow_reuses",
+               "tables_allocated", "frames_free", *unshare_keys(lay))
+    assert dl["unshares"] == 0 and dl["tables_allocated"] == 0, dl
+    assert dl["unshare_reuses"] == L, ("the last sharer sets RW in one entry per shared "
+                                       "level: %s" % dl)
+    assert dl["cow_copies"] == 0 and dl["cow_reuses"] == 1 and dl["frames_free"] == 0, dl
+    wp = p.walk(a)
+    assert [r[1] for r in wp] == [r[1] for r in path0]
+    assert all(e & RW for lvl, _t, _i, e in wp if lay.has_rw(lvl)), wp
+    check_derived(m, lay, [p, c], shared_levels=tuple(range(1, L + 1)))
+
+    # across the boundary the tables are still shared: the parent writing first copies
+    s0 = m.stats()
+    p.write(b + PAGE, b"parent")
+    dl = delta(m, s0, "unshares", "unshare_reuses", *unshare_keys(lay))
+    for k in range(1, lay.levels):
+        assert dl["unshares_l%d" % k] == (1 if k <= L else 0), (k, dl)
+    assert dl["unshare_reuses"] == 0
+    assert c.read(b + PAGE, PAGE) == expect[b + PAGE]
+    check_derived(m, lay, [p, c], shared_levels=tuple(range(1, L + 1)))
+
+
+@pytest.mark.parametrize("layout,share_level", LEVELS)
+def test_zap_whole_span_drops_one_use(layout, share_level):
+    """munmap of a whole level-L span in the child, then its exit: the shared tables
+    lose one use each (tables_dropped_l<L>), nothing is copied or freed below."""
+    lay, L = LAY[layout], share_level
+    span = lay.span(L)
+    m = Machine(memory=16 * MiB, layout=layout, share_level=L, contents=False)
+    p = m.spawn()
+    base = 2 * span
+    p.mmap(span, addr=base)
+    p.touch_pages(np.array([base, base + span // 2, base + span - PAGE], dtype=np.uint64),
+                  write=True)
+    other = 4 * span + 8 * PAGE
+    p.mmap(4 * PAGE, addr=other)
+    p.touch(other, 4 * PAGE, write=True)
+    c = p.fork("share")
+    t = lay.pfn([r for r in p.walk(base) if r[0] == L + 1][0][3])
+    assert m.frame_count(t) == 2
+    s0 = m.stats()
+    c.munmap(base, span)
+    dl = delta(m, s0, "unshares", "frames_free", "ptes_zapped", "tables_freed",
+               *drop_keys(lay))
+    for k in range(1, lay.levels):
+        assert dl["tables_dropped_l%d" % k] == (1 if k == L else 0), (k, dl)
+    assert dl["unshares"] == 0 and dl["ptes_zapped"] == 0 and dl["frames_free"] == 0, dl
+    assert m.frame_count(t) == 1
+    assert [r[0] for r in c.walk(base)][-1] == L + 1 and c.walk(base)[-1][3] == 0
+    assert p.translate(base + span - PAGE) is not None
+    check_derived(m, lay, [p, c], shared_levels=tuple(range(1, L + 1)))
+
+    d = derive(m, lay, [c.pgd])
+    mine = d.per_proc[c.pgd]["tables"]
+    n_shared = len(mine[L])
+    n_own = sum(len(mine[k]) for k in range(L + 1, lay.levels))
+    s0 = m.stats()
+    c.exit()
+    dl = delta(m, s0, "unshares", "frames_free", "ptes_zapped", "page_tables",
+               *drop_keys(lay))
+    for k in range(1, lay.levels):
+        assert dl["tables_dropped_l%d" % k] == (n_shared if k == L else 0), (k, dl)
+    assert dl["unshares"] == 0 and dl["ptes_zapped"] == 0, dl
+    assert dl["page_tables"] == -n_own and dl["frames_free"] == n_own + 1, (dl, n_own)
+    d = check_derived(m, lay, [p], shared_levels=())
+    assert p.stats()["rss"] == 3 + 4
+
+
+BIG_MEMORY = 2 * GiB + 64 * MiB
+
+
+def test_x86_64_one_gib_copy_fork_tables():
+    """A 1 GiB mapping at a 1 GiB boundary, every page written: 512 leaf tables, one
+    pmd and one pud table; a copy fork allocates all 514 again."""
+    m = Machine(memory=BIG_MEMORY, layout="x86_64", fork_mode="copy", rmap=False,
+                contents=False)
+    p = m.spawn()
+    a = p.mmap(GiB, addr=GiB)
+    p.touch(a, GiB, write=True)
+    s = p.stats()
+    assert s["page_tables"] == 514, s
+    assert (s["page_tables_l1"], s["page_tables_l2"], s["page_tables_l3"]) == (512, 1, 1)
+    assert s["rss"] == GiB // PAGE
+    s0 = m.stats()
+    assert s0["page_tables"] == 514
+    c = p.fork("copy")
+    dl = delta(m, s0, "page_tables", "tables_allocated", "tables_copied", "ptes_copied")
+    assert dl["page_tables"] == 514 and dl["tables_allocated"] == 514, dl
+    assert dl["tables_copied"] == 514 and dl["ptes_copied"] == GiB // PAGE, dl
+    assert c.stats()["page_tables"] == 514
+    c.exit()
+    assert m.stats()["page_tables"] == 514
+    m.check()
+
+
+@pytest.mark.parametrize("share_level,allocated", [(1, 2), (2, 1), (3, 0)])
+def test_x86_64_one_gib_share_fork_tables(share_level, allocated):
+    m = Machine(memory=BIG_MEMORY, layout="x86_64", share_level=share_level, rmap=False,
+                contents=False)
+    p = m.spawn()
+    a = p.mmap(GiB, addr=GiB)
+    p.touch(a, GiB, write=True)
+    assert p.stats()["page_tables"] == 514
+    s0 = m.stats()
+    c = p.fork("share")
+    dl = delta(m, s0, "page_tables", "tables_allocated", "ptes_copied", "share_wrprotects")
+    assert dl["page_tables"] == allocated and dl["tables_allocated"] == allocated, dl
+    assert dl["ptes_copied"] == 0, dl
+    assert dl["share_wrprotects"] == {1: 512, 2: 1, 3: 1}[share_level], dl
+    assert c.stats()["page_tables"] == 514 and c.stats()["rss"] == GiB // PAGE
+    s0 = m.stats()
+    c.touch(a + GiB // 2, PAGE, write=True)     # one write: one table per shared level
+    dl = delta(m, s0, "page_tables", "unshares", "cow_copies")
+    assert dl == {"page_tables": share_level, "unshares": share_level, "cow_copies": 1}, dl
+    s0 = m.stats()
+    c.exit()
+    dl = delta(m, s0, "page_tables", "tables_dropped")
+    assert m.stats()["page_tables"] == 514
+    m.check()
