@@ -63,6 +63,7 @@ KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 
 EXAMPLES = int(os.environ.get("LAZYVM_HYPOTHESIS_EXAMPLES", "8"))
 STEPS = int(os.environ.get("LAZYVM_HYPOTHESIS_STEPS", "30"))
+SEEN = collections.Counter()     # what the state machine reached (LAZYVM_STATEFUL_STATS=1)
 
 # --------------------------------------------------------------------------
 # The layouts, restated from DESIGN.md section 6 (not imported from lazyvm).
@@ -427,9 +428,30 @@ class LayoutMachine(RuleBasedStateMachine):
 
     # ---- helpers -------------------------------------------------------
 
-    @initialize()
-    def first(self):
-        self.procs.append(Slot(self.m.spawn(), PModel()))
+    @initialize(data=st.data())
+    def first(self, data):
+        """A first process with a few mappings at the anchors, partly written, so
+        that forks have tables to share and copy from the first step on."""
+        s = Slot(self.m.spawn(), PModel())
+        self.procs.append(s)
+        for _ in range(data.draw(st.integers(1, 3), label="mappings")):
+            a = self._fixed_addr(data)
+            n = min(data.draw(st.integers(8, 40), label="pages") * PAGE,
+                    self.lay.task_size - a)
+            shared = data.draw(st.integers(0, 3), label="shared") == 0
+            s.p.mmap(n, prot="rw", shared=shared, addr=a)
+            s.mdl.map(a, a + n, "rw", Obj() if shared else None)
+            pages = [pg for pg in range(a, a + n, PAGE)
+                     if data.draw(st.integers(0, 2), label="write") == 0]
+            if self.CONTENTS:
+                for pg in pages:
+                    buf = pattern((pg, "init"), PAGE)
+                    s.p.write(pg, buf)
+                    s.mdl.write(pg, buf)
+            elif pages:
+                s.p.touch_pages(np.array(pages, dtype=np.uint64), write=True)
+                for pg in pages:
+                    s.mdl.fault(pg, True)
 
     def _pick(self, data):
         return self.procs[data.draw(st.integers(0, len(self.procs) - 1), label="proc")]
@@ -619,6 +641,21 @@ class LayoutMachine(RuleBasedStateMachine):
         self.procs.append(Slot(c, s.mdl.clone()))
         self._derived()
 
+    @precondition(lambda self: self.CONTENTS and self.procs)
+    @rule(data=st.data())
+    def write_again(self, data):
+        self.write(data)
+
+    @precondition(lambda self: self.procs)
+    @rule(data=st.data())
+    def touch_again(self, data):
+        self.touch(data)
+
+    @precondition(lambda self: self.procs and len(self.procs) < self.MAX_PROCS)
+    @rule(data=st.data())
+    def fork_again(self, data):
+        self.fork(data)
+
     @precondition(lambda self: self.procs)
     @rule(data=st.data())
     def exec(self, data):
@@ -726,6 +763,13 @@ class LayoutMachine(RuleBasedStateMachine):
         self._derived()
 
     def teardown(self):
+        st0 = self.m.stats()
+        for k in ("unshares_l1", "unshares_l2", "unshares_l3", "unshare_reuses",
+                  "tables_dropped_l1", "tables_dropped_l2", "tables_dropped_l3",
+                  "cow_copies", "cow_reuses", "swap_outs", "swap_ins", "forks_copy",
+                  "forks_share", "shmem_faults", "zero_page_maps"):
+            SEEN[k] += st0.get(k, 0)
+        SEEN["examples"] += 1
         if self.CONTENTS:
             for s in self.procs:
                 for v in s.mdl.vmas:
@@ -1249,3 +1293,8 @@ def test_x86_64_one_gib_share_fork_tables(share_level, allocated):
     dl = delta(m, s0, "page_tables", "tables_dropped")
     assert m.stats()["page_tables"] == 514
     m.check()
+
+
+if os.environ.get("LAZYVM_STATEFUL_STATS"):
+    import atexit
+    atexit.register(lambda: print("\n".join("%8d %s" % (v, k) for k, v in sorted(SEEN.items()))))
