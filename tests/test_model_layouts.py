@@ -631,11 +631,17 @@ class LayoutMachine(RuleBasedStateMachine):
         s = self._pick(data)
         mode = (data.draw(st.sampled_from(("copy", "share")), label="mode")
                 if self.FORK_MODE == "mixed" else self.FORK_MODE)
-        free, nprocs = self.m.stats()["frames_free"], len(self.m.processes)
+        s0 = self.m.stats()
+        nprocs = len(self.m.processes)
         try:
             c = s.p.fork(mode=mode)
         except OutOfMemory:
-            assert self.m.stats()["frames_free"] == free and len(self.m.processes) == nprocs
+            SEEN["fork-oom"] += 1
+            s1 = self.m.stats()
+            for k in ("frames_free", "page_tables", "pgds", "pte_chain_nodes", "swap_used"):
+                assert s1[k] == s0[k], "a failed %s fork changed %s: %d -> %d" % (
+                    mode, k, s0[k], s1[k])
+            assert len(self.m.processes) == nprocs, "a failed fork left a child"
             return
         assert c.alive and c.pid not in [t.p.pid for t in self.procs]
         self.procs.append(Slot(c, s.mdl.clone()))
@@ -685,6 +691,42 @@ class LayoutMachine(RuleBasedStateMachine):
     @rule(n=st.integers(1, 64))
     def reclaim_again(self, n):
         self.reclaim(n)
+
+    @precondition(lambda self: self.procs)
+    @rule(data=st.data())
+    def inject_oom(self, data):
+        """Let the next n allocations succeed and every later one fail, for one
+        operation; each rule above accepts what DESIGN section 4 allows after an
+        OutOfMemory (no byte changed, no VMA changed by a failed munmap/mprotect, no
+        child and no frame lost by a failed fork)."""
+        ops = ["touch", "touch_pages", "fork", "munmap", "mprotect", "mmap_fixed", "spawn"]
+        if self.CONTENTS:
+            ops += ["write", "write", "read"]
+        if self.SWAP:
+            ops += ["reclaim"]
+        op = data.draw(st.sampled_from(ops), label="op")
+        if op in ("fork", "spawn") and len(self.procs) >= self.MAX_PROCS:
+            op = "touch"
+        if op in ("touch_pages", "munmap", "mprotect") and not any(
+                t.mdl.vmas for t in self.procs):
+            op = "touch"
+        n = data.draw(st.integers(0, 2) | st.integers(0, 12), label="fail_after")
+        SEEN["inject-" + op] += 1
+        self.m.fail_after(n)
+        try:
+            if op == "reclaim":
+                self.reclaim(data.draw(st.integers(1, 64), label="n"))
+            elif op == "spawn":
+                free, nprocs = self.m.stats()["frames_free"], len(self.m.processes)
+                try:
+                    self.spawn()
+                except OutOfMemory:
+                    assert self.m.stats()["frames_free"] == free
+                    assert len(self.m.processes) == nprocs
+            else:
+                getattr(self, op)(data)
+        finally:
+            self.m.fail_after(None)
 
     # ---- comparison ----------------------------------------------------
 
@@ -813,6 +855,7 @@ def _configurations():
         for rmap in (False, True):
             yield layout, top, "mixed", rmap, True, True
         yield layout, top, "mixed", True, False, False
+        yield layout, top, "mixed", True, True, False
 
 
 for _cfg in _configurations():
