@@ -402,6 +402,22 @@ def pages_of(addr, n):
         pg += PAGE
 
 
+def interesting_pages(v, mdl):
+    """The pages of a VMA worth comparing: all of a small one; of a big one its ends
+    and every page the model knows anything about (the rest must be untouched, which
+    the rss comparison covers)."""
+    if v.end - v.start <= 64 * PAGE:
+        return range(v.start, v.end, PAGE)
+    pts = {v.start, v.start + PAGE, v.end - 2 * PAGE, v.end - PAGE}
+    pts.update(a for d in (mdl.present, mdl.pages) for a in d if v.start <= a < v.end)
+    if v.obj is not None:
+        for off in set(v.obj.pages) | v.obj.exists:
+            a = v.start + (off - v.pgoff) * PAGE
+            if v.start <= a < v.end:
+                pts.add(a)
+    return sorted(pts)
+
+
 class Slot:
     def __init__(self, p, mdl):
         self.p, self.mdl = p, mdl
@@ -508,6 +524,37 @@ class LayoutMachine(RuleBasedStateMachine):
             return
         assert got == a
         s.mdl.map(a, a + n, prot, Obj() if shared else None)
+
+    @precondition(lambda self: self.procs)
+    @rule(data=st.data())
+    def mmap_big(self, data):
+        """A mapping of whole table spans of some level (x86_64 up to 512 GiB), or
+        one page more or less, at a span boundary; a few of its pages touched."""
+        s = self._pick(data)
+        lay = self.lay
+        level = data.draw(st.integers(1, lay.levels - 1), label="level")
+        span = lay.span(level)
+        count = data.draw(st.integers(1, 2), label="spans")
+        at = data.draw(st.integers(1, 2), label="at")
+        if (at + count) * span + PAGE > lay.task_size:
+            level, span, count = 1, lay.span(1), 1
+        base = span * at
+        lo = data.draw(st.sampled_from((0, 0, PAGE, -PAGE)), label="lo")
+        hi = data.draw(st.sampled_from((0, 0, PAGE, -PAGE)), label="hi")
+        a, e = base + lo, base + count * span + hi
+        shared = span <= GiB and data.draw(st.integers(0, 3), label="shared") == 0
+        s.p.mmap(e - a, prot="rw", shared=shared, addr=a)
+        s.mdl.map(a, e, "rw", Obj() if shared else None)
+        pages = sorted(pg for pg in {a, e - PAGE, base, base + span - PAGE, base + span // 2,
+                                     base + span} if a <= pg < e)
+        SEEN["big-l%d" % level] += 1
+        write = data.draw(st.booleans(), label="write")
+        try:
+            s.p.touch_pages(np.array(pages, dtype=np.uint64), write=write)
+        except OutOfMemory:
+            return self._oom(s, "touch_pages")
+        for pg in pages:
+            s.mdl.fault(pg, write)
 
     @precondition(lambda self: self.procs)
     @rule(data=st.data())
@@ -754,7 +801,7 @@ class LayoutMachine(RuleBasedStateMachine):
         presence = mdl.known and not self.SWAP
         rss_lo = rss_hi = 0
         for v in mdl.vmas:
-            for pg in range(v.start, v.end, PAGE):
+            for pg in interesting_pages(v, mdl):
                 pa = p.translate(pg)
                 state = mdl.present.get(pg)
                 if presence:
@@ -815,10 +862,16 @@ class LayoutMachine(RuleBasedStateMachine):
         if self.CONTENTS:
             for s in self.procs:
                 for v in s.mdl.vmas:
-                    if v.prot != "":
+                    if v.prot == "":
+                        continue
+                    if v.end - v.start <= 64 * PAGE:
                         assert s.p.read(v.start, v.end - v.start) == b"".join(
                             s.mdl.page(pg) for pg in range(v.start, v.end, PAGE)), (
                             "pid %d contents of %r" % (s.p.pid, v))
+                    else:
+                        for pg in interesting_pages(v, s.mdl):
+                            assert s.p.read(pg, PAGE) == s.mdl.page(pg), (
+                                "pid %d page %s of %r" % (s.p.pid, hx(pg), v))
         for s in self.procs:
             s.p.exit()
         self.procs = []
