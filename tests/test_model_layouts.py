@@ -1452,3 +1452,101 @@ def test_pae_pgd_frame_holds_only_the_pdpt(how):
     ents = np.asarray(m.table(q.pgd))
     assert ents.size == 4 or not ents[4:].any(), (
         "pae pgd %d: %d stale entries beyond the PDPT" % (q.pgd, int((ents[4:] != 0).sum())))
+
+
+# --------------------------------------------------------------------------
+# Bounds and placement per layout (DESIGN sections 4-7)
+# --------------------------------------------------------------------------
+
+MMAP_BASE = {"i386": 0x40000000, "pae": 0x40000000, "x86_64": 0x2AAAAAAAB000}
+MAX_MEMORY = {"i386": 4 * GiB, "pae": 64 * GiB}
+
+
+@pytest.mark.parametrize("layout", sorted(LAY))
+def test_user_space_bounds(layout):
+    lay = LAY[layout]
+    top = lay.task_size
+    m = Machine(memory=8 * MiB, layout=layout)
+    p = m.spawn()
+    for call in (lambda: p.mmap(PAGE, addr=top), lambda: p.mmap(2 * PAGE, addr=top - PAGE),
+                 lambda: p.munmap(top, PAGE), lambda: p.mprotect(top - PAGE, 2 * PAGE, "r"),
+                 lambda: p.touch(top, PAGE), lambda: p.mmap(PAGE, addr=top + 4 * GiB)):
+        with pytest.raises(ValueError):
+            call()
+    a = p.mmap(PAGE, addr=top - PAGE)           # the last user page
+    p.write(a + PAGE - 3, b"end")
+    assert p.read(a + PAGE - 3, 3) == b"end"
+    with pytest.raises(ValueError):
+        p.write(a + PAGE - 2, b"end")            # one byte beyond user space
+    assert p.read(a + PAGE - 3, 3) == b"end"
+    w = p.walk(a)
+    assert [r[0] for r in w] == list(range(lay.levels, 0, -1))
+    assert w[0][2] == lay.user_entries - 1, "the last user page is under the last user entry"
+    m.check()
+    p.exit()
+    assert m.stats()["page_tables"] == 0
+
+
+@pytest.mark.parametrize("layout", sorted(LAY))
+def test_share_level_and_memory_limits(layout):
+    lay = LAY[layout]
+    for sl in (0, lay.max_sl + 1, -1):
+        with pytest.raises(ValueError):
+            Machine(memory=8 * MiB, layout=layout, share_level=sl)
+    for sl in range(1, lay.max_sl + 1):
+        assert Machine(memory=8 * MiB, layout=layout, share_level=sl).share_level == sl
+    if layout in MAX_MEMORY:
+        with pytest.raises(ValueError):
+            Machine(memory=MAX_MEMORY[layout] + PAGE, layout=layout, contents=False)
+
+
+@pytest.mark.parametrize("layout", sorted(LAY))
+def test_first_fit_placement(layout):
+    lay = LAY[layout]
+    base = MMAP_BASE[layout]
+    m = Machine(memory=8 * MiB, layout=layout)
+    p = m.spawn()
+    assert p.mmap(3 * PAGE) == base
+    assert p.mmap(PAGE) == base + 3 * PAGE
+    p.munmap(base + PAGE, PAGE)
+    assert p.mmap(PAGE) == base + PAGE           # first fit: the hole
+    p.mmap(lay.task_size - base, addr=base)     # everything above the base
+    assert p.mmap(2 * PAGE) == 0                # then the lowest gap anywhere
+    m.check()
+
+
+@pytest.mark.parametrize("layout", sorted(LAY))
+def test_no_contents_machine(layout):
+    """contents=False: read and write raise ValueError; touch, fork, copy-on-write,
+    zap and reclaim keep every count as a machine with contents does."""
+    figures = []
+    for contents in (True, False):
+        m = Machine(memory=8 * MiB, layout=layout, contents=contents, swap=4 * MiB,
+                    share_level=LAY[layout].max_sl)
+        p = m.spawn()
+        b = boundary(LAY[layout])
+        a = p.mmap(32 * PAGE, addr=b - 16 * PAGE)
+        if not contents:
+            with pytest.raises(ValueError):
+                p.read(a, 1)
+            with pytest.raises(ValueError):
+                p.write(a, b"x")
+        p.touch(a, 32 * PAGE, write=True)
+        c = p.fork("share")
+        c.touch(a, 8 * PAGE, write=True)
+        d = p.fork("copy")
+        d.touch(a + 20 * PAGE, 4 * PAGE, write=True)
+        got = m.reclaim(16)
+        c.touch(a, 32 * PAGE)
+        d.munmap(a, 16 * PAGE)
+        m.check()
+        check_derived(m, LAY[layout], [p, c, d], swap=True)
+        s = m.stats()
+        figures.append((got, [q.stats() for q in (p, c, d)],
+                        {k: s[k] for k in ("cow_copies", "cow_reuses", "unshares",
+                                           "swap_outs", "swap_ins", "page_tables",
+                                           "frames_free", "tables_dropped")}))
+        for q in (p, c, d):
+            q.exit()
+        assert m.stats()["frames_free"] == m.stats()["frames_total"] - m.boot_frames
+    assert figures[0] == figures[1]
