@@ -1550,3 +1550,66 @@ def test_no_contents_machine(layout):
             q.exit()
         assert m.stats()["frames_free"] == m.stats()["frames_total"] - m.boot_frames
     assert figures[0] == figures[1]
+
+
+@pytest.mark.parametrize("layout,share_level", LEVELS)
+@pytest.mark.parametrize("rmap", [False, True], ids=["scan", "rmap"])
+def test_oom_with_swap_entries(layout, share_level, rmap):
+    """Swap entries under shared tables: a reclaim, a fork of each kind, a child's
+    privatizing write and a partial munmap, each swept with fail_after."""
+    lay = LAY[layout]
+    m, p, expect = space(layout, share_level, rmap, swap=4 * MiB)
+    b = boundary(lay)
+    exp = {}                            # pid -> expected pages, if not expect
+
+    def unchanged(n):
+        check_derived(m, lay, m.processes, swap=True)
+        for q in m.processes:       # without faulting: swapped-out pages stay out
+            for a, data in exp.get(q.pid, expect).items():
+                pa = q.translate(a)
+                if pa is not None:
+                    assert m.physical[pa:pa + PAGE].tobytes() == data, (q.pid, hx(a))
+
+    # reclaim: an OutOfMemory only if nothing could be freed
+    n, got = sweep(m, lambda: m.reclaim(64), unchanged)
+    assert got > 0 and m.stats()["swap_used"] > 0
+    swapped = [a for a in expect if p.translate(a) is None]
+    assert swapped, "reclaim swapped nothing out"
+    for mode in ("copy", "share"):
+        s0 = [m.stats()]
+        procs = len(m.processes)
+
+        def fork_failed(n):
+            s = m.stats()
+            for k in ("frames_free", "swap_used", "page_tables", "pte_chain_nodes"):
+                assert s[k] == s0[0][k], (mode, n, k, s[k], s0[0][k])
+            assert len(m.processes) == procs
+            unchanged(n)
+            s0[0] = m.stats()       # reading a swapped-out page back takes a frame
+
+        n, c = sweep(m, lambda: p.fork(mode), fork_failed)
+        assert n >= 1
+        assert all(c.translate(a) is None for a in swapped), "the swap entries went"
+    c = m.processes[-1]                 # the share child
+    data = pattern("swap-cross", 2 * PAGE)
+    sweep(m, lambda: c.write(b - PAGE - 7, data), unchanged)
+    assert c.read(b - PAGE - 7, len(data)) == data
+    exp[c.pid] = {a: c.read(a, PAGE) for a in expect}
+    s0 = m.stats()
+    c2 = p.fork("share")              # a fresh sharer, for a munmap that must privatize
+    vmas = c2.vmas
+    c = c2
+
+    def munmap_failed(n):
+        assert c.vmas == vmas
+        unchanged(n)
+
+    n, _ = sweep(m, lambda: c.munmap(b + 2 * PAGE, 4 * PAGE), munmap_failed)
+    assert n >= 1
+    for q in m.processes:
+        assert_contents(q, {a: d for a, d in exp.get(q.pid, expect).items()
+                            if q is not c or not b + 2 * PAGE <= a < b + 6 * PAGE})
+    for q in m.processes:
+        q.exit()
+    s = m.stats()
+    assert s["swap_used"] == 0 and s["frames_free"] == s["frames_total"] - m.boot_frames
