@@ -1613,3 +1613,38 @@ def test_oom_with_swap_entries(layout, share_level, rmap):
         q.exit()
     s = m.stats()
     assert s["swap_used"] == 0 and s["frames_free"] == s["frames_total"] - m.boot_frames
+
+
+@pytest.mark.parametrize("share_level,span_level", [(2, 1), (3, 1), (3, 2)])
+def test_x86_64_munmap_whole_lower_span_inside_shared_table(share_level, span_level):
+    """x86_64, share_level L: the child unmaps a whole level-j span (j < L) whose
+    level-L table it still uses elsewhere.  Top down: every shared table above j
+    still maps something, so each is privatized (unshares_l<j+1..L>); the level-j
+    table's span is gone, so it only loses one use (tables_dropped_l<j>)."""
+    lay, L, j = LAY["x86_64"], share_level, span_level
+    m = Machine(memory=16 * MiB, layout="x86_64", share_level=L, contents=False)
+    p = m.spawn()
+    region = lay.span(L)                      # the second level-L table's span
+    base = region + 2 * lay.span(j)
+    other = region + 5 * lay.span(j) + 8 * PAGE
+    p.mmap(lay.span(j), addr=base)
+    p.touch_pages(np.array([base, base + lay.span(j) - PAGE], dtype=np.uint64), write=True)
+    p.mmap(4 * PAGE, addr=other)
+    p.touch(other, 4 * PAGE, write=True)
+    c = p.fork("share")
+    s0 = m.stats()
+    c.munmap(base, lay.span(j))
+    dl = delta(m, s0, "ptes_zapped", "tables_allocated", "cow_copies",
+               *(unshare_keys(lay) + drop_keys(lay)))
+    for k in range(1, lay.levels):
+        assert dl["unshares_l%d" % k] == (1 if j < k <= L else 0), (k, dl)
+        assert dl["tables_dropped_l%d" % k] == (1 if k == j else 0), (k, dl)
+    assert dl["ptes_zapped"] == 0 and dl["cow_copies"] == 0, dl
+    assert dl["tables_allocated"] == L - j, dl
+    check_derived(m, lay, [p, c], shared_levels=tuple(range(1, L + 1)))
+    assert c.translate(base) is None and c.translate(other) is not None
+    assert p.translate(base) is not None and p.translate(base + lay.span(j) - PAGE) is not None
+    c.exit()
+    check_derived(m, lay, [p], shared_levels=())
+    p.exit()
+    assert m.stats()["frames_free"] == m.stats()["frames_total"] - m.boot_frames
