@@ -1648,3 +1648,72 @@ def test_x86_64_munmap_whole_lower_span_inside_shared_table(share_level, span_le
     check_derived(m, lay, [p], shared_levels=())
     p.exit()
     assert m.stats()["frames_free"] == m.stats()["frames_total"] - m.boot_frames
+
+
+@pytest.mark.parametrize("layout,share_level", LEVELS)
+@pytest.mark.parametrize("seed", range(3))
+def test_replay_matches_the_api(layout, share_level, seed):
+    """Machine.replay of a random trace leaves the same counters, tables and pages as
+    the same events made through Process calls on a twin machine."""
+    lay = LAY[layout]
+    rnd = random.Random("%s-%d-%d" % (layout, share_level, seed))
+    twins = [Machine(memory=8 * MiB, layout=layout, share_level=share_level,
+                     fork_mode="share") for _ in range(2)]
+    setups = []
+    for m in twins:
+        p = m.spawn()
+        setups.append(p)
+    b = boundary(lay)
+    regions = [(b - 24 * PAGE, 48 * PAGE, False), (3 * lay.span(1) - 8 * PAGE, 16 * PAGE, True)]
+    for p in setups:
+        for a, n, shared in regions:
+            p.mmap(n, shared=shared, addr=a)
+    pids = [setups[0].pid]
+    mapped = {pids[0]: sorted(a + k * PAGE for a, n, _ in regions for k in range(n // PAGE))}
+    next_pid = pids[0] + 1
+    events = []
+    for _ in range(120):
+        k = rnd.random()
+        pid = rnd.choice(pids)
+        if k < 0.7:
+            if mapped[pid]:
+                events.append((pid, int(rnd.random() < 0.5), rnd.choice(mapped[pid]), 0))
+        elif k < 0.82 and len(pids) < 5:
+            events.append((pid, 2, 0, rnd.choice((0, 1, -1))))
+            pids.append(next_pid)
+            mapped[next_pid] = list(mapped[pid])
+            next_pid += 1
+        elif k < 0.9 and len(pids) > 1:
+            events.append((pid, 3, 0, 0))
+            pids.remove(pid)
+        else:
+            a, n, _sh = rnd.choice(regions)
+            lo = rnd.randrange(n // PAGE)
+            ln = rnd.randint(1, n // PAGE - lo) * PAGE
+            events.append((pid, 4, a + lo * PAGE, ln))
+            mapped[pid] = [x for x in mapped[pid] if not a + lo * PAGE <= x < a + lo * PAGE + ln]
+    children = twins[0].replay(np.array(events, dtype=np.int64))
+    assert len(children) == sum(1 for e in events if e[1] == 2)
+    m = twins[1]
+    procs = {setups[1].pid: setups[1]}
+    for pid, kind, addr, arg in events:
+        q = procs[pid]
+        if kind in (0, 1):
+            q.touch_pages(np.array([addr], dtype=np.uint64), write=bool(kind))
+        elif kind == 2:
+            c = q.fork(mode={0: "copy", 1: "share", -1: None}[arg])
+            procs[c.pid] = c
+        elif kind == 3:
+            q.exit()
+            del procs[pid]
+        else:
+            q.munmap(addr, arg)
+    s_replay, s_api = twins[0].stats(), twins[1].stats()
+    diff = {k: (s_replay[k], s_api.get(k)) for k in s_replay if s_replay[k] != s_api.get(k)}
+    assert not diff, diff
+    for m in twins:
+        m.check()
+    live = [{q.pid: (q.stats(), q.vmas) for q in m.processes} for m in twins]
+    assert live[0] == live[1]
+    for m in twins:
+        check_derived(m, lay, m.processes)
