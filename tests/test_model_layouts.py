@@ -1717,3 +1717,55 @@ def test_replay_matches_the_api(layout, share_level, seed):
     assert live[0] == live[1]
     for m in twins:
         check_derived(m, lay, m.processes)
+
+
+@pytest.mark.parametrize("layout", sorted(LAY))
+@pytest.mark.parametrize("rmap", [False, True], ids=["norm", "rmap"])
+def test_copy_fork_entry_bits(layout, rmap):
+    """Copy fork (DESIGN section 2): private writable PTEs lose RW in parent and child,
+    the child's lose A; each frame takes a reference (and a chain slot); shared
+    mappings stay writable; the child's tables are all new."""
+    lay = LAY[layout]
+    m, p, expect = space(layout, 1, rmap, fork_mode="copy")
+    b = boundary(lay)
+    priv = [a for a in range(b - 8 * PAGE, b + 8 * PAGE, PAGE) if a not in (b - 3 * PAGE,
+                                                                           b + 2 * PAGE)]
+    shm = list(range(b + 8 * PAGE, b + 16 * PAGE, PAGE))
+    counts = {a: m.frame_count(p.translate(a) >> 12) for a in priv + shm}
+    c = p.fork("copy")
+    for a in priv + shm:
+        wp, wc = p.walk(a), c.walk(a)
+        assert all(rp[1] != rc[1] for rp, rc in zip(wp, wc)), "a table is shared: %s" % a
+        ep, ec = wp[-1][3], wc[-1][3]
+        assert lay.pfn(ep) == lay.pfn(ec)
+        f = lay.pfn(ep)
+        assert m.frame_count(f) == counts[a] + 1
+        if a in priv:
+            assert not ep & RW and not ec & RW, (hx(a), hx(ep), hx(ec))
+            assert not ec & 0x020, "the child's PTE %s keeps A" % hx(ec)
+        else:
+            assert ep & RW and ec & RW, (hx(a), hx(ep), hx(ec))
+        if rmap:
+            slots = {(int(t), int(i)) for t, i in m.rmap(f)}
+            assert {(wp[-1][1], wp[-1][2]), (wc[-1][1], wc[-1][2])} <= slots
+    check_derived(m, lay, [p, c], shared_levels=())
+    assert_contents(c, expect)
+
+
+@pytest.mark.parametrize("layout,share_level", LEVELS)
+@pytest.mark.parametrize("rmap", [False, True], ids=["norm", "rmap"])
+def test_share_fork_touches_no_pte_count_or_chain(layout, share_level, rmap):
+    lay = LAY[layout]
+    m, p, expect = space(layout, share_level, rmap)
+    frames = {lay.pfn(p.walk(a)[-1][3]) for a in expect}
+    frames = {f for f in frames if m.frame_kind(f) != "reserved"}
+    before = {f: (m.frame_count(f), sorted(m.rmap(f)) if rmap else None) for f in frames}
+    leaves = {a: p.walk(a)[-1] for a in expect}
+    s0 = m.stats()
+    c = p.fork("share")
+    assert {f: (m.frame_count(f), sorted(m.rmap(f)) if rmap else None)
+            for f in frames} == before
+    assert {a: p.walk(a)[-1] for a in expect} == leaves
+    assert {a: c.walk(a)[-1] for a in expect} == leaves
+    dl = delta(m, s0, "rmap_adds", "ptes_copied", "pte_chain_slots", "frames_free")
+    assert dl["rmap_adds"] == dl["ptes_copied"] == dl["pte_chain_slots"] == 0, dl
