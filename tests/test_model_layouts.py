@@ -213,6 +213,7 @@ def derive(m, lay, pgds):
             d.refs[c].append((t, i, e))
     for t, lst in leaf.items():
         for i, e in lst:
+            assert e >> 52 == 0, "PTE %s of %s[%d] sets bits 52-63 (NX)" % (hx(e), t, i)
             if e & (P | PROTNONE):
                 d.slots[lay.pfn(e)].append((t, i, e))
             else:
