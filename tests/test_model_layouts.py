@@ -1781,3 +1781,32 @@ def test_share_fork_touches_no_pte_count_or_chain(layout, share_level, rmap):
     assert {a: c.walk(a)[-1] for a in expect} == leaves
     dl = delta(m, s0, "rmap_adds", "ptes_copied", "pte_chain_slots", "frames_free")
     assert dl["rmap_adds"] == dl["ptes_copied"] == dl["pte_chain_slots"] == 0, dl
+
+
+@pytest.mark.parametrize("layout,share_level", LEVELS)
+@pytest.mark.parametrize("how", ["exit", "exec", "munmap_all"])
+def test_zap_of_shared_tables_needs_no_memory(layout, share_level, how):
+    """Exit, exec and an munmap of everything take the fast path at every shared
+    table (DESIGN sections 2 and 6): they allocate nothing, so they succeed with
+    every allocation failing."""
+    lay = LAY[layout]
+    m, p, expect = space(layout, share_level, True)
+    c = p.fork("share")
+    c2 = c.fork("copy")
+    m.fail_after(0)
+    try:
+        for q in (c, c2):
+            if how == "exit":
+                q.exit()
+            elif how == "exec":
+                q.exec()
+            else:                   # one munmap of the whole user space
+                q.munmap(0, lay.task_size)
+                assert q.vmas == []
+    finally:
+        m.fail_after(None)
+    m.check()
+    live = m.processes
+    d = check_derived(m, lay, live, shared_levels=())
+    assert all(len(r) == 1 for r in d.refs.values())
+    assert_contents(p, expect)
