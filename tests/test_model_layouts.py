@@ -45,7 +45,7 @@ bytes of its previous use beyond the 4 PDPT entries
 (test_pae_pgd_frame_holds_only_the_pdpt).
 
 Run time: about 25 s alone, under a minute on two busy cores, with the defaults
-(8 examples of 30 steps per state-machine configuration, 45 configurations).
+(8 examples of 30 steps per state-machine configuration, 46 configurations).
 A slow, thorough run (about 20 minutes):
 
     LAZYVM_HYPOTHESIS_EXAMPLES=200 LAZYVM_HYPOTHESIS_STEPS=60 \\
@@ -954,8 +954,9 @@ def _configurations():
                 for rmap in (False, True):
                     yield layout, sl, mode, rmap, False, True
         top = LAY[layout].max_sl
-        for rmap in (False, True):
-            yield layout, top, "mixed", rmap, True, True
+        for sl in range(1, top + 1):
+            for rmap in (False, True):
+                yield layout, sl, "mixed", rmap, True, True
         yield layout, top, "mixed", True, False, False
         yield layout, top, "mixed", True, True, False
 
