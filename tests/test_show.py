@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from subproc import LAZYVM_ENV, NEUTRAL_CWD
 
 from lazyvm import Machine
 from lazyvm.show import (BUILTIN, ScenarioError, build, chromium, machine_html, page_html,
@@ -216,17 +217,17 @@ def test_bad_scenarios_say_where_in_one_line(tmp_path, bad, msg):
 @pytest.mark.parametrize("entry", [["lazyvm.show"], ["lazyvm", "show"]])
 def test_cli_errors_are_one_line_exit_2(tmp_path, entry):
     r = subprocess.run([sys.executable, "-m", *entry, "nosuch"], capture_output=True,
-                       text=True, cwd=ROOT)
+                       text=True, cwd=NEUTRAL_CWD, env=LAZYVM_ENV)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.count("\n") == 1 and "no scenario 'nosuch'" in r.stderr
     assert r.stderr.startswith("lazyvm show: ") and r.stderr.count("lazyvm show:") == 1
     out = tmp_path / "c.html"
     r = subprocess.run([sys.executable, "-m", *entry, "cow", "--html", str(out)],
-                       capture_output=True, text=True, cwd=ROOT)
+                       capture_output=True, text=True, cwd=NEUTRAL_CWD, env=LAZYVM_ENV)
     assert r.returncode == 0 and out.stat().st_size > 10_000
     out = tmp_path / "c.svg"
     r = subprocess.run([sys.executable, "-m", "lazyvm.show", "cow", "--svg", str(out),
-                        "--step", "99"], capture_output=True, text=True, cwd=ROOT)
+                        "--step", "99"], capture_output=True, text=True, cwd=NEUTRAL_CWD, env=LAZYVM_ENV)
     assert r.returncode == 2 and "--step must be 1..9" in r.stderr
 
 
@@ -332,7 +333,7 @@ def test_screenshot_is_not_blank(tmp_path):
     mpimg = pytest.importorskip("matplotlib.image", reason="reading the PNG needs matplotlib")
     png = tmp_path / "seed.png"
     r = subprocess.run([sys.executable, "-m", "lazyvm.show", "seed", "--png", str(png),
-                        "--step", "6"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+                        "--step", "6"], capture_output=True, text=True, cwd=NEUTRAL_CWD, env=LAZYVM_ENV, timeout=120)
     assert r.returncode == 0, r.stderr
     img = mpimg.imread(str(png))
     assert img.shape[0] > 300 and img.shape[1] > 600
@@ -457,7 +458,7 @@ def test_scenario_on_a_machine_without_contents():
 @pytest.mark.parametrize("name", sorted(BUILTIN))
 def test_builtin_as_toml_round_trips(name, tmp_path):
     r = subprocess.run([sys.executable, "-m", "lazyvm.show", name, "--toml"],
-                       capture_output=True, text=True, cwd=ROOT)
+                       capture_output=True, text=True, cwd=NEUTRAL_CWD, env=LAZYVM_ENV)
     assert r.returncode == 0, r.stderr
     f = tmp_path / f"{name}.toml"
     f.write_text(r.stdout)

@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+from subproc import LAZYVM_ENV, NEUTRAL_CWD
 
 from lazyvm import Machine
 from lazyvm import snapshot as snp
@@ -385,7 +386,7 @@ def test_json_fields(cow_capture, tmp_path):
 def _cli(*args):
     return subprocess.run([sys.executable, "-m", "lazyvm.snapshot", *map(str, args)],
                           capture_output=True, text=True, timeout=60,
-                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+                          cwd=NEUTRAL_CWD, env=LAZYVM_ENV)
 
 
 def _gone_pid():
@@ -447,8 +448,7 @@ def test_cli_capture_and_replay(tmp_path):
                                  str(t.proc.pid), "--out", str(out), "--cow",
                                  "--timeout", "30"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                cwd=os.path.dirname(os.path.dirname(
-                                    os.path.abspath(__file__))))
+                                cwd=NEUTRAL_CWD, env=LAZYVM_ENV)
         assert "waiting" in proc.stderr.readline()     # the watch has begun
         t.go()
         stdout, stderr = proc.communicate(timeout=60)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from subproc import LAZYVM_ENV, NEUTRAL_CWD
 
 pd = pytest.importorskip("pandas", reason="lazyvm sweep needs pandas (lazyvm[sweep])")
 
@@ -157,7 +158,7 @@ def test_cli_writes_results_plot_and_one_line_errors(tmp_path):
     out, png = tmp_path / "r.csv", tmp_path / "p.png"
     cmd = [sys.executable, "-m", "lazyvm.sweep", str(spec), "--out", str(out),
            "--plot", str(png), "--x", "pages", "--y", "ptes_copied"]
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=NEUTRAL_CWD, env=LAZYVM_ENV, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "4 points" in r.stdout and png.stat().st_size > 5000
     assert "point/s" not in r.stderr and "it/s" not in r.stderr     # no bar off a terminal
@@ -165,12 +166,12 @@ def test_cli_writes_results_plot_and_one_line_errors(tmp_path):
     bad.write_text("[grid]\npages = [1]\nwarp = [2]\n")
     for entry in (["lazyvm.sweep"], ["lazyvm", "sweep"]):
         r = subprocess.run([sys.executable, "-m", *entry, str(bad), "--out",
-                            str(out)], capture_output=True, text=True, cwd=ROOT)
+                            str(out)], capture_output=True, text=True, cwd=NEUTRAL_CWD, env=LAZYVM_ENV)
         assert r.returncode == 2 and r.stderr.count("\n") == 1
         assert "unknown parameter 'warp'" in r.stderr and "Traceback" not in r.stderr
         assert r.stderr.startswith("lazyvm sweep: ") and r.stderr.count("lazyvm sweep") == 1
     r = subprocess.run([sys.executable, "-m", "lazyvm.sweep", str(spec), "--out",
-                        str(tmp_path / "r.xlsx")], capture_output=True, text=True, cwd=ROOT)
+                        str(tmp_path / "r.xlsx")], capture_output=True, text=True, cwd=NEUTRAL_CWD, env=LAZYVM_ENV)
     assert r.returncode == 2 and ".parquet or .csv" in r.stderr
 
 
