@@ -1000,35 +1000,33 @@ cdef class Core:
     cdef int share_range(self, int level, pfn_t src_t, pfn_t dst_t, int share_level,
                          uint32_t i, uint32_t nents) noexcept nogil:
         """The seed's fork at one level, over entries [i, nents) of src_t: tables of
-        share_level are shared (one more use, RW cleared in both entries); tables above
-        it are copied, and recursed into."""
+        share_level are shared (one more use, RW cleared in both entries:
+        share_entries); tables above it are copied, and recursed into."""
         cdef entry_t e
         cdef pfn_t c, nt
         cdef int rc
+        if level - 1 == share_level:
+            if self.wide:
+                return share_entries(self, <pte64_t*>self.table_ptr(src_t),
+                                     <pte64_t*>self.table_ptr(dst_t), i, nents)
+            return share_entries(self, <pte32_t*>self.table_ptr(src_t),
+                                 <pte32_t*>self.table_ptr(dst_t), i, nents)
         while True:
             i = self.next_present(src_t, i, nents)
             if i >= nents:
-                break
+                return OK
             e = self.eget(src_t, i)
-            i += 1
             c = entry_pfn(e)
             if self.bad_pfn(c):
                 return ERR_BUG
-            if level - 1 == share_level:
-                self.count[c] += 1
-                e &= ~(<entry_t>_RW)
-                self.eset(src_t, i - 1, e)
-                self.eset(dst_t, i - 1, e)
-                self.st[ST_SHARE_WRPROTECTS] += 1
-                continue
             nt = self.alloc_table(level - 1, True)
             if nt == 0:
                 return ERR_NOMEM
-            self.eset(dst_t, i - 1, mk_entry(nt, self.table_entry(level)))
+            self.eset(dst_t, i, mk_entry(nt, self.table_entry(level)))
             rc = self.share_range(level - 1, c, nt, share_level, 0, self.nent[level - 1])
             if rc != OK:
                 return rc
-        return OK
+            i += 1
 
     def fork_share(self, pfn_t ppgd, const uint64_t[:, ::1] vmas, int share_level):
         """Share fork: copy the pgd (and the levels above share_level); each table of
@@ -1066,9 +1064,8 @@ cdef class Core:
         the level below becomes shared.  The old table loses one use; the entry points
         at the copy, writable.  base: the address the table's span starts at."""
         cdef entry_t pe = self.eget(ptab, pi)
-        cdef pfn_t t = entry_pfn(pe), nt, c
-        cdef uint32_t i
-        cdef entry_t e
+        cdef pfn_t t = entry_pfn(pe), nt
+        cdef int rc
         if self.bad_pfn(t):
             return ERR_BUG
         if level == 1 and self.rmap_enabled \
@@ -1084,17 +1081,15 @@ cdef class Core:
             else:
                 privatize_pte(self, <pte32_t*>self.table_ptr(t), <pte32_t*>self.table_ptr(nt),
                               nt, base, mm)
-        else:
-            for i in range(self.nent[level]):
-                e = self.eget(t, i)
-                if not (e & _P):
-                    continue
-                c = entry_pfn(e)
-                self.count[c] += 1
-                e &= ~(<entry_t>_RW)
-                self.eset(t, i, e)
-                self.eset(nt, i, e)
-                self.st[ST_SHARE_WRPROTECTS] += 1
+        else:                       # above the leaf (pae, x86_64): the tables below
+            if self.wide:           # become shared
+                rc = share_entries(self, <pte64_t*>self.table_ptr(t),
+                                   <pte64_t*>self.table_ptr(nt), 0, self.nent[level])
+            else:
+                rc = share_entries(self, <pte32_t*>self.table_ptr(t),
+                                   <pte32_t*>self.table_ptr(nt), 0, self.nent[level])
+            if rc != OK:
+                return rc
         self.count[t] -= 1
         self.eset(ptab, pi, mk_entry(nt, self.table_entry(level + 1)))
         self.st[ST_UNSHARES] += 1
@@ -1190,6 +1185,12 @@ cdef class Core:
         # pgd -> ... -> leaf table: present and private to this mm at every level
         t = mm.pgd
         level = self.levels
+        if not self.wide:
+            # i386: a present, writable PDE (the common case) needs no more walking
+            e = (<pte32_t*>self.table_ptr(mm.pgd))[addr >> 22]
+            if (e & (_P | _RW)) == (_P | _RW) and not self.bad_pfn(entry_pfn(e)):
+                t = entry_pfn(e)
+                level = 1
         while level > 1:
             i = self.index_of(addr, level)
             e = self.eget(t, i)
@@ -2278,6 +2279,32 @@ cdef int zap_pte_range(Core c, leaf_t* tbl, pfn_t t, uint32_t lo, uint32_t hi) n
         c.put_page(f)
     c.st[ST_PTES_ZAPPED] += zapped
     return rc
+
+
+cdef int share_entries(Core c, leaf_t* src, leaf_t* dst, uint32_t lo,
+                       uint32_t hi) noexcept nogil:
+    """The entries [lo, hi) of src that point at tables of the share level: each table
+    gains a use, and the entry loses RW in src and in its copy in dst (the seed's
+    fork: "increment the use counts on all page tables mapped by the page directory")."""
+    cdef count_t* count = c.count
+    cdef uint32_t nframes = c.nframes, i, t
+    cdef leaf_t e
+    cdef int64_t n = 0
+    for i in range(lo, hi):
+        e = src[i]
+        if not (e & _P):
+            continue
+        t = <uint32_t>(e >> PAGE_SHIFT) if leaf_t is pte32_t else entry_pfn(e)
+        if t >= nframes:
+            c.st[ST_SHARE_WRPROTECTS] += n
+            return ERR_BUG
+        count[t] += 1
+        e &= ~(<leaf_t>_RW)
+        src[i] = e
+        dst[i] = e
+        n += 1
+    c.st[ST_SHARE_WRPROTECTS] += n
+    return OK
 
 
 cdef void privatize_pte(Core c, leaf_t* src, leaf_t* dst, pfn_t nt, uint64_t base,
