@@ -302,6 +302,12 @@ def check_derived(m, lay, procs, swap=False, shared_levels=None):
         every[lvl] += 1
     ms = m.stats()
     assert ms["page_tables"] == sum(every.values()), (ms["page_tables"], every)
+    assert ms["tables_allocated"] - ms["tables_freed"] == ms["page_tables"], (
+        "tables allocated %d - freed %d != %d live" % (
+            ms["tables_allocated"], ms["tables_freed"], ms["page_tables"]))
+    for key in ("unshares", "tables_dropped", "page_tables"):
+        per = [ms["%s_l%d" % (key, k)] for k in range(1, lay.levels)]
+        assert ms[key] == sum(per), (key, ms[key], per)
     for lvl in range(1, lay.levels):
         assert ms["page_tables_l%d" % lvl] == every[lvl], (lvl, ms, every)
     assert ms["pgds"] == len(procs)
