@@ -158,6 +158,13 @@ ctypedef struct vma_t:
     uint64_t flags                   # vm_flags
     uint64_t shm_base                # shared mappings: index of the first page's frame slot
 
+# One step of an upper-level walk (Core.walk_begin / walk_next): entry idx of a table,
+# the part [lo, hi) of the walked range [start, end) that lies under it, and base, where
+# the entry's span starts.
+ctypedef struct walk_t:
+    uint64_t start, end, span, base, lo, hi
+    uint32_t i, last, idx
+
 # An mm as the walkers see it: its pgd and its sorted VMAs.
 ctypedef struct mm_t:
     pfn_t pgd

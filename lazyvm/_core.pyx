@@ -63,7 +63,11 @@ cdef extern from *:
 DEBUG_BUILD = bool(LAZYVM_DEBUG_BUILD)   # built with LAZYVM_DEBUG=1 (bounds checks on)
 
 # Layouts (lazyvm/layout.py has the same numbers for the Python layer).
-LAYOUT_I386, LAYOUT_PAE, LAYOUT_X86_64 = 0, 1, 2
+cdef enum:
+    L_I386 = 0
+    L_PAE = 1
+    L_X86_64 = 2
+LAYOUT_I386, LAYOUT_PAE, LAYOUT_X86_64 = L_I386, L_PAE, L_X86_64
 
 # Counters: the st[] array of Core.  Per-level counters are base + level - 1.
 cdef enum:
@@ -263,12 +267,12 @@ cdef class Core:
         cdef uint32_t k
         self.layout = layout
         self.contents = contents
-        if layout == LAYOUT_I386:
+        if layout == L_I386:
             self.levels, self.wide, self.user_entries, self.top_rw = 2, False, 768, True
             self.shift[1], self.nent[1] = 12, 1024
             self.shift[2], self.nent[2] = 22, 1024
             self.slot_shift, self.nrpte = 10, NRPTE32
-        elif layout == LAYOUT_PAE:
+        elif layout == L_PAE:
             self.levels, self.wide, self.user_entries, self.top_rw = 3, True, 3, False
             for k in range(1, 3):
                 self.shift[k], self.nent[k] = 12 + 9 * (k - 1), 512
@@ -359,11 +363,12 @@ cdef class Core:
         for k in range(self.user_entries, ntop):
             t = self.alloc_frame(F_RESERVED, 0)
             for i in range(self.nent[top - 1]):
-                if self.layout == LAYOUT_I386:
+                if self.layout == L_I386:
                     pfn = (<uint64_t>(k - self.user_entries) << 10) + i
-                    if pfn < self.nframes:
-                        self.eset(t, i, mk_entry(<pfn_t>pfn, PTE_KERNEL))
-                elif self.layout == LAYOUT_PAE:
+                    if pfn >= self.nframes:
+                        break
+                    self.eset(t, i, mk_entry(<pfn_t>pfn, PTE_KERNEL))
+                elif self.layout == L_PAE:
                     pfn = <uint64_t>i << 9          # 2 MiB pages
                     if pfn < self.nframes:
                         self.eset(t, i, mk_entry(<pfn_t>pfn, HUGE_KERNEL))
@@ -395,6 +400,35 @@ cdef class Core:
     cdef inline uint32_t index_of(self, uint64_t addr, int level) noexcept nogil:
         return <uint32_t>((addr >> self.shift[level]) & (self.nent[level] - 1))
 
+    cdef inline void walk_begin(self, walk_t* w, int level, uint64_t start,
+                                uint64_t end) noexcept nogil:
+        """Start walking the entries of a table of `level` that [start, end) reaches."""
+        w.start = start
+        w.end = end
+        w.span = (<uint64_t>1) << self.shift[level]
+        w.i = self.index_of(start, level)
+        w.last = self.index_of(end - 1, level)
+        w.base = (start & ~(w.span - 1)) - w.span      # walk_next steps onto the first
+
+    cdef inline bint walk_next(self, walk_t* w) noexcept nogil:
+        """The next entry of the walk: w.idx, the part [w.lo, w.hi) of the range under
+        it, and w.base, where its span starts (pgd_addr_end and friends)."""
+        if w.i > w.last:
+            return False
+        w.idx = w.i
+        w.i += 1
+        w.base += w.span
+        w.lo = w.start if w.start > w.base else w.base
+        w.hi = w.end if w.end < w.base + w.span else w.base + w.span
+        return True
+
+    cdef inline void leaf_bounds(self, uint64_t start, uint64_t end, uint32_t* lo,
+                                 uint32_t* hi) noexcept nogil:
+        """The leaf-table index range [lo, hi) of [start, end), which lies in one table."""
+        cdef uint64_t base = start & ~(((<uint64_t>1) << self.shift[2]) - 1)
+        lo[0] = <uint32_t>((start - base) >> PAGE_SHIFT)
+        hi[0] = <uint32_t>((end - base + PAGE_SIZE - 1) >> PAGE_SHIFT)
+
     cdef inline entry_t table_entry(self, int level) noexcept nogil:
         """The entry bits of a user entry pointing at a table of level below `level`."""
         if level == self.levels and not self.top_rw:
@@ -409,6 +443,21 @@ cdef class Core:
 
     cdef inline bint bad_pfn(self, pfn_t f) noexcept nogil:
         return f >= self.nframes
+
+    cdef inline uint32_t next_present(self, pfn_t t, uint32_t i, uint32_t n) noexcept nogil:
+        """The first index >= i below n of an entry of table t with P set, else n: the
+        scan of a sparse upper table (a pgd's 768 user entries, most of them empty)."""
+        cdef const pte32_t* p32
+        cdef const pte64_t* p64
+        if self.wide:
+            p64 = <const pte64_t*>self.table_ptr(t)
+            while i < n and not (p64[i] & _P):
+                i += 1
+        else:
+            p32 = <const pte32_t*>self.table_ptr(t)
+            while i < n and not (p32[i] & _P):
+                i += 1
+        return i
 
     # ================================================================ frame allocator
 
@@ -779,29 +828,26 @@ cdef class Core:
 
     cdef int copy_range(self, int level, pfn_t src_t, pfn_t dst_t, uint64_t start,
                         uint64_t end, bint cow) noexcept nogil:
-        cdef uint32_t i, first, last, lo, hi
+        cdef walk_t w
+        cdef uint32_t i, lo, hi
         cdef uint64_t base, span, s, e
         cdef entry_t se, de
         cdef pfn_t st, dt
         cdef int rc
         if level == 1:
-            span = (<uint64_t>1) << self.shift[2]
-            base = start & ~(span - 1)
-            lo = <uint32_t>((start - base) >> PAGE_SHIFT)
-            hi = <uint32_t>((end - base + PAGE_SIZE - 1) >> PAGE_SHIFT)
+            self.leaf_bounds(start, end, &lo, &hi)
             if self.wide:
                 return copy_pte_range(self, <pte64_t*>self.table_ptr(src_t),
                                       <pte64_t*>self.table_ptr(dst_t), dst_t, lo, hi, cow)
             return copy_pte_range(self, <pte32_t*>self.table_ptr(src_t),
                                   <pte32_t*>self.table_ptr(dst_t), dst_t, lo, hi, cow)
-        span = (<uint64_t>1) << self.shift[level]
-        first = self.index_of(start, level)
-        last = self.index_of(end - 1, level)
-        base = start & ~(span - 1)
-        for i in range(first, last + 1):
-            s = start if start > base else base
-            e = end if end < base + span else base + span
-            base += span
+        self.walk_begin(&w, level, start, end)
+        span = w.span
+        while self.walk_next(&w):
+            i = w.idx
+            s = w.lo
+            e = w.hi
+            base = w.base
             se = self.eget(src_t, i)
             if not (se & _P):
                 continue
@@ -878,22 +924,20 @@ cdef class Core:
 
     cdef uint64_t count_range(self, int level, pfn_t t, uint64_t start, uint64_t end) noexcept:
         """Leaf entries mapping a data frame under table t in [start, end)."""
-        cdef uint32_t i, first, last
+        cdef walk_t w
+        cdef uint32_t i, lo, hi
         cdef uint64_t base, span, s, e, n = 0
         cdef entry_t x
         if level == 1:
-            span = (<uint64_t>1) << self.shift[2]
-            base = start & ~(span - 1)
-            return self.mapped_entries(t, <uint32_t>((start - base) >> PAGE_SHIFT),
-                                       <uint32_t>((end - base + PAGE_SIZE - 1) >> PAGE_SHIFT))
-        span = (<uint64_t>1) << self.shift[level]
-        first = self.index_of(start, level)
-        last = self.index_of(end - 1, level)
-        base = start & ~(span - 1)
-        for i in range(first, last + 1):
-            s = start if start > base else base
-            e = end if end < base + span else base + span
-            base += span
+            self.leaf_bounds(start, end, &lo, &hi)
+            return self.mapped_entries(t, lo, hi)
+        self.walk_begin(&w, level, start, end)
+        span = w.span
+        while self.walk_next(&w):
+            i = w.idx
+            s = w.lo
+            e = w.hi
+            base = w.base
             x = self.eget(t, i)
             if (x & _P) and not self.bad_pfn(entry_pfn(x)):
                 n += self.count_range(level - 1, entry_pfn(x), s, e)
@@ -904,18 +948,18 @@ cdef class Core:
         """The tables below table t of `level` that [start, end) reaches, each once
         (last[k]: the table of level k counted last, as ranges come in address order);
         what a copy fork of these ranges allocates for the child."""
-        cdef uint32_t i, first, lst
+        cdef walk_t w
+        cdef uint32_t i
         cdef uint64_t base, span, s, e, n = 0
         cdef entry_t x
         cdef pfn_t c
-        span = (<uint64_t>1) << self.shift[level]
-        first = self.index_of(start, level)
-        lst = self.index_of(end - 1, level)
-        base = start & ~(span - 1)
-        for i in range(first, lst + 1):
-            s = start if start > base else base
-            e = end if end < base + span else base + span
-            base += span
+        self.walk_begin(&w, level, start, end)
+        span = w.span
+        while self.walk_next(&w):
+            i = w.idx
+            s = w.lo
+            e = w.hi
+            base = w.base
             x = self.eget(t, i)
             if not (x & _P) or self.bad_pfn(entry_pfn(x)):
                 continue
@@ -954,32 +998,34 @@ cdef class Core:
     # ================================================================ share fork
 
     cdef int share_range(self, int level, pfn_t src_t, pfn_t dst_t, int share_level,
-                         uint32_t nents) noexcept nogil:
-        """The seed's fork at one level: tables of share_level are shared (one more
-        use, RW cleared in both entries); tables above it are copied, and recursed into."""
-        cdef uint32_t i
+                         uint32_t i, uint32_t nents) noexcept nogil:
+        """The seed's fork at one level, over entries [i, nents) of src_t: tables of
+        share_level are shared (one more use, RW cleared in both entries); tables above
+        it are copied, and recursed into."""
         cdef entry_t e
         cdef pfn_t c, nt
         cdef int rc
-        for i in range(nents):
+        while True:
+            i = self.next_present(src_t, i, nents)
+            if i >= nents:
+                break
             e = self.eget(src_t, i)
-            if not (e & _P):
-                continue
+            i += 1
             c = entry_pfn(e)
             if self.bad_pfn(c):
                 return ERR_BUG
             if level - 1 == share_level:
                 self.count[c] += 1
                 e &= ~(<entry_t>_RW)
-                self.eset(src_t, i, e)
-                self.eset(dst_t, i, e)
+                self.eset(src_t, i - 1, e)
+                self.eset(dst_t, i - 1, e)
                 self.st[ST_SHARE_WRPROTECTS] += 1
                 continue
             nt = self.alloc_table(level - 1, True)
             if nt == 0:
                 return ERR_NOMEM
-            self.eset(dst_t, i, mk_entry(nt, self.table_entry(level)))
-            rc = self.share_range(level - 1, c, nt, share_level, self.nent[level - 1])
+            self.eset(dst_t, i - 1, mk_entry(nt, self.table_entry(level)))
+            rc = self.share_range(level - 1, c, nt, share_level, 0, self.nent[level - 1])
             if rc != OK:
                 return rc
         return OK
@@ -998,7 +1044,7 @@ cdef class Core:
             raise OutOfMemory("no free frame for a page table of the child")
         self._init_pgd(g)
         with nogil:
-            rc = self.share_range(self.levels, ppgd, g, share_level, self.user_entries)
+            rc = self.top_ranges(&mm, g, share_level, False)
             self.release_tables()
         if rc != OK:
             self._teardown(g, mm)
@@ -1078,6 +1124,28 @@ cdef class Core:
         cdef pfn_t t = pgd
         cdef uint32_t i
         cdef entry_t e
+        cdef pte32_t* p32
+        cdef pte32_t pde, pte
+        if not self.wide:
+            # i386: the two levels written out, as the hardware walks them
+            pde = (<pte32_t*>self.table_ptr(pgd))[addr >> 22]
+            if (pde & (_P | _US)) != (_P | _US) or (write and not (pde & _RW)) \
+                    or (pde >> PAGE_SHIFT) >= self.nframes:
+                return NULL
+            p32 = <pte32_t*>self.table_ptr(pde >> PAGE_SHIFT) + ((addr >> PAGE_SHIFT) & 1023)
+            pte = p32[0]
+            if (pte & (_P | _US)) != (_P | _US):
+                return NULL
+            if write:
+                if not (pte & _RW):
+                    return NULL
+                if (pte & (_A | _D)) != (_A | _D):
+                    p32[0] = pte | _A | _D
+            elif not (pte & _A):
+                p32[0] = pte | _A
+            if not self.contents or (pte >> PAGE_SHIFT) >= self.nframes:
+                return self.mem8
+            return self.mem8 + (<size_t>(pte >> PAGE_SHIFT) << PAGE_SHIFT) + (addr & (PAGE_SIZE - 1))
         while level > 1:
             e = self.eget(t, self.index_of(addr, level))
             if level == self.levels and not self.top_rw:
@@ -1119,29 +1187,29 @@ cdef class Core:
         self.st[ST_FAULTS] += 1
         if self.rmap_enabled and self.reserve_nodes(1) != OK:   # the PTE this fault maps
             return ERR_NOMEM
-        while True:
-            # pgd -> ... -> leaf table: present and private at every level
-            t = mm.pgd
-            level = self.levels
-            while level > 1:
-                i = self.index_of(addr, level)
-                e = self.eget(t, i)
-                if not (e & _P):
-                    nt = self.alloc_table(level - 1, True)
-                    if nt == 0:
-                        return ERR_NOMEM
-                    self.eset(t, i, mk_entry(nt, self.table_entry(level)))
-                    continue
-                if self.bad_pfn(entry_pfn(e)):
-                    return ERR_BUG
-                if not self.entry_rw(level, e):
-                    span = (<uint64_t>1) << self.shift[level]
-                    rc = self.unshare_entry(t, i, level - 1, addr & ~(span - 1), mm)
-                    if rc != OK:
-                        return rc
-                    continue
-                t = entry_pfn(e)
-                level -= 1
+        # pgd -> ... -> leaf table: present and private to this mm at every level
+        t = mm.pgd
+        level = self.levels
+        while level > 1:
+            i = self.index_of(addr, level)
+            e = self.eget(t, i)
+            if not (e & _P):
+                nt = self.alloc_table(level - 1, True)
+                if nt == 0:
+                    return ERR_NOMEM
+                self.eset(t, i, mk_entry(nt, self.table_entry(level)))
+                continue
+            if self.bad_pfn(entry_pfn(e)):
+                return ERR_BUG
+            if not self.entry_rw(level, e):
+                span = (<uint64_t>1) << self.shift[level]
+                rc = self.unshare_entry(t, i, level - 1, addr & ~(span - 1), mm)
+                if rc != OK:
+                    return rc
+                continue
+            t = entry_pfn(e)
+            level -= 1
+        while True:                  # the leaf: retried, as the MMU retries the access
             pte = self.eget(t, ptx)
             if (pte & (_P | _US)) == (_P | _US):
                 if not write:
@@ -1169,7 +1237,7 @@ cdef class Core:
                 elif not write:
                     self.eset(t, ptx, mk_entry(self.zero_pfn, vm_page_prot(<uint32_t>vmf)))
                     self.st[ST_ZERO_PAGE_MAPS] += 1
-                    continue
+                    return OK                    # young (A) already: the access succeeds
                 else:
                     f = self.alloc_data(F_ANON, 1)
                     if f == 0:
@@ -1180,7 +1248,7 @@ cdef class Core:
                 self.eset(t, ptx, npte)
                 if self.rmap_enabled:
                     self.rmap_add(f, self.mk_slot(t, ptx))
-                continue
+                return OK                        # A, and RW|D for a write: it succeeds
             if not pte_present(pte):
                 if self.bad_swap(pte):
                     return ERR_BUG
@@ -1261,28 +1329,24 @@ cdef class Core:
         privatized every shared table it must change).  With keep (munmap: the VMAs left
         afterwards), a table whose span keep no longer reaches is freed, or loses one
         use if shared: the fast path."""
-        cdef uint32_t i, first, last
+        cdef walk_t w
+        cdef uint32_t i, lo, hi
         cdef uint64_t base, span, s, e
         cdef entry_t x
         cdef pfn_t c
         cdef int rc
         if level == 1:
-            span = (<uint64_t>1) << self.shift[2]
-            base = start & ~(span - 1)
+            self.leaf_bounds(start, end, &lo, &hi)
             if self.wide:
-                return zap_pte_range(self, <pte64_t*>self.table_ptr(t), t,
-                                     <uint32_t>((start - base) >> PAGE_SHIFT),
-                                     <uint32_t>((end - base + PAGE_SIZE - 1) >> PAGE_SHIFT))
-            return zap_pte_range(self, <pte32_t*>self.table_ptr(t), t,
-                                 <uint32_t>((start - base) >> PAGE_SHIFT),
-                                 <uint32_t>((end - base + PAGE_SIZE - 1) >> PAGE_SHIFT))
-        span = (<uint64_t>1) << self.shift[level]
-        first = self.index_of(start, level)
-        last = self.index_of(end - 1, level)
-        base = start & ~(span - 1)
-        for i in range(first, last + 1):
-            s = start if start > base else base
-            e = end if end < base + span else base + span
+                return zap_pte_range(self, <pte64_t*>self.table_ptr(t), t, lo, hi)
+            return zap_pte_range(self, <pte32_t*>self.table_ptr(t), t, lo, hi)
+        self.walk_begin(&w, level, start, end)
+        span = w.span
+        while self.walk_next(&w):
+            i = w.idx
+            s = w.lo
+            e = w.hi
+            base = w.base
             x = self.eget(t, i)
             if x & _P:
                 c = entry_pfn(x)
@@ -1299,28 +1363,29 @@ cdef class Core:
                     if rc != OK:
                         return rc
                     if keep != NULL and not span_covered(keep.vmas, keep.nv, base, base + span):
-                        rc = self.free_range(level - 1, c)
+                        rc = self.free_range(level - 1, c, True)
                         if rc != OK:
                             return rc
                         self.eset(t, i, 0)
-            base += span
         return OK
 
-    cdef int free_range(self, int level, pfn_t t) noexcept nogil:
+    cdef int free_range(self, int level, pfn_t t, bint scan) noexcept nogil:
         """free_pgtables under (and including) private table t of `level`: a shared
         table below loses one use and nothing else (the fast path); a private leaf table
-        is emptied of anything left and freed."""
+        is freed, emptied first of anything left if scan (munmap; exit has zapped every
+        VMA, and no entry lies outside the VMAs)."""
         cdef uint32_t i
         cdef entry_t x
         cdef pfn_t c
         cdef int rc
         if level == 1:
-            if self.wide:
-                rc = zap_pte_range(self, <pte64_t*>self.table_ptr(t), t, 0, self.nent[1])
-            else:
-                rc = zap_pte_range(self, <pte32_t*>self.table_ptr(t), t, 0, self.nent[1])
-            if rc != OK:
-                return rc
+            if scan:
+                if self.wide:
+                    rc = zap_pte_range(self, <pte64_t*>self.table_ptr(t), t, 0, self.nent[1])
+                else:
+                    rc = zap_pte_range(self, <pte32_t*>self.table_ptr(t), t, 0, self.nent[1])
+                if rc != OK:
+                    return rc
             self.free_table(t)
             return OK
         for i in range(self.nent[level]):
@@ -1336,7 +1401,7 @@ cdef class Core:
                 self.st[ST_TABLES_DROPPED] += 1
                 self.st[ST_DROPPED_L + level - 2] += 1
             else:
-                rc = self.free_range(level - 1, c)
+                rc = self.free_range(level - 1, c, scan)
                 if rc != OK:
                     return rc
         self.free_table(t)
@@ -1349,19 +1414,20 @@ cdef class Core:
         the shared tables whose span keep still reaches; for mprotect (keep NULL) those
         with an entry in the range.  Stops at a consistent point on ERR_NOMEM (every
         table privatized so far is whole)."""
-        cdef uint32_t i, first, last
+        cdef walk_t w
+        cdef uint32_t i
         cdef uint64_t base, span, s, e
         cdef entry_t x
         cdef pfn_t c
         cdef int rc
         cdef bint shared
-        span = (<uint64_t>1) << self.shift[level]
-        first = self.index_of(start, level)
-        last = self.index_of(end - 1, level)
-        base = start & ~(span - 1)
-        for i in range(first, last + 1):
-            s = start if start > base else base
-            e = end if end < base + span else base + span
+        self.walk_begin(&w, level, start, end)
+        span = w.span
+        while self.walk_next(&w):
+            i = w.idx
+            s = w.lo
+            e = w.hi
+            base = w.base
             x = self.eget(t, i)
             if x & _P:
                 c = entry_pfn(x)
@@ -1382,22 +1448,21 @@ cdef class Core:
                     rc = self.unshare_range(level - 1, c, s, e, mm, keep, need_entries)
                     if rc != OK:
                         return rc
-            base += span
         return OK
 
     cdef bint has_entries(self, int level, pfn_t t, uint64_t start, uint64_t end) noexcept nogil:
         """Does any leaf entry under table t in [start, end) hold something?"""
-        cdef uint32_t i, first, last
+        cdef walk_t w
+        cdef uint32_t i
         cdef uint64_t base, span, s, e
         cdef entry_t x
-        span = (<uint64_t>1) << self.shift[level]
-        first = self.index_of(start, level)
-        last = self.index_of(end - 1, level)
-        base = start & ~(span - 1)
-        for i in range(first, last + 1):
-            s = start if start > base else base
-            e = end if end < base + span else base + span
-            base += span
+        self.walk_begin(&w, level, start, end)
+        span = w.span
+        while self.walk_next(&w):
+            i = w.idx
+            s = w.lo
+            e = w.hi
+            base = w.base
             x = self.eget(t, i)
             if level == 1:
                 if x != 0:
@@ -1412,31 +1477,61 @@ cdef class Core:
         clear_page_tables over the pgd's user entries: a shared table loses one use and
         nothing else; a private one is freed."""
         cdef Py_ssize_t v
-        cdef uint32_t i
-        cdef entry_t x
-        cdef pfn_t c
         cdef int rc
         for v in range(mm.nv):
             rc = self.zap_range(self.levels, mm.pgd, mm.vmas[v].start, mm.vmas[v].end, NULL)
             if rc != OK:
                 return rc
-        for i in range(self.user_entries):
-            x = self.eget(mm.pgd, i)
-            if not (x & _P):
+        return self.top_ranges(&mm, 0, 0, True)
+
+    cdef int top_ranges(self, const mm_t* mm, pfn_t g, int share_level,
+                        bint free) noexcept nogil:
+        """Over the pgd entries the mm's VMAs reach (no entry lies outside them, and a
+        small process has three or four of its 768, 3 or 256), in address order, each
+        once: share them into the child pgd g (fork_share), or free (drop) what they
+        point at (clear_page_tables)."""
+        cdef Py_ssize_t v
+        cdef uint32_t lo, hi, nxt = 0
+        cdef int rc
+        for v in range(mm.nv):
+            lo = self.index_of(mm.vmas[v].start, self.levels)
+            hi = self.index_of(mm.vmas[v].end - 1, self.levels) + 1
+            if lo < nxt:
+                lo = nxt
+            if lo >= hi:
                 continue
+            nxt = hi
+            if free:
+                rc = self.free_top(mm.pgd, lo, hi)
+            else:
+                rc = self.share_range(self.levels, mm.pgd, g, share_level, lo, hi)
+            if rc != OK:
+                return rc
+        return OK
+
+    cdef int free_top(self, pfn_t pgd, uint32_t i, uint32_t n) noexcept nogil:
+        """clear_page_tables over pgd entries [i, n)."""
+        cdef entry_t x
+        cdef pfn_t c
+        cdef int rc
+        while True:
+            i = self.next_present(pgd, i, n)
+            if i >= n:
+                return OK
+            x = self.eget(pgd, i)
             c = entry_pfn(x)
             if self.bad_pfn(c):
                 return ERR_BUG
-            self.eset(mm.pgd, i, 0)
+            self.eset(pgd, i, 0)
+            i += 1
             if self.count[c] > 1:
                 self.count[c] -= 1
                 self.st[ST_TABLES_DROPPED] += 1
                 self.st[ST_DROPPED_L + self.levels - 2] += 1
             else:
-                rc = self.free_range(self.levels - 1, c)
+                rc = self.free_range(self.levels - 1, c, False)
                 if rc != OK:
                     return rc
-        return OK
 
     # ================================================================ mprotect
 
@@ -1444,27 +1539,24 @@ cdef class Core:
                           entry_t prot) noexcept nogil:
         """change_protection: present PTEs of [start, end) get prot, keeping frame, A, D.
         Every table on the way is private (unshare_range ran first)."""
-        cdef uint32_t i, first, last, lo, hi
+        cdef walk_t w
+        cdef uint32_t i, lo, hi
         cdef uint64_t base, span, s, e
         cdef entry_t x
         if level == 1:
-            span = (<uint64_t>1) << self.shift[2]
-            base = start & ~(span - 1)
-            lo = <uint32_t>((start - base) >> PAGE_SHIFT)
-            hi = <uint32_t>((end - base + PAGE_SIZE - 1) >> PAGE_SHIFT)
+            self.leaf_bounds(start, end, &lo, &hi)
             for i in range(lo, hi):
                 x = self.eget(t, i)
                 if pte_present(x):
                     self.eset(t, i, (x & (~(<entry_t>FLAGS_MASK) | _A | _D)) | prot)
             return OK
-        span = (<uint64_t>1) << self.shift[level]
-        first = self.index_of(start, level)
-        last = self.index_of(end - 1, level)
-        base = start & ~(span - 1)
-        for i in range(first, last + 1):
-            s = start if start > base else base
-            e = end if end < base + span else base + span
-            base += span
+        self.walk_begin(&w, level, start, end)
+        span = w.span
+        while self.walk_next(&w):
+            i = w.idx
+            s = w.lo
+            e = w.hi
+            base = w.base
             x = self.eget(t, i)
             if (x & _P) and not self.bad_pfn(entry_pfn(x)):
                 self.change_range(level - 1, entry_pfn(x), s, e, prot)
@@ -1487,9 +1579,14 @@ cdef class Core:
         return g
 
     cdef void _init_pgd(self, uint32_t g) noexcept:
-        cdef uint32_t i, n = self.nent[self.levels]
-        for i in range(n):
-            self.eset(g, i, 0 if i < self.user_entries else self.eget(self.swapper_pgd, i))
+        """An empty user part, then the kernel's entries copied from the boot pgd."""
+        cdef size_t w = 8 if self.wide else 4
+        cdef size_t user = self.user_entries * w, total = self.nent[self.levels] * w
+        memset(self.table_ptr(g), 0, user)
+        memcpy(<uint8_t*>self.table_ptr(g) + user,
+               <uint8_t*>self.table_ptr(self.swapper_pgd) + user, total - user)
+        if total < PAGE_SIZE:                # pae: the 32-byte PDPT in a frame of its own
+            memset(<uint8_t*>self.table_ptr(g) + total, 0, PAGE_SIZE - total)
         self.st[ST_PGDS] += 1
 
     def fault_range(self, pfn_t pgd, const uint64_t[:, ::1] vmas, Py_ssize_t vi,
@@ -1508,30 +1605,72 @@ cdef class Core:
                 a += PAGE_SIZE
         self._raise(rc, "no free frame (or pte_chain node) for a page fault")
 
-    def fault_pages(self, pfn_t pgd, const uint64_t[:, ::1] vmas,
-                    const uint64_t[::1] addrs, const int64_t[::1] vidx, writes):
-        """Access each address of addrs, which lies in VMA vidx[i] (touch_pages, and the
-        trace engine): writes is a bool for all, or a uint8 array with one flag each.
-        Returns the number of accesses done (all of them unless it raised)."""
+    def fault_pages(self, pfn_t pgd, const uint64_t[:, ::1] vmas, const int64_t[::1] addrs,
+                    writes, bint check_first):
+        """Access the page of each address of addrs in order (touch_pages, and the trace
+        engine): writes is a bool for all, or a uint8 array with a flag each.  Each
+        address's VMA is found by binary search over vmas and its protection checked.
+
+        Returns -1 when all were done, else the index of the first address outside every
+        VMA or against its protection, as (index, why) with why 0 unmapped, 1 forbidden:
+        with check_first nothing was accessed, else every access before it was."""
         cdef mm_t mm = make_mm(pgd, vmas)
-        cdef Py_ssize_t i, n = addrs.shape[0]
+        cdef Py_ssize_t i, n = addrs.shape[0], vi, bad = -1
         cdef const uint8_t[::1] wv
         cdef bint w = False, per = not isinstance(writes, bool)
-        cdef int rc = OK
+        cdef int rc = OK, why = 0
+        cdef uint64_t addr
         if per:
             wv = writes
         else:
             w = writes
         with nogil:
-            for i in range(n):
-                if per:
-                    w = wv[i]
-                if self.mmu(pgd, addrs[i], w) == NULL:
-                    rc = self.handle_mm_fault(&mm, vidx[i], addrs[i], w)
+            if check_first:
+                for i in range(n):
+                    if per:
+                        w = wv[i]
+                    why = self.vma_allows(&mm, addrs[i], w, &vi)
+                    if why >= 0:
+                        bad = i
+                        break
+            if bad < 0:
+                for i in range(n):
+                    if per:
+                        w = wv[i]
+                    addr = <uint64_t>addrs[i] & ~(<uint64_t>(PAGE_SIZE - 1))
+                    if self.mmu(pgd, addr, w) != NULL:
+                        continue
+                    why = self.vma_allows(&mm, addrs[i], w, &vi)
+                    if why >= 0:
+                        bad = i
+                        break
+                    rc = self.handle_mm_fault(&mm, vi, addr, w)
                     if rc != OK:
                         break
         self._raise(rc, "no free frame (or pte_chain node) for a page fault")
-        return n
+        if bad < 0:
+            return -1
+        return (bad, why)
+
+    cdef inline int vma_allows(self, const mm_t* mm, int64_t addr, bint write,
+                               Py_ssize_t* vi) noexcept nogil:
+        """-1 and the VMA's index in vi if an access at addr is allowed; 0 if no VMA
+        holds addr, 1 if its protection forbids the access."""
+        cdef Py_ssize_t a = 0, b = mm.nv, m
+        if addr < 0:
+            return 0
+        while a < b:
+            m = (a + b) >> 1
+            if mm.vmas[m].end <= <uint64_t>addr:
+                a = m + 1
+            else:
+                b = m
+        if a >= mm.nv or mm.vmas[a].start > <uint64_t>addr:
+            return 0
+        if not (mm.vmas[a].flags & (VM_WRITE if write else (VM_READ | VM_WRITE))):
+            return 1
+        vi[0] = a
+        return -1
 
     def access(self, pfn_t pgd, const uint64_t[:, ::1] vmas, uint64_t addr,
                Py_ssize_t n, bint write, data=None):
@@ -1854,16 +1993,14 @@ cdef class Core:
                         uint32_t n, uint32_t* freed) noexcept nogil:
         """swap_out_pgd/pmd: the upper-level walker of 2.4's scan; try_to_swap_out is
         the leaf."""
-        cdef uint32_t i, first, last, lo, hi, f, s
+        cdef walk_t w
+        cdef uint32_t i, lo, hi, f, s
         cdef uint64_t base, span, sa, ea
         cdef entry_t x, pte
         cdef int64_t scanned = 0
         cdef int rc
         if level == 1:
-            span = (<uint64_t>1) << self.shift[2]
-            base = start & ~(span - 1)
-            lo = <uint32_t>((start - base) >> PAGE_SHIFT)
-            hi = <uint32_t>((end - base + PAGE_SIZE - 1) >> PAGE_SHIFT)
+            self.leaf_bounds(start, end, &lo, &hi)
             rc = OK
             for i in range(lo, hi):
                 scanned += 1
@@ -1895,14 +2032,13 @@ cdef class Core:
                         break
             self.st[ST_SCAN_PTES] += scanned
             return rc
-        span = (<uint64_t>1) << self.shift[level]
-        first = self.index_of(start, level)
-        last = self.index_of(end - 1, level)
-        base = start & ~(span - 1)
-        for i in range(first, last + 1):
-            sa = start if start > base else base
-            ea = end if end < base + span else base + span
-            base += span
+        self.walk_begin(&w, level, start, end)
+        span = w.span
+        while self.walk_next(&w):
+            i = w.idx
+            sa = w.lo
+            ea = w.hi
+            base = w.base
             x = self.eget(t, i)
             if (x & _P) and not self.bad_pfn(entry_pfn(x)):
                 rc = self.scan_range(level - 1, entry_pfn(x), sa, ea, n, freed)
@@ -1962,6 +2098,21 @@ cdef class Core:
             t = entry_pfn(e)
             level -= 1
         return out
+
+    def entry_at(self, pfn_t pgd, uint64_t addr, int level):
+        """The entry of `level` (1 = the PTE) on addr's walk, or 0 if the walk stops
+        above it."""
+        cdef int k = self.levels
+        cdef pfn_t t = pgd
+        cdef entry_t e
+        while True:
+            e = self.eget(t, self.index_of(addr, k))
+            if k == level:
+                return e
+            if not (e & _P) or self.bad_pfn(entry_pfn(e)):
+                return 0
+            t = entry_pfn(e)
+            k -= 1
 
     def translate(self, pfn_t pgd, uint64_t addr):
         """The physical address addr maps to (P set at every level), or -1."""
@@ -2045,12 +2196,21 @@ cdef int copy_pte_range(Core c, leaf_t* src, leaf_t* dst, pfn_t dst_t, uint32_t 
     cow: a private mapping, write-protect in parent and child; else (shared) clear D in
     the child.  The child's copy is old (A clear).  Reserved frames are copied verbatim;
     swap entries take a swap reference.  Chain nodes must be reserved."""
+    cdef leaf_t wp = _RW if cow else 0, nod = _A if cow else (_A | _D)
+    # one loop, compiled twice with rmap a constant, keeps the branch out of the loop
+    if c.rmap_enabled:
+        return copy_ptes(c, src, dst, dst_t, lo, hi, wp, nod, True)
+    return copy_ptes(c, src, dst, dst_t, lo, hi, wp, nod, False)
+
+
+cdef inline int copy_ptes(Core c, leaf_t* src, leaf_t* dst, pfn_t dst_t, uint32_t lo,
+                          uint32_t hi, leaf_t wp, leaf_t nod, bint rm) noexcept nogil:
     cdef uint32_t zero = c.zero_pfn, nframes = c.nframes
-    cdef bint rm = c.rmap_enabled
     cdef count_t* count = c.count
-    cdef leaf_t pte, wp = _RW if cow else 0, nod = _A if cow else (_A | _D)
+    cdef leaf_t pte
     cdef uint32_t i, f
     cdef int64_t copied = 0
+    cdef int rc = OK
     for i in range(lo, hi):
         pte = src[i]
         if pte == 0:
@@ -2059,18 +2219,18 @@ cdef int copy_pte_range(Core c, leaf_t* src, leaf_t* dst, pfn_t dst_t, uint32_t 
         copied += 1
         if not pte_present(pte):
             if c.bad_swap(pte):
-                c.st[ST_PTES_COPIED] += copied - 1
-                return ERR_BUG
+                rc = ERR_BUG
+                break
             c.swap_count[swp_offset(pte)] += 1
             dst[i] = pte
             continue
-        f = entry_pfn(pte)
+        f = <uint32_t>(pte >> PAGE_SHIFT) if leaf_t is pte32_t else entry_pfn(pte)
         if f == zero:
             dst[i] = pte
             continue
         if f >= nframes:
-            c.st[ST_PTES_COPIED] += copied - 1
-            return ERR_BUG
+            rc = ERR_BUG
+            break
         if pte & wp:
             pte &= ~wp
             src[i] = pte
@@ -2079,7 +2239,7 @@ cdef int copy_pte_range(Core c, leaf_t* src, leaf_t* dst, pfn_t dst_t, uint32_t 
         if rm:
             c.rmap_add(f, c.mk_slot(dst_t, i))
     c.st[ST_PTES_COPIED] += copied
-    return OK
+    return rc
 
 
 cdef int zap_pte_range(Core c, leaf_t* tbl, pfn_t t, uint32_t lo, uint32_t hi) noexcept nogil:

@@ -50,7 +50,7 @@ class Layout(NamedTuple):
         """Bytes one table of `level` (1 = leaf) maps."""
         return 1 << (self.shifts[self.levels - level] + _bits(self.entries[self.levels - level]))
 
-    def index(self, addr: int, level: int) -> int:
+    def index_of(self, addr: int, level: int) -> int:
         """The index at `level` (1 = leaf) of a virtual address."""
         k = self.levels - level
         return (addr >> self.shifts[k]) & (self.entries[k] - 1)

@@ -12,7 +12,9 @@ import functools
 import threading
 from collections import Counter
 from numbers import Integral
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import (Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple,
+                    TypeVar, Union, cast)
+from typing import NoReturn, SupportsIndex
 
 import numpy as np
 
@@ -41,21 +43,41 @@ class VmaInfo(NamedTuple):
     shared: bool
 
 
-def _no_copy(self: Any, *args: Any) -> None:
+def _no_copy(self: Any) -> NoReturn:
     raise TypeError(f"a lazyvm {type(self).__name__} cannot be copied or pickled: it owns "
                     "a simulated machine's memory; build a new one (or fork a process)")
+
+
+class _Uncopyable:
+    """copy.copy, copy.deepcopy and pickle refuse, with a clear TypeError (a shallow copy
+    would alias the compiled core and corrupt it)."""
+
+    def __copy__(self) -> NoReturn:
+        _no_copy(self)
+
+    def __deepcopy__(self, memo: Any) -> NoReturn:
+        _no_copy(self)
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> NoReturn:
+        _no_copy(self)
+
+    def __reduce__(self) -> NoReturn:
+        _no_copy(self)
 BIG = 1 << 62                  # "as many as there are": larger counts are clamped to this
 
 
-def _serialized(method):
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _serialized(method: _F) -> _F:
     """Run a method of Machine or Process under its machine's lock.  The core drops the
     GIL in its bulk loops, so threads may drive different machines in parallel; one
     machine's structures are changed by one thread at a time."""
     @functools.wraps(method)
-    def locked(self, *args, **kwargs):
+    def locked(self: Any, *args: Any, **kwargs: Any) -> Any:
         with (self if isinstance(self, Machine) else self.machine)._lock:
             return method(self, *args, **kwargs)
-    return locked
+    return cast(_F, locked)
 
 _NO_VMAS = vmalib.vma_array([])
 RECLAIM_METHODS = ("rmap", "scan")
@@ -101,7 +123,7 @@ def _span(addr: Any, length: Any, task_size: int) -> Tuple[int, int]:
     return addr, length
 
 
-class Machine:
+class Machine(_Uncopyable):
     """A simulated machine: physical memory, swap and the processes on it.
 
     Parameters
@@ -201,8 +223,6 @@ class Machine:
         self._shm_holes: List[Tuple[int, int]] = []   # index ranges of released objects
         self._lock = threading.RLock()
 
-    __copy__ = __deepcopy__ = __reduce_ex__ = __reduce__ = _no_copy
-
     def __repr__(self) -> str:
         return (f"Machine(memory={self.memory}, fork_mode={self.fork_mode!r}, "
                 f"rmap={self.rmap_enabled}, swap={self.swap}, layout={self.layout.name!r}, "
@@ -210,7 +230,7 @@ class Machine:
 
     def _repr_html_(self) -> str:
         from .show import machine_html
-        return machine_html(self)
+        return str(machine_html(self))
 
     # -- processes -------------------------------------------------------------------
     @property
@@ -326,10 +346,10 @@ class Machine:
         >>> sorted(m.rmap(pfn)) == sorted([(p.pde(a) >> 12, 0), (c.pde(a) >> 12, 0)])
         True
         """
-        return self._core.rmap_slots(self._pfn(pfn))
+        return list(self._core.rmap_slots(self._pfn(pfn)))
 
-    def _pfn(self, pfn: Any) -> int:
-        pfn = _int(pfn, "frame number")
+    def _pfn(self, value: Any) -> int:
+        pfn = _int(value, "frame number")
         if not 0 <= pfn < self.memory // PAGE_SIZE:
             raise ValueError(f"frame {pfn} is outside physical memory")
         return pfn
@@ -346,7 +366,7 @@ class Machine:
         >>> m = Machine(memory=8 << 20); p = m.spawn(); a = p.mmap(4096)
         >>> p.write(a, b"x"); c = p.fork(); c.write(a, b"y"); m.check()
         """
-        users: Counter = Counter()
+        users: Counter[int] = Counter()
         objects: Dict[int, ShmObject] = {}
         for p in self._procs.values():
             prev_end = 0
@@ -474,6 +494,8 @@ class Machine:
                              | (pid[1:] != pid[:-1])) + 1
         starts = np.concatenate(([0], brk))
         ends = np.concatenate((brk, [n]))
+        writes = (kind == EV_WRITE).view(np.uint8)
+        addrs = np.ascontiguousarray(ev[:, 2])
         children: List[Process] = []
         for s, e in zip(starts.tolist(), ends.tolist()):
             who = int(pid[s])
@@ -482,7 +504,7 @@ class Machine:
                 raise ValueError(f"event {s}: no live process has pid {who}")
             k = int(kind[s])
             if k <= EV_WRITE:
-                p._access_pages(ev[s:e, 2], (kind[s:e] == EV_WRITE).astype(np.uint8))
+                p._access_pages(addrs[s:e], writes[s:e], check_first=False)
             elif k == EV_FORK:
                 arg = int(ev[s, 3])
                 children.append(p.fork(None if arg < 0 else FORK_MODES[arg != 0]))
@@ -523,8 +545,8 @@ class Machine:
         object no VMA names any more (after the core has zapped its PTEs)."""
         if not self._shm_live:
             return
-        delta: Counter = Counter()
-        objs = {}
+        delta: Counter[int] = Counter()
+        objs: Dict[int, ShmObject] = {}
         for v in old:
             if v.shm is not None:
                 delta[id(v.shm)] -= 1
@@ -542,7 +564,7 @@ class Machine:
                 self._shm_live -= 1
 
 
-class Process:
+class Process(_Uncopyable):
     """A process: a page directory and a list of VMAs.  Made by ``Machine.spawn()`` and
     ``Process.fork()``, never directly."""
 
@@ -558,8 +580,6 @@ class Process:
         self._vmas: List[Vma] = []
         self._varr = _NO_VMAS
         self._set_vmas(list(vmas), arr)
-
-    __copy__ = __deepcopy__ = __reduce_ex__ = __reduce__ = _no_copy
 
     def __repr__(self) -> str:
         state = "alive" if self.alive else "exited"
@@ -612,7 +632,8 @@ class Process:
     def stats(self) -> Dict[str, int]:
         """Per-process figures: ``rss`` (data pages mapped, the ZERO_PAGE excluded),
         ``page_tables`` (the tables below this pgd that it reaches, each once, the pgd
-        excluded; on x86_64 the kernel's VmPTE is (page_tables + 1) * 4 KiB),
+        excluded; on x86_64 the kernel's VmPTE is page_tables * 4 KiB: it counts the
+        PTE, PMD and PUD tables and not the pgd, as measured on this machine),
         ``page_tables_l1`` .. per level (1 = leaf), and ``vmas``.
 
         >>> m = Machine(memory=8 << 20); p = m.spawn(); a = p.mmap(8192); p.write(a, b"x")
@@ -764,7 +785,7 @@ class Process:
             if type(addr) is int and type(length) is int and self.alive and m.contents \
                     and 0 < length <= PAGE_SIZE - (addr & (PAGE_SIZE - 1)) and addr >= 0:
                 r = m._core.access(self.pgd, self._varr, addr, length, False)
-                if r is not None:
+                if isinstance(r, bytes):
                     return r
             return self._read(addr, length)
 
@@ -865,36 +886,31 @@ class Process:
             raise ValueError("addrs must be a one-dimensional array of integer addresses")
         if a.size and not np.issubdtype(a.dtype, np.integer):
             raise TypeError(f"addrs must be integer addresses, not {a.dtype}")
+        a = a.astype(np.int64, copy=False)
+        if a.size and (a.min() < 0 or a.max() >= self.machine._task_size):
+            raise ValueError("an address of addrs is outside user space")
         self._access_pages(a, write)
 
-    def _access_pages(self, a: np.ndarray, write: Any) -> None:
-        """touch_pages and the trace engine: write is a bool or a uint8 flag per address."""
+    def _access_pages(self, a: np.ndarray, write: Any, check_first: bool = True) -> None:
+        """touch_pages and the trace engine: write is a bool or a uint8 flag per address.
+        With check_first nothing is accessed if any address is bad; else (replay) the
+        accesses before the bad one are done."""
         core = self._live()
-        a = a.astype(np.int64, copy=False)
+        if a.dtype != np.int64 or not a.flags.c_contiguous:
+            a = np.ascontiguousarray(a, dtype=np.int64)
         if a.size == 0:
             return
-        if a.min() < 0 or a.max() >= self.machine._task_size:
-            raise ValueError("an address of addrs is outside user space")
-        starts = self._varr[:, 0].astype(np.int64)
-        ends = self._varr[:, 1].astype(np.int64)
-        vidx = np.searchsorted(starts, a, side="right") - 1
-        ok = vidx >= 0
-        ok[ok] &= a[ok] < ends[vidx[ok]]
-        if not ok.all():
-            bad = int(a[np.argmin(ok)])
-            raise SegmentationFault(f"process {self.pid}: {bad:#x} is not mapped")
-        flags = self._varr[:, 2][vidx]
-        if isinstance(write, bool):
-            allowed = (flags & 2) != 0 if write else (flags & 3) != 0
-        else:
-            allowed = np.where(write != 0, (flags & 2) != 0, (flags & 3) != 0)
-        if not allowed.all():
-            j = int(np.argmin(allowed))
+        r = core.fault_pages(self.pgd, self._varr, a, write, check_first)
+        if isinstance(r, tuple):
+            j, why = r
+            bad = int(a[j])
+            if bad < 0 or bad >= self.machine._task_size:
+                raise ValueError(f"address {bad:#x} is outside user space")
+            if why == 0:
+                raise SegmentationFault(f"process {self.pid}: {bad:#x} is not mapped")
             w = write if isinstance(write, bool) else bool(write[j])
             raise SegmentationFault(f"process {self.pid}: {'write' if w else 'read'} "
-                                    f"at {int(a[j]):#x} against protection")
-        pages = (a & ~(PAGE_SIZE - 1)).astype(np.uint64)
-        core.fault_pages(self.pgd, self._varr, pages, np.ascontiguousarray(vidx), write)
+                                    f"at {bad:#x} against protection")
 
     # -- fork, exec, exit ------------------------------------------------------------
     def fork(self, mode: Optional[str] = None) -> "Process":
@@ -958,8 +974,8 @@ class Process:
             del m._procs[self.pid]
 
     # -- raw entries -----------------------------------------------------------------
-    def _entry_addr(self, addr: Any) -> int:
-        addr = _int(addr, "address")
+    def _entry_addr(self, value: Any) -> int:
+        addr = _int(value, "address")
         bits = 32 if self.machine.layout.name != "x86_64" else 48
         if not 0 <= addr < 1 << bits:
             raise ValueError(f"address {addr:#x} is not a {bits}-bit address")
@@ -976,7 +992,7 @@ class Process:
         [4, 3, 2, 1]
         """
         self._live()
-        return self.machine._core.walk(self.pgd, self._entry_addr(addr))
+        return list(self.machine._core.walk(self.pgd, self._entry_addr(addr)))
 
     def pde(self, addr: int) -> int:
         """The raw entry that points at addr's leaf page table (the i386 PDE; the pmd
@@ -986,10 +1002,7 @@ class Process:
         >>> hex(p.pde(a) & 0xfff), hex(p.pde(0xC0000000) & 0xfff)   # user, kernel
         ('0x67', '0x63')
         """
-        for level, _t, _i, e in self.walk(addr):
-            if level == 2:
-                return int(e)
-        return 0
+        return self._entry(addr, 2)
 
     def pte(self, addr: int) -> int:
         """The raw page-table entry for addr (0 if the walk stops above the leaf).
@@ -998,8 +1011,15 @@ class Process:
         >>> p.touch(a + 4096, 4096); hex(p.pte(a) & 0xfff), hex(p.pte(a + 4096))
         ('0x67', '0x25')
         """
-        w = self.walk(addr)
-        return int(w[-1][3]) if w[-1][0] == 1 else 0
+        return self._entry(addr, 1)
+
+    def _entry(self, addr: Any, level: int) -> int:
+        m = self.machine
+        with m._lock:
+            if not (type(addr) is int and 0 <= addr < 1 << 32):
+                addr = self._entry_addr(addr)
+            self._live()
+            return int(m._core.entry_at(self.pgd, addr, level))
 
     def translate(self, addr: int) -> Optional[int]:
         """The physical address addr maps to, or None if it is not present.
@@ -1015,4 +1035,4 @@ class Process:
                 addr = self._entry_addr(addr)
             self._live()
             r = m._core.translate(self.pgd, addr)
-            return None if r < 0 else r
+            return None if r < 0 else int(r)

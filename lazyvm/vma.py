@@ -3,7 +3,10 @@
 The list is plain Python; the compiled core receives it as a uint64 array of rows
 (start, end, vm_flags, shm_base) built by `vma_array` (the core's vma_t struct).
 """
+from typing import List, Optional, Sequence, Tuple
+
 import numpy as np
+import numpy.typing as npt
 
 from .layout import PAGE_SHIFT, vm_flags
 
@@ -16,7 +19,7 @@ class ShmObject:
 
     __slots__ = ("base", "npages", "users")
 
-    def __init__(self, base, npages):
+    def __init__(self, base: int, npages: int) -> None:
         self.base = base
         self.npages = npages
         self.users = 0
@@ -28,34 +31,35 @@ class Vma:
 
     __slots__ = ("start", "end", "prot", "shm", "pgoff")
 
-    def __init__(self, start, end, prot, shm=None, pgoff=0):
+    def __init__(self, start: int, end: int, prot: str, shm: Optional[ShmObject] = None,
+                 pgoff: int = 0) -> None:
         self.start, self.end, self.prot, self.shm, self.pgoff = start, end, prot, shm, pgoff
 
     @property
-    def shared(self):
+    def shared(self) -> bool:
         return self.shm is not None
 
     @property
-    def flags(self):
+    def flags(self) -> int:
         return vm_flags(self.prot, self.shared)
 
-    def piece(self, start, end):
+    def piece(self, start: int, end: int) -> "Vma":
         """The part [start, end) of this VMA, as a new Vma naming the same object."""
         return Vma(start, end, self.prot, self.shm,
                    self.pgoff + ((start - self.start) >> PAGE_SHIFT))
 
-    def allows(self, write):
+    def allows(self, write: bool) -> bool:
         return "w" in self.prot if write else "r" in self.prot
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         kind = "shared" if self.shared else "private"
         return f"Vma({self.start:#x}, {self.end:#x}, {self.prot!r}, {kind})"
 
 
-def pieces(vmas, start, end):
+def pieces(vmas: Sequence[Vma], start: int, end: int) -> Tuple[List[Tuple[int, int, int]], bool]:
     """[(index, lo, hi)]: the parts of [start, end) inside each VMA, in order, and
     whether the VMAs cover the whole range without a hole."""
-    out = []
+    out: List[Tuple[int, int, int]] = []
     pos = start
     covered = True
     for i, v in enumerate(vmas):
@@ -71,10 +75,11 @@ def pieces(vmas, start, end):
     return out, covered
 
 
-def remove_range(vmas, start, end):
+def remove_range(vmas: Sequence[Vma], start: int, end: int) -> Tuple[List[Vma], List[Vma]]:
     """The VMA list with [start, end) cut out (splitting VMAs at the edges), and the
     VMAs (or parts) that were removed."""
-    kept, removed = [], []
+    kept: List[Vma] = []
+    removed: List[Vma] = []
     for v in vmas:
         if v.end <= start or v.start >= end:
             kept.append(v)
@@ -87,18 +92,18 @@ def remove_range(vmas, start, end):
     return kept, removed
 
 
-def mergeable(a, b):
+def mergeable(a: Vma, b: Vma) -> bool:
     """vma_merge: a and b touch and may become one VMA."""
     if a.end != b.start or a.prot != b.prot or a.shm is not b.shm:
         return False
     return a.shm is None or b.pgoff == a.pgoff + ((a.end - a.start) >> PAGE_SHIFT)
 
 
-def normalise(vmas):
+def normalise(vmas: Sequence[Vma]) -> List[Vma]:
     """Sort and merge neighbours that can be merged."""
-    vmas = sorted(vmas, key=lambda v: v.start)
-    out = []
-    for v in vmas:
+    ordered = sorted(vmas, key=lambda v: v.start)
+    out: List[Vma] = []
+    for v in ordered:
         if out and mergeable(out[-1], v):
             out[-1] = Vma(out[-1].start, v.end, v.prot, v.shm, out[-1].pgoff)
         else:
@@ -106,7 +111,7 @@ def normalise(vmas):
     return out
 
 
-def vma_array(vmas):
+def vma_array(vmas: Sequence[Vma]) -> npt.NDArray[np.uint64]:
     """The core's view: a C-contiguous uint64 array of (start, end, vm_flags, shm_base)."""
     arr = np.zeros((len(vmas), 4), dtype=np.uint64)
     for i, v in enumerate(vmas):

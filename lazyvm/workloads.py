@@ -42,61 +42,56 @@ with its source (see ``PUBLISHED``); the simulator's milliseconds are its own an
 never compared with 2002 hardware, only the ratios are.
 """
 
-import gc
-import statistics
-import time
-
 import numpy as np
 
 from lazyvm import Machine
+from lazyvm.costs import EVENTS
 
-__all__ = ["CONFIGS", "COUNTER_KEYS", "PEAK_KEYS", "PUBLISHED", "WORKLOADS",
-           "run_workload", "format_results"]
+from . import costs as _costs
+from . import measure as _m
+from . import report as _r
 
-PAGE = 4096
+__all__ = ["CONFIGS", "COUNTER_KEYS", "PEAK_KEYS", "PUBLISHED", "WORKLOADS", "EXTERNAL",
+           "run_workload", "format_results", "check_params", "check_external_params",
+           "predicted"]
+
+PAGE = _m.PAGE_SIZE
 TABLE_SPAN = 1 << 22                 # bytes mapped by one page table
 USER_TOP = 0xC0000000                # TASK_SIZE
 TEXT_BASE = 0x08048000               # where i386 ELF executables are linked
 
-CONFIGS = {                          # name -> (fork_mode, rmap)
-    "copy": ("copy", False),
-    "copy+rmap": ("copy", True),
-    "share": ("share", False),
-    "share+rmap": ("share", True),
-}
+CONFIGS = _m.CONFIGS                 # name -> (fork_mode, rmap)
 
-# Counters reported as differences over the measured run.
-COUNTER_KEYS = ("faults", "demand_zero", "zero_page_maps", "cow_copies", "cow_reuses",
-                "shmem_faults", "swap_ins", "unshares", "unshare_reuses",
-                "tables_dropped", "ptes_copied", "chain_nodes_allocated", "forks")
+# Counters reported as differences over the measured run: the ones 0.1.0 reported
+# (format_results prints every one of them), then every priced event of the cost model
+# (lazyvm.costs.EVENTS) the core counts, so that a run's counts can be priced.
+SHOWN_KEYS = ("faults", "demand_zero", "zero_page_maps", "cow_copies", "cow_reuses",
+              "shmem_faults", "swap_ins", "unshares", "unshare_reuses",
+              "tables_dropped", "ptes_copied", "chain_nodes_allocated", "forks")
+_CORE_COUNTERS = set(Machine(memory=4 << 20).stats())
+COUNTER_KEYS = SHOWN_KEYS + tuple(e for e in EVENTS
+                                  if e in _CORE_COUNTERS and e not in SHOWN_KEYS)
 # Peaks over the measured run (reset_peaks() before it).
 PEAK_KEYS = ("frames_peak", "page_tables_peak", "pte_chain_nodes_peak")
 
-_clock = time.perf_counter_ns
+_clock = _m.clock
 
 # --------------------------------------------------------------------------------------
-# Published figures. Quoted, never computed: see ../shared/KERNEL-NOTES.md.
-
-_MCCRACKEN = ("Dave McCracken, shared page tables on Linux 2.5.41, linux-kernel, 2002 "
-              "(KERNEL-NOTES.md)")
-_LINUS = ("Linus Torvalds, linux-kernel, 28 Jan 2002: \"fork() overheads of ~300% or "
-          "so\" with rmap (seed/000_93a9f16881749517.txt, KERNEL-NOTES.md)")
+# Published figures: quoted, never computed (lazyvm.measure holds them).
 
 PUBLISHED = [
-    # name, baseline ms, with shared tables ms, what the simulator compares, source
-    {"shape": "40 MB fork", "before_ms": 28.4, "after_ms": 3.4,
-     "measure": ("40MB fork+exit", "fork"), "source": _MCCRACKEN},
-    {"shape": "40 MB fork+exit", "before_ms": 44.2, "after_ms": 4.1,
-     "measure": ("40MB fork+exit", None), "source": _MCCRACKEN},
-    {"shape": "40 MB fork+exec+exit", "before_ms": 49.3, "after_ms": 10.7,
-     "measure": ("40MB fork+exec+exit", None), "source": _MCCRACKEN},
-    {"shape": "400 KB fork+exec+exit", "before_ms": 6.5, "after_ms": 7.7,
-     "measure": ("400KB fork+exec+exit", None), "source": _MCCRACKEN},
+    # shape, baseline ms, with shared tables ms, what the simulator compares, source
+    dict(shape=s["shape"], before_ms=s["before_ms"], after_ms=s["after_ms"],
+         measure=(loop, phase), source=_m.MCCRACKEN)
+    for s, (loop, phase) in zip(_m.MCCRACKEN_SHAPES, [
+        ("40MB fork+exit", "fork"), ("40MB fork+exit", None),
+        ("40MB fork+exec+exit", None), ("400KB fork+exec+exit", None)])
 ]
 # Linus' figure is a ratio only: fork with rmap about 300% slower, i.e. about 4x.
 PUBLISHED_RMAP_FORK = {"shape": "rmap fork overhead (copy+rmap / copy)",
-                       "ratio_text": "~4x (\"~300%\" slower)", "ratio": 4.0,
-                       "measure": ("40MB fork+exit", "fork"), "source": _LINUS}
+                       "ratio_text": "~4x (\"~300%\" slower)",
+                       "ratio": _m.RMAP_FORK_OVERHEAD,
+                       "measure": ("40MB fork+exit", "fork"), "source": _m.LINUS}
 
 
 # --------------------------------------------------------------------------------------
@@ -110,12 +105,20 @@ class _Meter:
     neither timed nor counted (they bring the machine to its steady state: chains
     already built, free frames already backed by host memory), then `n` measured ones.
     The counters are summed and the peaks maxed over the measured segments. (The
-    runner keeps Python's cyclic garbage collector off while the bodies run.)"""
+    runner keeps Python's cyclic garbage collector off while the bodies run.)
 
-    def __init__(self, machine, check, warmup):
+    With ``settle`` a loop whose per-iteration times have a wide spread
+    (lazyvm.measure.WIDE) runs `n` more iterations, again while it stays wide, up to
+    lazyvm.measure.MAX_FACTOR times `n`; ``settled`` records per loop the iterations
+    added and whether the spread narrowed."""
+
+    def __init__(self, machine, check, warmup, settle=False):
         self.m = machine
         self.check = check
         self.warmup = warmup
+        self.settle = settle
+        self.settled = {}            # loop -> {"extra": iterations added, "settled"}
+        self._last = None            # the loop of the latest done()
         self.phases = {}             # phase -> [ns, ...]
         self.loops = {}              # loop -> [ns per iteration, ...]
         self.iterations = 0
@@ -125,13 +128,23 @@ class _Meter:
         self._before = None
 
     def loop(self, n):
-        """Yield `warmup` untimed iterations, then `n` measured ones."""
+        """Yield `warmup` untimed iterations, then `n` measured ones (and more while
+        their spread is wide, with ``settle``)."""
         for _ in range(self.warmup):
             yield
         self._begin()
         try:
-            for _ in range(n):
+            done, limit = 0, n
+            while done < limit:
                 yield
+                done += 1
+                if done == limit and self.settle and self._last in self.loops:
+                    wide = _m.spread(self.loops[self._last])["wide"]
+                    if wide and limit + n <= _m.MAX_FACTOR * n:
+                        limit += n
+                    elif self._last not in self.settled:
+                        self.settled[self._last] = {"extra": limit - n,
+                                                    "settled": not wide}
         finally:
             self._end()
 
@@ -160,6 +173,7 @@ class _Meter:
         if self._on:
             self.loops.setdefault(loop, []).append(ns)
             self.iterations += 1
+            self._last = loop
         if self.check:
             self.m.check()
 
@@ -173,22 +187,25 @@ class _Meter:
         out["loops"] = {k: _summary(v) for k, v in self.loops.items()}
         out.update(self.counters)
         out.update(self.peaks)
+        if self.settle:
+            out["settle"] = self.settled
         return out
 
 
 def _summary(samples):
-    return {"count": len(samples), "total_ns": int(sum(samples)),
-            "mean_ns": int(sum(samples) // max(1, len(samples))),
-            "median_ns": int(statistics.median(samples)) if samples else 0,
-            "min_ns": int(min(samples)) if samples else 0}
-
-
-def _memory_for(frames):
-    """Bytes of simulated memory for a run that needs about `frames` frames:
-    25% and 4,096 frames of slack, whole MiB, at most 4 GiB."""
-    need = int(frames * 1.25) + 4096
-    mib = -(-need // 256)
-    return min(mib << 20, 4 << 30)
+    """count, total and mean of a phase's or loop's samples, and their spread: median,
+    quartiles, extremes (ns, integers) and whether it is wide (lazyvm.measure.WIDE)."""
+    out = {"count": len(samples), "total_ns": int(sum(samples)),
+           "mean_ns": int(sum(samples) // max(1, len(samples)))}
+    if samples:
+        s = _m.spread(samples)
+        out.update({"median_ns": int(s["median"]), "q1_ns": int(s["q1"]),
+                    "q3_ns": int(s["q3"]), "min_ns": int(s["min"]),
+                    "max_ns": int(s["max"]), "wide": bool(s["wide"])})
+    else:
+        out.update(dict.fromkeys(("median_ns", "q1_ns", "q3_ns", "min_ns", "max_ns"), 0),
+                   wide=False)
+    return out
 
 
 def _pages_array(base, indices):
@@ -526,12 +543,153 @@ WORKLOADS = {w.name: w for w in [
 ]}
 
 
+class External:
+    """A named workload that runs outside the simulator's loop: `run(params)` returns
+    (text, record) itself (`lazyvm run NAME` prints the text).  Its parameters are its
+    module's DEFAULTS, its --quick ones DEFAULTS updated by QUICK."""
+
+    def __init__(self, name, module, runner, doc):
+        self.name = name
+        self._module = module
+        self._runner = runner
+        self.__doc__ = doc
+
+    def _mod(self):
+        import importlib
+        return importlib.import_module(self._module)
+
+    @property
+    def defaults(self):
+        return dict(self._mod().DEFAULTS)
+
+    @property
+    def quick(self):
+        return dict(self.defaults, **self._mod().QUICK, quick=True)
+
+    def run(self, params):
+        return getattr(self._mod(), self._runner)(params)
+
+    def __repr__(self):
+        return "<external workload %s>" % self.name
+
+
+EXTERNAL = {w.name: w for w in [
+    External("redis-bgsave", "lazyvm.redis_bgsave", "run_redis_bgsave",
+             "A real Redis BGSAVE (redis-server, DEBUG POPULATE, under a "
+             "redis-benchmark SET load) captured from /proc and replayed in every "
+             "configuration, beside Redis's latest_fork_usec and rdb_last_cow_size and "
+             "the kernel's VmPTE. Needs redis-server and redis-benchmark."),
+]}
+
+
+def check_external_params(name, params, quick=False):
+    """The -p parameters of external workload `name`, checked against its DEFAULTS: a
+    key it has, and a value of the kind its default is (a positive integer, a positive
+    number, True or False, text; layout one of the layouts, configs names of CONFIGS,
+    out a file name).  Returns them with quick=True added for --quick.  Raises
+    ValueError with a one-line message."""
+    w = EXTERNAL[name]
+    defaults = w.defaults
+    out = {}
+    for key, value in params.items():
+        if key not in defaults:
+            raise ValueError("workload %s has no parameter %r (it takes %s)"
+                             % (name, key, ", ".join(defaults)))
+        d = defaults[key]
+        if key == "layout":
+            ok, want = value in _m.LAYOUTS, "one of " + ", ".join(_m.LAYOUTS)
+        elif key == "configs":
+            names = ([c for c in value.replace(" ", "").split(",") if c]
+                     if isinstance(value, str) else value)
+            ok = (isinstance(names, (list, tuple)) and bool(names)
+                  and all(c in CONFIGS for c in names))
+            want = "configuration names (%s), comma-separated" % ", ".join(CONFIGS)
+            if ok:
+                value = list(names)
+        elif key in ("out", "costs"):
+            ok, want = isinstance(value, str) and bool(value), "a file name" if (
+                key == "out") else "a cost profile name or path"
+        elif isinstance(d, bool):
+            ok, want = isinstance(value, bool), "True or False"
+        elif isinstance(d, int):
+            ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
+            want = "a positive integer"
+        elif isinstance(d, float):
+            ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
+                  and value > 0)
+            want = "a positive number"
+        else:
+            ok, want = isinstance(value, type(d)), "a %s" % type(d).__name__
+        if not ok:
+            raise ValueError("parameter %s=%r of workload %s: must be %s"
+                             % (key, value, name, want))
+        out[key] = value
+    if quick:
+        out["quick"] = True
+    return out
+
+
 # --------------------------------------------------------------------------------------
 # Runner
 
 
+def _at_least(key):
+    """The smallest value an integer parameter may take: 1 for counts of things the
+    workload needs at least one of, else 0."""
+    if key in ("pages", "children", "chunks", "pages_per_area") or "iterations" in key:
+        return 1
+    return 0
+
+
+def check_params(name, params, quick=False, layout="i386"):
+    """The parameters workload `name` would run with: its defaults (its quick ones with
+    quick=True) overridden by `params`, each checked for its name, type and range, and
+    the whole for the memory it needs.  Raises ValueError with a one-line message naming
+    the parameter and what it takes."""
+    if name not in WORKLOADS:
+        raise ValueError("no workload %r; try: lazyvm run --list" % (name,))
+    w = WORKLOADS[name]
+    q = dict(w.quick if quick else w.defaults)
+    for key, value in params.items():
+        if key not in q:
+            raise ValueError("workload %s has no parameter %r (it takes %s)"
+                             % (name, key, ", ".join(q)))
+        default = q[key]
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+            want = "True or False"
+        elif isinstance(default, int):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+            want = "an integer >= %d" % _at_least(key)
+            ok = ok and value >= _at_least(key)
+        else:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            want = "a number from 0 to 1"
+            ok = ok and 0 <= value <= 1 and not (key == "write_span" and value == 0)
+            if key == "write_span":
+                want = "a number above 0, at most 1"
+        if not ok:
+            raise ValueError("parameter %s=%r of workload %s: must be %s"
+                             % (key, value, name, want))
+        q[key] = value
+    if name == "fork_exec" and q["parent_writes"] > q["shell_stack"]:
+        raise ValueError("parameter parent_writes=%d of workload fork_exec: at most "
+                         "shell_stack (%d)" % (q["parent_writes"], q["shell_stack"]))
+    user_pages, max_memory = _m.layout_limits(layout)
+    if q.get("pages", 0) > user_pages:
+        raise ValueError("parameter pages=%d of workload %s: at most %d (the user space "
+                         "of %s)" % (q["pages"], name, user_pages, layout))
+    need = int(w.frames(q) * 1.25) * PAGE
+    if need > max_memory:
+        raise ValueError("workload %s with these parameters needs about %d MiB of "
+                         "simulated memory, more than %s's %d MiB"
+                         % (name, need >> 20, layout, max_memory >> 20))
+    return q
+
+
 def run_workload(name, configs=None, quick=False, check=False, memory=None, warmup=2,
-                 interleave=True, **params):
+                 interleave=True, layout="i386", share_level=1, settle=False, costs=None,
+                 **params):
     """Run workload `name` in each configuration of `configs` (names from CONFIGS,
     default all four) with its default parameters (its quick ones with quick=True),
     overridden by `params`. Each measured loop is preceded by `warmup` iterations that
@@ -540,17 +698,26 @@ def run_workload(name, configs=None, quick=False, check=False, memory=None, warm
     frequency, caches, other load) falls on all of them alike; interleave=False runs
     them one after the other, with one machine alive at a time. With check=True,
     Machine.check() runs after every iteration (untimed) and after the final teardown.
-    `memory` overrides the simulated memory size. Returns the dict described in the
-    module docstring."""
+    With settle=True a loop whose times spread wide runs more iterations (see _Meter;
+    `lazyvm run` does this), so its counts are no longer exact multiples of the
+    iterations asked for. `memory` overrides the simulated memory size; `layout` and
+    `share_level` go to
+    Machine (lazyvm.measure.machine_options). With `costs` (a cost profile: a name, a
+    path or a lazyvm.costs.Profile) the result also has "predicted" (see `predicted`):
+    the counts of each configuration priced by the profile.  Returns the dict described
+    in the module docstring.  Raises ValueError for a parameter check_params refuses (or
+    a profile that does not load), TypeError for one the workload does not have."""
+    profile = _costs.load_profile(costs) if costs is not None else None
     if name not in WORKLOADS:
         raise ValueError("unknown workload %r (one of %s)" % (name, ", ".join(WORKLOADS)))
     w = WORKLOADS[name]
-    q = dict(w.quick if quick else w.defaults)
-    unknown = set(params) - set(q)
+    defaults = w.quick if quick else w.defaults
+    unknown = set(params) - set(defaults)
     if unknown:
         raise TypeError("workload %s has no parameter %s (it takes %s)"
-                        % (name, ", ".join(sorted(unknown)), ", ".join(q)))
-    q.update(params)
+                        % (name, ", ".join(sorted(unknown)), ", ".join(defaults)))
+    q = check_params(name, params, quick, layout)
+    options = _m.machine_options(layout, share_level)
     if configs is None:
         configs = list(CONFIGS)
     elif isinstance(configs, str):
@@ -561,32 +728,50 @@ def run_workload(name, configs=None, quick=False, check=False, memory=None, warm
                              % (c, ", ".join(CONFIGS)))
     if warmup < 0:
         raise ValueError("warmup must not be negative")
-    mem = memory if memory is not None else _memory_for(w.frames(q))
+    mem = memory if memory is not None else _m.memory_for(w.frames(q), layout)
     out = {"workload": name,
-           "params": dict(q, quick=bool(quick), warmup=warmup, interleave=interleave),
+           "params": dict(q, quick=bool(quick), warmup=warmup, interleave=interleave,
+                          layout=layout, share_level=share_level, settle=settle),
            "notes": list(w.notes), "info": {}, "configs": {}}
     groups = [list(configs)] if interleave else [[c] for c in configs]
     for group in groups:
-        out["info"] = _run_group(w, group, q, mem, check, warmup, out["configs"])
+        out["info"] = _run_group(w, group, q, mem, check, warmup, out["configs"],
+                                 options, settle)
     if name == "published":
         out["published"] = _published_rows(out)
+    if profile is not None:
+        out["predicted"] = predicted(out, profile)
     return out
 
 
-def _run_group(w, configs, q, mem, check, warmup, results):
+def predicted(results, profile):
+    """The predicted kernel time of each configuration of a run_workload result: its
+    measured-run counts (COUNTER_KEYS) priced by `profile`.  Returns {"profile",
+    "profile_description", "configs": {config: lazyvm.costs.predict() + "ratio_vs_copy"},
+    "share_rmap_over_copy_rmap" (None without both), "spread"}.  The counts are exact,
+    so the figures are too: the same counts always give the same prediction."""
+    prof = _costs.load_profile(profile)
+    cfgs = _costs.predict_configs(results["configs"], prof, base="copy")
+    a, b = cfgs.get("share+rmap"), cfgs.get("copy+rmap")
+    return {"profile": prof.name, "profile_description": prof.description,
+            "configs": cfgs,
+            "share_rmap_over_copy_rmap": (a["kernel_ns"] / b["kernel_ns"]
+                                          if a and b and b["kernel_ns"] else None),
+            "spread": "none: the counts are exact and deterministic, so the prediction "
+                      "is; kernel_ns_se is the profile's own uncertainty"}
+
+
+def _run_group(w, configs, q, mem, check, warmup, results, options=None, settle=False):
     """Run `configs` of workload `w` side by side, one iteration each in turn; store
     each configuration's result in `results`; return the workload's info."""
     runs = {}
     for c in configs:
         fork_mode, rmap = CONFIGS[c]
-        m = Machine(memory=mem, fork_mode=fork_mode, rmap=rmap)
-        meter = _Meter(m, check, warmup)
+        m = Machine(memory=mem, fork_mode=fork_mode, rmap=rmap, **(options or {}))
+        meter = _Meter(m, check, warmup, settle)
         runs[c] = (m, meter, w.body(m, meter, **q))
     info = {}
-    gc.collect()
-    gc_was = gc.isenabled()
-    gc.disable()
-    try:
+    with _m.gc_off():
         active = list(configs)
         while active:
             for c in list(active):
@@ -595,9 +780,6 @@ def _run_group(w, configs, q, mem, check, warmup, results):
                 except StopIteration as stop:
                     info = stop.value or {}
                     active.remove(c)
-    finally:
-        if gc_was:
-            gc.enable()
     for c in configs:
         fork_mode, rmap = CONFIGS[c]
         m, meter, _ = runs.pop(c)
@@ -612,43 +794,49 @@ def _run_group(w, configs, q, mem, check, warmup, results):
     return info
 
 
-def _sim_ms(cfg, measure):
-    """Median milliseconds of one operation of a published shape in one config."""
+def _sim_summary(cfg, measure):
+    """The summary (median, quartiles, ns) of one operation of a published shape in one
+    config, or None."""
     loop, phase = measure
     if phase is None:
-        s = cfg["loops"].get(loop)
-    else:
-        s = cfg["phases"].get(loop + "/" + phase)
-    return None if not s else s["median_ns"] / 1e6
+        return cfg["loops"].get(loop)
+    return cfg["phases"].get(loop + "/" + phase)
+
+
+def _sim_ratio(a, b):
+    """a / b of two summaries, with its range from their quartiles (lazyvm.measure.ratio)."""
+    if not a or not b or not b["median_ns"]:
+        return None
+    def sp(x):
+        return {"median": x["median_ns"], "q1": x["q1_ns"], "q3": x["q3_ns"]}
+    return _m.ratio(sp(a), sp(b))
 
 
 def _published_rows(res):
+    """Each published figure beside the simulator's: its median times (ms) per config
+    ("sim_ms") and its ratios with their ranges ("sim_ratio": {"a/b": {"ratio", "lo",
+    "hi"}})."""
     cfgs = res["configs"]
     rows = []
-    for pub in PUBLISHED:
-        row = {"shape": pub["shape"], "published_before_ms": pub["before_ms"],
-               "published_after_ms": pub["after_ms"],
-               "published_ratio": pub["after_ms"] / pub["before_ms"],
-               "source": pub["source"], "sim_ms": {}, "sim_ratio": {}}
-        for c in cfgs:
-            row["sim_ms"][c] = _sim_ms(cfgs[c], pub["measure"])
-        for after, before in (("share", "copy"), ("share+rmap", "copy+rmap")):
-            a, b = row["sim_ms"].get(after), row["sim_ms"].get(before)
-            if a is not None and b:
-                row["sim_ratio"][after + "/" + before] = a / b
+    pairs = (("share", "copy"), ("share+rmap", "copy+rmap"))
+    for pub in PUBLISHED + [PUBLISHED_RMAP_FORK]:
+        if "before_ms" in pub:
+            row = {"shape": pub["shape"], "published_before_ms": pub["before_ms"],
+                   "published_after_ms": pub["after_ms"],
+                   "published_ratio": pub["after_ms"] / pub["before_ms"]}
+        else:
+            row = {"shape": pub["shape"], "published_ratio": pub["ratio"],
+                   "published_text": pub["ratio_text"]}
+            pairs = (("copy+rmap", "copy"), ("share+rmap", "share"))
+        row.update(source=pub["source"], sim_ms={}, sim_ratio={})
+        summ = {c: _sim_summary(cfgs[c], pub["measure"]) for c in cfgs}
+        for c, sm in summ.items():
+            row["sim_ms"][c] = None if not sm else sm["median_ns"] / 1e6
+        for after, before in pairs:
+            r = _sim_ratio(summ.get(after), summ.get(before))
+            if r is not None:
+                row["sim_ratio"][after + "/" + before] = r
         rows.append(row)
-    pub = PUBLISHED_RMAP_FORK
-    row = {"shape": pub["shape"], "published_ratio": pub["ratio"],
-           "published_text": pub["ratio_text"], "source": pub["source"],
-           "sim_ms": {c: _sim_ms(cfgs[c], pub["measure"]) for c in cfgs},
-           "sim_ratio": {}}
-    a, b = row["sim_ms"].get("copy+rmap"), row["sim_ms"].get("copy")
-    if a is not None and b:
-        row["sim_ratio"]["copy+rmap/copy"] = a / b
-    a, b = row["sim_ms"].get("share+rmap"), row["sim_ms"].get("share")
-    if a is not None and b:
-        row["sim_ratio"]["share+rmap/share"] = a / b
-    rows.append(row)
     return rows
 
 
@@ -668,15 +856,7 @@ def _unit_for(values):
 
 
 def _table(header, rows):
-    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
-    lines = []
-    for j, r in enumerate([header] + rows):
-        cells = [str(r[0]).ljust(widths[0])]
-        cells += [str(x).rjust(widths[i + 1]) for i, x in enumerate(r[1:])]
-        lines.append("  ".join(cells).rstrip())
-        if j == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return "\n".join(_r.table(header, rows, left=(0,)))
 
 
 def format_results(results):
@@ -686,9 +866,10 @@ def format_results(results):
     cfgs = results["configs"]
     names = list(cfgs)
     params = ", ".join("%s=%s" % kv for kv in results["params"].items())
-    out = ["workload %s  (%s)" % (results["workload"], params)]
+    out = _r.wrap("workload %s  (%s)" % (results["workload"], params), "", "  ")
     if results.get("info"):
-        out.append("  " + ", ".join("%s=%s" % kv for kv in results["info"].items()))
+        out.extend(_r.wrap(", ".join("%s=%s" % kv for kv in results["info"].items()),
+                           "  ", "  "))
     header = ["", *names]
     rows = []
 
@@ -703,21 +884,63 @@ def format_results(results):
     rows.append(["time vs %s" % base_name]
                 + ["%.2fx" % (cfgs[c]["time_ns"] / base) if base else "-" for c in names])
     rows.append(["iterations"] + [cfgs[c]["iterations"] for c in names])
-    loops = list(cfgs[names[0]]["loops"])
-    for lp in loops:
-        timing_row("%s median" % lp,
-                   [cfgs[c]["loops"].get(lp, {}).get("median_ns") for c in names])
+    wide = []
+
+    def spread_rows(label, group, key):
+        """A median row and a quartiles row (q1-q3, in the median's unit; ~ wide)."""
+        ss = [cfgs[c][group].get(key) for c in names]
+        unit = _unit_for([s["median_ns"] if s else None for s in ss])
+        rows.append(["%s median (%s)" % (label, unit)]
+                    + [_fmt_ns(s["median_ns"], unit) if s else "-" for s in ss])
+        cells = []
+        for c, s in zip(names, ss):
+            if not s:
+                cells.append("-")
+                continue
+            cells.append("%s-%s%s" % (_fmt_ns(s["q1_ns"], unit), _fmt_ns(s["q3_ns"], unit),
+                                      "~" if s["wide"] else ""))
+            if s["wide"]:
+                wide.append("%s %s" % (c, label.strip()))
+        rows.append(["  q1-q3"] + cells)
+
+    for lp in cfgs[names[0]]["loops"]:
+        spread_rows(lp, "loops", lp)
     for ph in cfgs[names[0]]["phases"]:
-        timing_row("  %s mean" % ph,
-                   [cfgs[c]["phases"].get(ph, {}).get("mean_ns") for c in names])
+        spread_rows("  " + ph, "phases", ph)
+    pred = results.get("predicted")
+    if pred:
+        pc = pred["configs"]
+        timing_row("predicted kernel", [pc[c]["kernel_ns"] for c in names])
+        timing_row("  per iteration", [pc[c]["kernel_ns_per_iteration"] for c in names])
+        rows.append(["predicted vs copy"] + ["%.2fx" % pc[c]["ratio_vs_copy"]
+                                              if pc[c]["ratio_vs_copy"] else "-"
+                                              for c in names])
     for k in COUNTER_KEYS + PEAK_KEYS + ("leaked_frames",):
+        if k not in SHOWN_KEYS + PEAK_KEYS + ("leaked_frames",) and not any(
+                cfgs[c][k] for c in names):
+            continue                 # a priced event no configuration counted
         rows.append([k] + [cfgs[c][k] for c in names])
     out.append(_table(header, rows))
+    if pred:
+        sr = pred["share_rmap_over_copy_rmap"]
+        out.extend(_r.wrap(
+            "predicted kernel: the measured iterations' counts priced by the %s cost "
+            "profile%s (%s). Counts are exact, so the prediction has no spread: the same "
+            "run gives the same figure (per iteration, when a wide spread added "
+            "iterations). Beside it, the simulator's own time, with its spread.%s"
+            % (pred["profile"], " (%s)" % pred["reason"] if pred.get("reason") else "",
+               pred["profile_description"] or "no description",
+               " share+rmap / copy+rmap predicted: %s." % _r.x(sr) if sr else ""),
+            "", "  "))
+        missing = sorted({e for c in pred["configs"].values() for e in c["missing"]})
+        if missing:
+            out.extend(_r.wrap("not counted by this core, priced 0: " + ", ".join(missing)
+                               + ".", "", "  "))
     if results.get("published"):
         out.append("")
-        out.append("published figures beside the simulator's (ratios: after/before; "
-                   "simulator times are medians of this run)")
-        prow = []
+        out.extend(_r.wrap("published figures beside the simulator's (ratios: after/before "
+                           "of medians, with their range when both lie inside their "
+                           "quartiles):"))
         for r in results["published"]:
             if "published_before_ms" in r:
                 pub = "%.1f -> %.1f ms = %.2fx" % (r["published_before_ms"],
@@ -725,21 +948,29 @@ def format_results(results):
                                                   r["published_ratio"])
             else:
                 pub = r["published_text"]
-            sim = []
-            for k, v in r["sim_ratio"].items():
-                sim.append("%s %.2fx" % (k, v))
-            ms = " ".join("%s=%s" % (c, "%.3g" % (v * 1e3) if v is not None else "-")
-                          for c, v in r["sim_ms"].items())
-            prow.append([r["shape"], pub, "; ".join(sim) or "-", ms])
-        out.append(_table(["shape", "published", "simulator ratio",
-                           "simulator us (median)"], prow))
+            sim = "; ".join("%s %s" % (k, _r.x_range(v)) for k, v in r["sim_ratio"].items())
+            out.extend(_r.wrap("- %s: published %s; simulator %s." % (r["shape"], pub,
+                                                                     sim or "-"), "", "  "))
         srcs = []
         for r in results["published"]:
             if r["source"] not in srcs:
                 srcs.append(r["source"])
-        out.extend("source: " + s for s in srcs)
+        for src in srcs:
+            out.extend(_r.wrap("source: " + src, "", "  "))
     for n in results.get("notes", ()):
-        out.append("note: " + n)
+        out.extend(_r.wrap("note: " + n, "", "  "))
+    extra = ["%s %s +%d (%s)" % (c, lp, st["extra"], "settled" if st["settled"]
+                                 else "still wide")
+             for c in names for lp, st in cfgs[c].get("settle", {}).items() if st["extra"]]
+    if extra:
+        out.extend(_r.wrap("more iterations for a wide spread: " + "; ".join(extra) + ".",
+                           "", "  "))
+    if wide:
+        out.extend(_r.wrap(
+            "spread wide (q3 - q1 above %d%% of the median, marked ~): %s. Those medians "
+            "are uncertain: run again with more iterations (the -p ...iterations= "
+            "parameters) on a quieter machine." % (round(_m.WIDE * 100), "; ".join(wide)),
+            "", "  "))
     return "\n".join(out)
 
 

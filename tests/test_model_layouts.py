@@ -40,9 +40,8 @@ lazyvm/machine.py) only, never from the core's source.
    share_level and memory limits, first-fit placement, contents=False counts
    equal to a machine with contents, and Machine.replay equal to the API.
 
-Known bug, kept failing as xfail(strict=True): a pae pgd frame keeps the stale
-bytes of its previous use beyond the 4 PDPT entries
-(test_pae_pgd_frame_holds_only_the_pdpt).
+A bug these tests found, fixed since: a pae pgd frame kept the stale bytes of its
+previous use beyond the 4 PDPT entries (test_pae_pgd_frame_holds_only_the_pdpt).
 
 Run time: about 25 s alone, under a minute on two busy cores, with the defaults
 (8 examples of 30 steps per state-machine configuration, 46 configurations).
@@ -1455,12 +1454,6 @@ if os.environ.get("LAZYVM_STATEFUL_STATS"):
     atexit.register(lambda: print("\n".join("%8d %s" % (v, k) for k, v in sorted(SEEN.items()))))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "pae: a new pgd (PDPT) frame is not cleared beyond its 4 entries: m.table(pgd) has "
-    "512 entries, 508 of them the stale bytes of the data page the frame last held. "
-    "Reproducer: m = Machine(memory=8 << 20, layout='pae'); p = m.spawn(); "
-    "a = p.mmap(8192); p.write(a, b'\\xff' * 8192); p.munmap(a, 4096); q = m.spawn(); "
-    "m.table(q.pgd)[4:] is all 0xffffffffffffffff"))
 @pytest.mark.parametrize("how", ["spawn", "copy", "share"])
 def test_pae_pgd_frame_holds_only_the_pdpt(how):
     """A pae pgd is the 4-entry PDPT (DESIGN section 6): m.table of it shows those 4

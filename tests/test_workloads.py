@@ -57,8 +57,13 @@ def test_keys_types_and_no_leak(results, name):
         assert c["loops"] and c["phases"]
         for group in ("loops", "phases"):
             for ph, s in c[group].items():
-                assert set(s) == {"count", "total_ns", "mean_ns", "median_ns", "min_ns"}
-                assert all(type(v) is int and v >= 0 for v in s.values()), (ph, s)
+                assert set(s) == {"count", "total_ns", "mean_ns", "median_ns", "min_ns",
+                                  "q1_ns", "q3_ns", "max_ns", "wide"}
+                assert type(s["wide"]) is bool
+                assert all(type(v) is int and v >= 0 for k, v in s.items()
+                           if k != "wide"), (ph, s)
+                # Every timed figure carries its spread.
+                assert s["min_ns"] <= s["q1_ns"] <= s["median_ns"] <= s["q3_ns"] <= s["max_ns"]
                 assert s["count"] > 0
         assert sum(s["total_ns"] for s in c["loops"].values()) > 0
         # The phases partition the measured time.
@@ -180,12 +185,14 @@ def test_published(results):
         assert (row["published_before_ms"], row["published_after_ms"]) == (
             pub["before_ms"], pub["after_ms"])
         assert set(row["sim_ratio"]) == {"share/copy", "share+rmap/copy+rmap"}
-        assert all(v > 0 for v in row["sim_ratio"].values())
+        # Each ratio with the range it takes inside the quartiles.
+        assert all(v["lo"] <= v["ratio"] <= v["hi"] and v["lo"] > 0
+                   for v in row["sim_ratio"].values())
         assert all(v > 0 for v in row["sim_ms"].values())
-    assert rows[-1]["sim_ratio"]["copy+rmap/copy"] > 0
+    assert rows[-1]["sim_ratio"]["copy+rmap/copy"]["ratio"] > 0
     # A 40 MB fork that copies 10,240 PTEs is slower than one that shares ~12 tables.
-    assert rows[0]["sim_ratio"]["share/copy"] < 1
-    assert rows[0]["sim_ratio"]["share+rmap/copy+rmap"] < 1
+    assert rows[0]["sim_ratio"]["share/copy"]["ratio"] < 1
+    assert rows[0]["sim_ratio"]["share+rmap/copy+rmap"]["ratio"] < 1
     text = format_results(r)
     for pub in PUBLISHED:
         assert pub["shape"] in text
@@ -238,3 +245,135 @@ def test_interleaved_and_sequential_runs_count_the_same():
     for c in CONFIGS:
         for k in COUNTER_KEYS + PEAK_KEYS + ("iterations", "leaked_frames"):
             assert a["configs"][c][k] == b["configs"][c][k], (c, k)
+
+
+@pytest.mark.parametrize("name, params, words", [
+    ("fork_exit", {"pages": "abc"}, ["pages", "integer"]),
+    ("fork_exit", {"pages": 1.5}, ["pages", "integer"]),
+    ("fork_exit", {"pages": True}, ["pages", "integer"]),
+    ("fork_exit", {"iterations": 0}, ["iterations", ">= 1"]),
+    ("fork_exit", {"pages": 786433}, ["pages", "786432"]),
+    ("fork_exit", {"bogus": 1}, ["bogus", "pages, iterations"]),
+    ("snapshot", {"write_fraction": 1.5}, ["write_fraction", "0 to 1"]),
+    ("snapshot", {"write_span": 0}, ["write_span"]),
+    ("prefork", {"children": -1}, ["children"]),
+    ("prefork", {"pages": 786432, "children": 64}, ["MiB", "memory"]),
+    ("fork_exec", {"parent_writes": 9}, ["parent_writes", "shell_stack"]),
+    ("published", {"parent_stack_write": 1}, ["parent_stack_write", "True or False"]),
+])
+def test_check_params_refuses_with_one_line(name, params, words):
+    """Every parameter is checked for its name, type and range, and the whole for its
+    memory, before anything runs (0.1.0 took pages='abc' into the run and failed there
+    with a traceback)."""
+    from lazyvm.workloads import check_params
+    with pytest.raises(ValueError) as e:
+        check_params(name, params)
+    msg = str(e.value)
+    assert "\n" not in msg
+    for w in words:
+        assert w in msg, (w, msg)
+
+
+def test_check_params_accepts_and_fills_defaults():
+    from lazyvm.workloads import check_params
+    q = check_params("snapshot", {"write_fraction": 0, "pages": 4096}, quick=True)
+    assert q == dict(WORKLOADS["snapshot"].quick, write_fraction=0, pages=4096)
+    # An integer where the default is a float is a number all the same.
+    assert check_params("snapshot", {"write_span": 1})["write_span"] == 1
+
+
+def test_wide_spread_is_marked_in_the_report(results):
+    """A figure whose quartiles are far apart is marked ~ and named below the table."""
+    import copy
+    r = copy.deepcopy(results("small_fork"))
+    s = r["configs"]["share"]["loops"]["small_fork"]
+    s.update(q1_ns=1, q3_ns=10 * s["median_ns"], wide=True)
+    text = format_results(r)
+    assert "~" in text and "spread wide" in text and "share small_fork" in text
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_report_is_at_most_100_columns(results, name):
+    for line in format_results(results(name)).splitlines():
+        assert len(line) <= 100, line
+
+
+def _fake_clock(durations):
+    """A clock for fork_exit's body (three readings per iteration: before the fork,
+    after it, after the exit) whose k-th iteration lasts durations(k) ns."""
+    def gen():
+        k = 0
+        while True:
+            base = k * 10**6
+            yield base
+            yield base + 1
+            yield base + durations(k)
+            k += 1
+    g = gen()
+    return lambda: next(g)
+
+
+def test_a_wide_loop_takes_more_iterations_until_it_settles_or_says_not(monkeypatch):
+    """With settle=True (what `lazyvm run` asks for) a loop whose times spread wide runs
+    more iterations, up to MAX_FACTOR times as many, and records whether it settled."""
+    from lazyvm import measure, workloads
+
+    def run(durations):
+        monkeypatch.setattr(workloads, "_clock", _fake_clock(durations))
+        r = run_workload("fork_exit", configs=["copy"], pages=64, iterations=4,
+                         settle=True)
+        return r, r["configs"]["copy"]
+
+    # Steady: no extra iterations.
+    r, c = run(lambda k: 100)
+    assert c["iterations"] == 4 and c["settle"]["fork+exit"] == {"extra": 0,
+                                                                  "settled": True}
+    # Alternating 10 and 1000 ns for ever: up to 4x the iterations, then it says so.
+    r, c = run(lambda k: 10 if k % 2 else 1000)
+    assert c["iterations"] == measure.MAX_FACTOR * 4
+    assert c["settle"]["fork+exit"] == {"extra": 12, "settled": False}
+    assert c["forks"] == c["iterations"]  # the counters follow the iterations run
+    text = format_results(r)
+    assert "fork+exit +12 (still wide)" in text and "spread wide" in text
+    # Wide at first (the 2 warm-up and 4 measured iterations), then steady: it settles.
+    r, c = run(lambda k: 100 if k >= 6 or k % 2 else 1000)
+    st = c["settle"]["fork+exit"]
+    assert st["settled"] and 0 < st["extra"] < 12
+    assert not c["loops"]["fork+exit"]["wide"]
+
+
+# ---------------------------------------------------------------- predicted kernel time
+
+
+def test_counter_keys_carry_every_priced_event_the_core_counts():
+    from lazyvm import Machine
+    from lazyvm.costs import EVENTS
+    counted = set(Machine(memory=8 << 20).stats())
+    assert {e for e in EVENTS if e in counted} <= set(COUNTER_KEYS)
+    assert "forks_copy" in COUNTER_KEYS and "rmap_adds" in COUNTER_KEYS
+
+
+@pytest.mark.parametrize("name", ["snapshot", "fork_exec"])
+def test_same_run_twice_gives_identical_predictions(name):
+    from lazyvm.costs import load_profile
+    prof = load_profile("linux-2.5.41")
+    a = run_workload(name, quick=True, costs=prof, **TINY[name])
+    b = run_workload(name, quick=True, costs="linux-2.5.41", **TINY[name])
+    assert a["predicted"] == b["predicted"]
+    # ... while the simulator's own times differ from run to run
+    assert [c["time_ns"] for c in a["configs"].values()] != \
+        [c["time_ns"] for c in b["configs"].values()]
+    for cname, c in a["configs"].items():
+        p = a["predicted"]["configs"][cname]
+        assert p["kernel_ns"] == prof.kernel_ns(c) > 0
+        assert p["kernel_ns_per_iteration"] == p["kernel_ns"] // c["iterations"]
+        assert p["missing"] == [e for e in prof.costs if e not in c]
+    pc = a["predicted"]["configs"]
+    assert a["predicted"]["share_rmap_over_copy_rmap"] == pytest.approx(
+        pc["share+rmap"]["kernel_ns"] / pc["copy+rmap"]["kernel_ns"])
+    assert "predicted kernel (" in format_results(a)
+
+
+def test_no_costs_no_prediction():
+    r = run_workload("fork_exit", quick=True, configs="copy", **TINY["fork_exit"])
+    assert "predicted" not in r and "predicted kernel" not in format_results(r)
