@@ -1813,3 +1813,31 @@ def test_zap_of_shared_tables_needs_no_memory(layout, share_level, how):
     d = check_derived(m, lay, live, shared_levels=())
     assert all(len(r) == 1 for r in d.refs.values())
     assert_contents(p, expect)
+
+
+@pytest.mark.parametrize("layout,share_level", LEVELS)
+@pytest.mark.parametrize("shared", [False, True], ids=["private", "shared"])
+def test_oom_mmap_fixed_over_shared_tables(layout, share_level, shared):
+    """MAP_FIXED over part of a range whose tables are shared: the old pages must be
+    unmapped first, which privatizes; a failure leaves the old mapping whole."""
+    lay = LAY[layout]
+    m, p, expect = space(layout, share_level, True)
+    c = p.fork("share")
+    b = boundary(lay)
+    vmas = c.vmas
+
+    def failed(n):
+        assert c.vmas == vmas, "mmap failing after %d allocations changed VMAs" % n
+        check_derived(m, lay, [p, c], shared_levels=shared_levels(m, "share"))
+        assert_contents(c, expect)
+        assert_contents(p, expect)
+
+    n, a = sweep(m, lambda: c.mmap(4 * PAGE, prot="rw", shared=shared, addr=b - 2 * PAGE),
+                 failed)
+    assert n >= 1 and a == b - 2 * PAGE
+    new = set(range(b - 2 * PAGE, b + 2 * PAGE, PAGE))
+    for x in new:
+        assert c.read(x, PAGE) == ZERO
+    assert_contents(c, {x: d for x, d in expect.items() if x not in new})
+    assert_contents(p, expect)
+    check_derived(m, lay, [p, c], shared_levels=shared_levels(m, "share"))
