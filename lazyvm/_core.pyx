@@ -77,6 +77,7 @@ cdef enum:
     ST_EXITS
     ST_EXECS
     ST_FORK_VMAS
+    ST_EXIT_VMAS
     ST_FAULTS
     ST_DEMAND_ZERO
     ST_ZERO_PAGE_MAPS
@@ -116,6 +117,7 @@ cdef enum:
 _COUNTER_NAMES = (
     ("forks", ST_FORKS), ("forks_copy", ST_FORKS_COPY), ("forks_share", ST_FORKS_SHARE),
     ("exits", ST_EXITS), ("execs", ST_EXECS), ("fork_vmas", ST_FORK_VMAS),
+    ("exit_vmas", ST_EXIT_VMAS),
     ("faults", ST_FAULTS), ("demand_zero", ST_DEMAND_ZERO),
     ("zero_page_maps", ST_ZERO_PAGE_MAPS), ("cow_copies", ST_COW_COPIES),
     ("cow_reuses", ST_COW_REUSES), ("shmem_faults", ST_SHMEM_FAULTS),
@@ -668,77 +670,18 @@ cdef class Core:
         self.st[ST_NODES] -= 1
 
     cdef void rmap_add(self, uint32_t f, slot_t slot) noexcept nogil:
-        """page_add_rmap: add PTE slot to frame f's chain."""
-        cdef uint32_t h, n, idx, nr = self.nrpte
-        cdef uint32_t* nd
-        self.st[ST_RMAP_ADDS] += 1
-        if self.flags[f] & F_DIRECT:
-            n = self.node_alloc()
-            nd = self.node_ptr(n)
-            self.slot_set(nd, nr - 1, self.direct_get(f))
-            self.slot_set(nd, nr - 2, slot)
-            nd[0] = node_encode(0, nr - 2)
-            self.link[f] = n
-            self.flags[f] &= ~F_DIRECT
-            self.st[ST_DIRECT] -= 1
-            self.st[ST_SLOTS] += 2
-        elif self.link[f] == 0:
-            self.direct_set(f, slot)
-            self.flags[f] |= F_DIRECT
-            self.st[ST_DIRECT] += 1
+        """page_add_rmap: add PTE slot to frame f's chain (page_add_rmap_t, compiled
+        per slot width)."""
+        if self.wide:
+            page_add_rmap_t(self, f, slot, <pte64_t*>NULL)
         else:
-            h = self.link[f]
-            nd = self.node_ptr(h)
-            idx = node_idx(nd)
-            if idx == 0:
-                n = self.node_alloc()
-                nd = self.node_ptr(n)
-                self.slot_set(nd, nr - 1, slot)
-                nd[0] = node_encode(h, nr - 1)
-                self.link[f] = n
-            else:
-                idx -= 1
-                self.slot_set(nd, idx, slot)
-                nd[0] = node_encode(node_next(nd), idx)
-            self.st[ST_SLOTS] += 1
+            page_add_rmap_t(self, f, slot, <pte32_t*>NULL)
 
     cdef int rmap_remove(self, uint32_t f, slot_t slot) noexcept nogil:
         """page_remove_rmap: take slot out of frame f's chain; ERR_BUG if it is not there."""
-        cdef uint32_t h, n, idx, k, start, nr = self.nrpte
-        cdef uint32_t* hd
-        cdef uint32_t* nd
-        self.st[ST_RMAP_REMOVES] += 1
-        if self.flags[f] & F_DIRECT:
-            if self.direct_get(f) != slot:
-                return ERR_BUG
-            self.link[f] = 0
-            self.flags[f] &= ~F_DIRECT
-            self.st[ST_DIRECT] -= 1
-            return OK
-        h = self.link[f]
-        if h == 0:
-            return ERR_BUG
-        hd = self.node_ptr(h)
-        idx = node_idx(hd)
-        n = h
-        start = idx
-        while n != 0:
-            nd = self.node_ptr(n)
-            for k in range(start, nr):
-                if self.slot_get(nd, k) == slot:
-                    self.slot_set(nd, k, self.slot_get(hd, idx))
-                    self.slot_set(hd, idx, 0)
-                    idx += 1
-                    self.st[ST_SLOTS] -= 1
-                    if idx == nr:
-                        self.link[f] = node_next(hd)
-                        self.node_release(h)
-                    else:
-                        hd[0] = node_encode(node_next(hd), idx)
-                    return OK
-            n = node_next(nd)
-            start = 0
-        return ERR_BUG
+        if self.wide:
+            return page_remove_rmap_t(self, f, slot, <pte64_t*>NULL)
+        return page_remove_rmap_t(self, f, slot, <pte32_t*>NULL)
 
     cdef void rmap_clear(self, uint32_t f) noexcept nogil:
         """Forget every slot of frame f (after try_to_unmap has cleared them)."""
@@ -1785,6 +1728,7 @@ cdef class Core:
             self.st[ST_EXITS] += 1
         else:
             self.st[ST_EXECS] += 1
+        self.st[ST_EXIT_VMAS] += mm.nv
         self._raise(rc, "")
 
     def mprotect(self, pfn_t pgd, const uint64_t[:, ::1] vmas, const uint64_t[:, ::1] pieces):
@@ -2185,6 +2129,107 @@ cdef class Core:
             tables_by_level=[int(self.st[ST_TABLES_L + k]) for k in range(4)])
 
 
+
+# ==================================================================== rmap, per slot width
+#
+# A slot is a pte_addr_t as wide as an entry (leaf_t): in a node's 16 words, slot k is
+# (<leaf_t*>node)[1 + k] -- words 1..15 for 32-bit slots, 2..15 for 64-bit ones -- and a
+# node holds 64 / sizeof(leaf_t) - 1 of them (NRPTE 15 or 7).  The `tag` argument only
+# picks the width.
+
+cdef inline slot_t direct_slot_t(Core c, uint32_t f, leaf_t* tag) noexcept nogil:
+    if leaf_t is pte32_t:
+        return c.link[f]
+    return ((<slot_t>c.link[f]) << 9) | c.lidx[f]
+
+
+cdef inline void set_direct_t(Core c, uint32_t f, slot_t s, leaf_t* tag) noexcept nogil:
+    if leaf_t is pte32_t:
+        c.link[f] = <uint32_t>s
+    else:
+        c.link[f] = <uint32_t>(s >> 9)
+        c.lidx[f] = <uint16_t>(s & 511)
+
+
+cdef inline void page_add_rmap_t(Core c, uint32_t f, slot_t slot, leaf_t* tag) noexcept nogil:
+    """page_add_rmap: no mapping -> direct; direct -> a node with the old slot at NRPTE-1
+    and the new at NRPTE-2; head full -> a new head with the slot at NRPTE-1; else the
+    slot before idx."""
+    cdef uint32_t h, n, idx, nr = 64 // sizeof(leaf_t) - 1
+    cdef uint32_t* nd
+    c.st[ST_RMAP_ADDS] += 1
+    if c.flags[f] & F_DIRECT:
+        n = c.node_alloc()
+        nd = c.node_ptr(n)
+        (<leaf_t*>nd)[nr] = <leaf_t>direct_slot_t(c, f, tag)
+        (<leaf_t*>nd)[nr - 1] = <leaf_t>slot
+        nd[0] = node_encode(0, nr - 2)
+        c.link[f] = n
+        c.flags[f] &= ~F_DIRECT
+        c.st[ST_DIRECT] -= 1
+        c.st[ST_SLOTS] += 2
+    elif c.link[f] == 0:
+        set_direct_t(c, f, slot, tag)
+        c.flags[f] |= F_DIRECT
+        c.st[ST_DIRECT] += 1
+    else:
+        h = c.link[f]
+        nd = c.node_ptr(h)
+        idx = node_idx(nd)
+        if idx == 0:
+            n = c.node_alloc()
+            nd = c.node_ptr(n)
+            (<leaf_t*>nd)[nr] = <leaf_t>slot
+            nd[0] = node_encode(h, nr - 1)
+            c.link[f] = n
+        else:
+            idx -= 1
+            (<leaf_t*>nd)[1 + idx] = <leaf_t>slot
+            nd[0] = node_encode(node_next(nd), idx)
+        c.st[ST_SLOTS] += 1
+
+
+cdef inline int page_remove_rmap_t(Core c, uint32_t f, slot_t slot, leaf_t* tag) noexcept nogil:
+    """page_remove_rmap: the head's first used slot moves into the hole; the head is
+    freed when it empties; never collapses to direct.  ERR_BUG if slot is not there."""
+    cdef uint32_t h, n, idx, k, start, nr = 64 // sizeof(leaf_t) - 1
+    cdef uint32_t* hd
+    cdef uint32_t* nd
+    cdef leaf_t s = <leaf_t>slot
+    c.st[ST_RMAP_REMOVES] += 1
+    if c.flags[f] & F_DIRECT:
+        if direct_slot_t(c, f, tag) != slot:
+            return ERR_BUG
+        c.link[f] = 0
+        c.flags[f] &= ~F_DIRECT
+        c.st[ST_DIRECT] -= 1
+        return OK
+    h = c.link[f]
+    if h == 0:
+        return ERR_BUG
+    hd = c.node_ptr(h)
+    idx = node_idx(hd)
+    n = h
+    start = idx
+    while n != 0:
+        nd = c.node_ptr(n)
+        for k in range(start, nr):
+            if (<leaf_t*>nd)[1 + k] == s:
+                (<leaf_t*>nd)[1 + k] = (<leaf_t*>hd)[1 + idx]
+                (<leaf_t*>hd)[1 + idx] = 0
+                idx += 1
+                c.st[ST_SLOTS] -= 1
+                if idx == nr:
+                    c.link[f] = node_next(hd)
+                    c.node_release(h)
+                else:
+                    hd[0] = node_encode(node_next(hd), idx)
+                return OK
+        n = node_next(nd)
+        start = 0
+    return ERR_BUG
+
+
 # ==================================================================== leaf loops
 #
 # Compiled once per entry width (leaf_t: pte32_t on i386, pte64_t on pae / x86_64).
@@ -2238,7 +2283,7 @@ cdef inline int copy_ptes(Core c, leaf_t* src, leaf_t* dst, pfn_t dst_t, uint32_
         dst[i] = pte & ~nod
         count[f] += 1
         if rm:
-            c.rmap_add(f, c.mk_slot(dst_t, i))
+            page_add_rmap_t(c, f, c.mk_slot(dst_t, i), src)
     c.st[ST_PTES_COPIED] += copied
     return rc
 
@@ -2273,7 +2318,7 @@ cdef int zap_pte_range(Core c, leaf_t* tbl, pfn_t t, uint32_t lo, uint32_t hi) n
             continue
         if pte & _D:
             c.flags[f] |= F_DIRTY
-        if rm and c.rmap_remove(f, c.mk_slot(t, i)) != OK:
+        if rm and page_remove_rmap_t(c, f, c.mk_slot(t, i), tbl) != OK:
             rc = ERR_BUG
             break
         c.put_page(f)
@@ -2344,6 +2389,6 @@ cdef void privatize_pte(Core c, leaf_t* src, leaf_t* dst, pfn_t nt, uint64_t bas
                     src[i] = pte
                 c.count[f] += 1
                 if rm:
-                    c.rmap_add(f, c.mk_slot(nt, i))
+                    page_add_rmap_t(c, f, c.mk_slot(nt, i), src)
             dst[i] = pte
     c.st[ST_PTES_COPIED] += copied

@@ -15,8 +15,8 @@ the fixed cost of a fork of a minimal process, ``exits`` and ``execs`` the fixed
 an exit and an exec; ``faults`` is the cost every fault pays, ``demand_zero``,
 ``cow_copies``... what such a fault costs beyond it.  The counters overlap the way the
 kernel's work does (``tables_copied`` are also ``tables_allocated``), so each cost is the
-part of the work its counter adds.  ``exit_vmas`` prices VMAs torn down, a counter the
-0.2.0 core does not have yet: absent counters count 0 (``Profile.missing`` names them).
+part of the work its counter adds.  ``exit_vmas`` prices the VMAs an exit or exec tears
+down.  A counter a stats() dict lacks counts 0 (``Profile.missing`` names it).
 
 The JSON format (``FORMAT``, version ``FORMAT_VERSION``) is described in docs/COSTS.md.
 """
