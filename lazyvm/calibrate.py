@@ -894,18 +894,11 @@ def format_compare(rows):
 
 # -- CLI ----------------------------------------------------------------------------
 
-class _LocalUsageError(ValueError):
-    """A command-line error: one line, exit status 2 (until lazyvm.cli has one)."""
-
-
 def _usage_error_class():
-    """lazyvm.cli.UsageError when cli.py defines it, else the local one.  Looked up when
-    an error is raised, not at import: cli.py imports this module."""
-    try:
-        from lazyvm.cli import UsageError
-        return UsageError
-    except (ImportError, AttributeError):
-        return _LocalUsageError
+    """lazyvm.cli.UsageError, looked up when an error is raised, not at import: cli.py
+    imports this module."""
+    from lazyvm.cli import UsageError
+    return UsageError
 
 
 def add_commands(subparsers):
@@ -962,7 +955,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     try:
         return args.func(args)
-    except (_LocalUsageError, _usage_error_class()) as e:
+    except _usage_error_class() as e:
         print(f"lazyvm: {e}", file=sys.stderr)
         return 2
 

@@ -34,18 +34,10 @@ import zipfile
 import numpy as np
 
 
-class _LocalUsageError(ValueError):
-    """A command-line error (until lazyvm.cli.UsageError exists): one line, exit 2."""
-
-
 def _usage_error():
-    """lazyvm.cli.UsageError when cli.py has it, else the local fallback.  Looked up when
-    an error is raised, not at import, so the order cli and this module import in does
-    not matter."""
-    try:
-        from .cli import UsageError
-    except ImportError:
-        return _LocalUsageError
+    """lazyvm.cli.UsageError, looked up when an error is raised, not at import (cli.py
+    imports this module to add its commands)."""
+    from .cli import UsageError
     return UsageError
 
 __all__ = ["Snapshot", "SnapshotError", "capture", "replay", "format_replay", "relocate",
@@ -1072,7 +1064,7 @@ def _as_usage(handler):
     def run(args):
         try:
             return handler(args)
-        except (SnapshotError, _LocalUsageError) as e:
+        except SnapshotError as e:
             raise _usage_error()(str(e)) from None
     return run
 
@@ -1188,7 +1180,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (_usage_error(), _LocalUsageError) as e:
+    except _usage_error() as e:
         print(f"lazyvm {args.command}: {e}", file=sys.stderr)
         return 2
 

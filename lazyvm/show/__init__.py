@@ -131,15 +131,10 @@ def step_png(name_or_path, step, png_path):
 # -- the command --------------------------------------------------------------------
 
 def _usage_error():
-    try:
-        from lazyvm.cli import UsageError
-        return UsageError
-    except ImportError:
-        return _LocalUsageError
-
-
-class _LocalUsageError(ValueError):
-    """lazyvm.cli.UsageError where it exists; this one until then."""
+    """lazyvm.cli.UsageError, looked up when an error is raised, not at import (cli.py
+    imports this module to add its commands)."""
+    from lazyvm.cli import UsageError
+    return UsageError
 
 
 def add_commands(subparsers):
@@ -208,6 +203,6 @@ def main(argv=None):
     args = parser.parse_args(["show", *(sys.argv[1:] if argv is None else argv)])
     try:
         return cmd_show(args)
-    except (ValueError, _usage_error()) as e:     # UsageError (or the local fallback)
+    except (ValueError, _usage_error()) as e:
         print(f"lazyvm show: {str(e).splitlines()[0]}", file=sys.stderr)
         return 2
