@@ -948,16 +948,10 @@ def cmd_calibrate(args):
 
 
 def main(argv=None):
-    import argparse
-    ap = argparse.ArgumentParser(prog="lazyvm")
-    sub = ap.add_subparsers(dest="command", required=True)
-    add_commands(sub)
-    args = ap.parse_args(argv)
-    try:
-        return args.func(args)
-    except _usage_error_class() as e:
-        print(f"lazyvm: {e}", file=sys.stderr)
-        return 2
+    """``lazyvm calibrate ...`` through the command line (``python -m lazyvm.calibrate``
+    is the measuring worker)."""
+    from lazyvm.cli import main as cli_main
+    return cli_main(sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":

@@ -1171,18 +1171,9 @@ def cmd_replay(args):
 
 
 def main(argv=None):
-    """Run capture or replay alone (python -m lazyvm.snapshot ...), until cli.py calls
-    add_commands: errors are one line on stderr and exit status 2."""
-    import argparse
-    parser = argparse.ArgumentParser(prog="lazyvm")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    add_commands(sub)
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except _usage_error() as e:
-        print(f"lazyvm {args.command}: {e}", file=sys.stderr)
-        return 2
+    """``python -m lazyvm.snapshot capture|replay ...``: the same as ``lazyvm ...``."""
+    from lazyvm.cli import main as cli_main
+    return cli_main(sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":

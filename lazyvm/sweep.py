@@ -566,22 +566,9 @@ def cmd_sweep(args):
 
 
 def main(argv=None):
-    """Stand-alone entry point (``python -m lazyvm.sweep``) until cli.py calls
-    add_commands."""
-    import argparse
-    parser = argparse.ArgumentParser(prog="lazyvm")
-    sub = parser.add_subparsers(dest="command")
-    add_commands(sub)
-    args = parser.parse_args(["sweep", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return cmd_sweep(args)
-    except (ValueError, _usage_error()) as e:
-        print(f"lazyvm sweep: {str(e).splitlines()[0]}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted (the points done so far are in --out; run again to resume)",
-              file=sys.stderr)
-        return 130
+    """``python -m lazyvm.sweep ...``: the same as ``lazyvm sweep ...``."""
+    from lazyvm.cli import main as cli_main
+    return cli_main(["sweep", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

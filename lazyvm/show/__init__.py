@@ -194,15 +194,6 @@ def cmd_show(args):
 
 
 def main(argv=None):
-    """Stand-alone entry point (``python -m lazyvm.show``) until cli.py calls
-    add_commands."""
-    import argparse
-    parser = argparse.ArgumentParser(prog="lazyvm")
-    sub = parser.add_subparsers(dest="command")
-    add_commands(sub)
-    args = parser.parse_args(["show", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return cmd_show(args)
-    except (ValueError, _usage_error()) as e:
-        print(f"lazyvm show: {str(e).splitlines()[0]}", file=sys.stderr)
-        return 2
+    """``python -m lazyvm.show ...``: the same as ``lazyvm show ...``."""
+    from lazyvm.cli import main as cli_main
+    return cli_main(["show", *(sys.argv[1:] if argv is None else argv)])
