@@ -591,23 +591,16 @@ cdef class Core:
             return (<const uint64_t*>nd)[1 + k]
         return nd[1 + k]
 
-    cdef inline void slot_set(self, uint32_t* nd, uint32_t k, slot_t s) noexcept nogil:
-        if self.wide:
-            (<uint64_t*>nd)[1 + k] = s
-        else:
-            nd[1 + k] = <uint32_t>s
-
     cdef inline slot_t direct_get(self, uint32_t f) noexcept nogil:
         if self.wide:
-            return ((<slot_t>self.link[f]) << 9) | self.lidx[f]
-        return self.link[f]
+            return direct_slot_t(self, f, <pte64_t*>NULL)
+        return direct_slot_t(self, f, <pte32_t*>NULL)
 
     cdef inline void direct_set(self, uint32_t f, slot_t s) noexcept nogil:
         if self.wide:
-            self.link[f] = <uint32_t>(s >> 9)
-            self.lidx[f] = <uint16_t>(s & 511)
+            set_direct_t(self, f, s, <pte64_t*>NULL)
         else:
-            self.link[f] = <uint32_t>s
+            set_direct_t(self, f, s, <pte32_t*>NULL)
 
     cdef inline slot_t mk_slot(self, pfn_t t, uint32_t i) noexcept nogil:
         return ((<slot_t>t) << self.slot_shift) | i
@@ -1625,25 +1618,15 @@ cdef class Core:
         then takes the full path, which raises with the whole story); else the bytes
         read, or True for a write."""
         cdef mm_t mm = make_mm(pgd, vmas)
-        cdef Py_ssize_t a = 0, b = mm.nv, m
-        cdef uint64_t fl
+        cdef Py_ssize_t vi
         cdef uint8_t* p
         cdef const uint8_t[::1] src
         cdef int rc
-        while a < b:
-            m = (a + b) >> 1
-            if mm.vmas[m].end <= addr:
-                a = m + 1
-            else:
-                b = m
-        if a >= mm.nv or mm.vmas[a].start > addr or addr + n > mm.vmas[a].end:
-            return None
-        fl = mm.vmas[a].flags
-        if not (fl & (VM_WRITE if write else (VM_READ | VM_WRITE))):
+        if self.vma_allows(&mm, <int64_t>addr, write, &vi) >= 0 or addr + n > mm.vmas[vi].end:
             return None
         p = self.mmu(pgd, addr, write)
         if p == NULL:
-            rc = self.handle_mm_fault(&mm, a, addr, write)
+            rc = self.handle_mm_fault(&mm, vi, addr, write)
             if rc != OK:
                 self._raise(rc, "no free frame (or pte_chain node) for a page fault")
             p = self.mmu(pgd, addr, write)
@@ -2021,10 +2004,6 @@ cdef class Core:
 
     def frame_flags(self, uint32_t f):
         return int(self.flags[f])
-
-    def entry(self, pfn_t t, uint32_t i):
-        """Entry i of frame t (a pgd or a table)."""
-        return int(self.eget(t, i))
 
     def walk(self, pfn_t pgd, uint64_t addr):
         """[(level, table, index, entry), ...] from the pgd down, ending after the
