@@ -894,13 +894,6 @@ def format_compare(rows):
 
 # -- CLI ----------------------------------------------------------------------------
 
-def _usage_error_class():
-    """lazyvm.cli.UsageError, looked up when an error is raised, not at import: cli.py
-    imports this module."""
-    from lazyvm.cli import UsageError
-    return UsageError
-
-
 def add_commands(subparsers):
     """Register `calibrate` on an argparse subparsers object."""
     p = subparsers.add_parser("calibrate", help="measure this machine's kernel costs and "
@@ -917,11 +910,11 @@ def add_commands(subparsers):
 
 
 def cmd_calibrate(args):
+    from lazyvm.cli import UsageError    # here: cli.py imports this module
     if not sys.platform.startswith("linux"):
-        raise _usage_error_class()("calibrate measures a Linux kernel: this is "
-                                   + sys.platform)
+        raise UsageError("calibrate measures a Linux kernel: this is " + sys.platform)
     if args.out is not None and os.path.isdir(args.out):
-        raise _usage_error_class()(f"--out {args.out} is a directory: give a file path")
+        raise UsageError(f"--out {args.out} is a directory: give a file path")
     from lazyvm.costs import host_profile_path
     out = args.out or host_profile_path()
     previous = None

@@ -22,8 +22,7 @@ from . import vma as vmalib
 from ._check import check as _check_core
 from ._core import Core
 from .errors import InvariantError, OutOfMemory, ProcessExited, SegmentationFault
-from .layout import (LAYOUTS, MAX_SWAP_SLOTS, P, PAGE_SHIFT, PAGE_SIZE, Layout, parse_prot,
-                     vm_flags)
+from .layout import LAYOUTS, MAX_SWAP_SLOTS, PAGE_SIZE, Layout, parse_prot, vm_flags
 from .vma import ShmObject, Vma
 
 FORK_MODES = ("copy", "share")

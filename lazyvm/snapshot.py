@@ -34,12 +34,6 @@ import zipfile
 import numpy as np
 
 
-def _usage_error():
-    """lazyvm.cli.UsageError, looked up when an error is raised, not at import (cli.py
-    imports this module to add its commands)."""
-    from .cli import UsageError
-    return UsageError
-
 __all__ = ["Snapshot", "SnapshotError", "capture", "replay", "format_replay", "relocate",
            "add_commands", "FORMAT", "VERSION", "CONFIGS"]
 
@@ -1065,7 +1059,8 @@ def _as_usage(handler):
         try:
             return handler(args)
         except SnapshotError as e:
-            raise _usage_error()(str(e)) from None
+            from .cli import UsageError
+            raise UsageError(str(e)) from None
     return run
 
 

@@ -506,13 +506,6 @@ def pd_numeric(col):
 
 # -- the command ----------------------------------------------------------------------
 
-def _usage_error():
-    """lazyvm.cli.UsageError, looked up when an error is raised, not at import (cli.py
-    imports this module to add its commands)."""
-    from lazyvm.cli import UsageError
-    return UsageError
-
-
 def add_commands(subparsers):
     """Register `sweep` on an argparse subparsers object."""
     p = subparsers.add_parser(
@@ -536,7 +529,7 @@ def add_commands(subparsers):
 
 
 def cmd_sweep(args):
-    err = _usage_error()
+    from lazyvm.cli import UsageError as err
     try:
         if args.workers < 1:
             raise SpecError("--workers must be at least 1")

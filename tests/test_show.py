@@ -442,8 +442,8 @@ def test_add_commands_registers_show(tmp_path):
     args = parser.parse_args(["show", "cow", "--html", str(out)])
     assert args.handler(args) == 0 and out.stat().st_size > 10_000
     args = parser.parse_args(["show", "nosuch"])
-    from lazyvm.show import _usage_error
-    with pytest.raises(_usage_error(), match="no scenario 'nosuch'"):
+    from lazyvm.cli import UsageError
+    with pytest.raises(UsageError, match="no scenario 'nosuch'"):
         args.handler(args)
 
 

@@ -185,5 +185,6 @@ def test_add_commands_registers_sweep(tmp_path):
     args = parser.parse_args(["sweep", str(spec), "--out", str(out), "--no-progress"])
     assert args.handler(args) == 0 and len(sw.read_results(out)) == 2
     args = parser.parse_args(["sweep", str(spec), "--out", str(out), "--scheduler", "x"])
-    with pytest.raises(sw._usage_error(), match="--scheduler needs --executor dask"):
+    from lazyvm.cli import UsageError
+    with pytest.raises(UsageError, match="--scheduler needs --executor dask"):
         args.handler(args)

@@ -130,13 +130,6 @@ def step_png(name_or_path, step, png_path):
 
 # -- the command --------------------------------------------------------------------
 
-def _usage_error():
-    """lazyvm.cli.UsageError, looked up when an error is raised, not at import (cli.py
-    imports this module to add its commands)."""
-    from lazyvm.cli import UsageError
-    return UsageError
-
-
 def add_commands(subparsers):
     """Register `show` on an argparse subparsers object."""
     p = subparsers.add_parser(
@@ -162,7 +155,7 @@ def cmd_show(args):
         for name, s in BUILTIN.items():
             print(f"{name:14s} {s['title']}")
         return 0
-    err = _usage_error()
+    from lazyvm.cli import UsageError as err
     if not args.scenario:
         raise err("name a scenario (lazyvm show --list) or a .toml/.py file")
     if args.toml:
