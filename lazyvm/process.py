@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 from numbers import Integral
-from typing import (TYPE_CHECKING, Any, Callable, Dict, List, NamedTuple, NoReturn,
+from typing import (Any, Callable, Dict, List, NamedTuple, NoReturn,
                     Optional, Sequence, SupportsIndex, Tuple, TypeVar, Union, cast)
 
 import numpy as np
@@ -19,9 +19,6 @@ from ._core import Core
 from .errors import OutOfMemory, ProcessExited, SegmentationFault
 from .layout import PAGE_SIZE, parse_prot, vm_flags
 from .vma import Vma
-
-if TYPE_CHECKING:                      # for the annotations only: machine imports this
-    from .machine import Machine
 
 FORK_MODES = ("copy", "share")
 _TOKEN = object()              # Process objects are made by Machine and Process only
@@ -119,7 +116,8 @@ class Process(_Uncopyable):
     """A process: a page directory and a list of VMAs.  Made by ``Machine.spawn()`` and
     ``Process.fork()``, never directly."""
 
-    def __init__(self, machine: Machine, pid: int, pgd: int, vmas: Sequence[Vma] = (),
+    # machine is the Machine (Any here: machine.py imports this module, not the reverse)
+    def __init__(self, machine: Any, pid: int, pgd: int, vmas: Sequence[Vma] = (),
                  arr: Optional[np.ndarray] = None, *, _token: object = None) -> None:
         if _token is not _TOKEN:
             raise TypeError("Process objects are made by Machine.spawn() and "
