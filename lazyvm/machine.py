@@ -1,7 +1,7 @@
 """Machine: the public API of lazyvm (DESIGN.md section 5), with Process (process.py).
 
 This layer validates every argument, owns the VMAs and states the semantics; the compiled
-core (lazyvm._core) does the page-table work and trusts what it is given.  Every check
+core (lazyvm.core) does the page-table work and trusts what it is given.  Every check
 happens before the core is called, so a ValueError or SegmentationFault changes nothing;
 the core itself allocates before it changes anything, so OutOfMemory leaves the machine
 consistent (Machine.check() passes after every error).
@@ -15,8 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from . import costs as costlib
-from ._check import check as _check_core
-from ._core import Core
+from .core import Core, check as _check_core
 from .errors import InvariantError
 from .layout import LAYOUTS, MAX_SWAP_SLOTS, PAGE_SIZE, Layout
 from .process import BIG, FORK_MODES, _TOKEN, Process, _bool, _int, _serialized, _Uncopyable

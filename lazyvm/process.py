@@ -15,7 +15,7 @@ from typing import (Any, Callable, Dict, List, NamedTuple, NoReturn,
 import numpy as np
 
 from . import vma as vmalib
-from ._core import Core
+from .core import Core
 from .errors import OutOfMemory, ProcessExited, SegmentationFault
 from .layout import PAGE_SIZE, parse_prot, vm_flags
 from .vma import Vma

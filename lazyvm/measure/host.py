@@ -32,7 +32,7 @@ import statistics
 import time
 from typing import Callable, Iterator, Optional, Sequence
 
-from .. import _core
+from ..core import api as _core_api, defs as _core_defs
 from ..layout import LAYOUTS, PAGE_SIZE
 from ..machine import CONFIGS
 
@@ -160,9 +160,11 @@ def memory_for(frames: int, layout: str = "i386") -> int:
 
 def build_info() -> dict:
     """Which compiled core ran: ``debug`` is True for the checked build (LAZYVM_DEBUG=1:
-    bounds and wraparound checks), False for the fast one; ``core`` is the file it was
-    loaded from."""
-    return {"debug": bool(_core.DEBUG_BUILD), "core": _core.__file__}
+    bounds and wraparound checks), False for the fast one, None when the core does not
+    say; ``core`` is the file it was loaded from."""
+    debug = getattr(_core_defs, "DEBUG_BUILD", None)
+    return {"debug": None if debug is None else bool(debug),
+            "core": getattr(_core_api, "__file__", None)}
 
 
 # ---------------------------------------------------------------- this machine's fork()
