@@ -39,9 +39,10 @@ import runpy
 from pathlib import Path
 
 from .. import Machine
+from ..layout import PAGE_SIZE
 from .builtin import BUILTIN
 
-PAGE = 4096
+PAGE = PAGE_SIZE
 ACTIONS = ("spawn", "mmap", "write", "touch", "fork", "exit", "exec", "munmap",
            "mprotect", "reclaim")
 _KEYS = {

@@ -43,7 +43,7 @@ import time
 
 from .. import Machine
 from ..costs import EVENTS, load_profile
-from ..layout import PAGE_SIZE
+from ..layout import LAYOUTS, PAGE_SIZE
 from ..machine import CONFIGS as CONFIG_MODES
 from ..measure import host as _m
 from ..measure import published
@@ -52,7 +52,7 @@ from ..measure.worker import counts as count_this_process
 from ..report import format as _r
 from ..report.compare import LINUX, PREDICTED_SPREAD, WHY_DIFFERENT
 
-MAP_BASE = 0x40000000                 # where a mapping goes when it fits above it
+MAP_BASE = LAYOUTS["i386"].mmap_base  # where a mapping goes when it fits above it
 USER_PAGES = _m.layout_limits("i386")[0]   # 786,432: the largest i386 size there is
 
 DEFAULT_SIZES = (1024, 4096, 10240, 16384, 65536, 262144, 786432)

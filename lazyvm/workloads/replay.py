@@ -16,6 +16,7 @@ from .. import Machine
 from ..costs import load_profile
 from ..layout import LAYOUTS, PAGE_SIZE as PAGE
 from ..machine import CONFIGS
+from ..measure.host import memory_for
 from .snapshot import _NONE, F_PRESENT, LEAF_SPAN, SIDE_CHILD, SnapshotError
 
 __all__ = ["replay", "load_costs"]
@@ -27,7 +28,7 @@ def _memory_for(snap, layout, npages_written):
     present = int(((snap.page_flags & F_PRESENT) != 0).sum())
     span = LEAF_SPAN[layout]
     leaf = len(np.unique(snap.page_addr // np.uint64(span))) + len(snap.vma_start)
-    frames = present + 2 * npages_written + 4 * leaf + 4096 + 512
+    frames = present + 2 * npages_written + 4 * leaf + 512
     mem = frames * PAGE
     # The layout's own limit (lazyvm.layout): on x86_64 that is 2**44 bytes, the frames
     # a 32-bit frame number names, below the 2**46 of the contract.
@@ -35,7 +36,7 @@ def _memory_for(snap, layout, npages_written):
     if mem > limit:
         raise SnapshotError(f"the replay needs {mem >> 20} MiB of simulated memory, more "
                             f"than {layout} allows ({limit >> 20} MiB)")
-    return -(-mem // (1 << 20)) << 20
+    return memory_for(frames, layout)
 
 
 def load_costs(costs):

@@ -60,6 +60,7 @@ else:                                   # a dependency on Python < 3.11 (pyproje
 from .. import Machine
 from ..costs import load_profile
 from ..layout import LAYOUTS, PAGE_SIZE as PAGE
+from ..measure.host import memory_for
 from .builtin import WORKLOADS as REGISTRY
 
 WORKLOADS = tuple(name for name, w in REGISTRY.items() if w.sweep)
@@ -220,12 +221,12 @@ def load_spec(path):
 
 def _memory_for(point):
     """Enough memory for the point: its pages twice (copy-on-write copies), tables,
-    boot frames and chains; at most what the layout allows (lazyvm.layout)."""
+    boot frames and chains, with lazyvm.measure.host.memory_for's slack and limit."""
     pages = point["pages"]
-    need = (2 * pages + pages // 256 + 8192) * PAGE
-    need = -(-need // (1 << 20)) << 20
-    lay = LAYOUTS.get(point["layout"])
-    return min(need, lay.max_memory) if lay else need
+    frames = 2 * pages + pages // 256 + 4096
+    if point["layout"] not in LAYOUTS:          # Machine names the layouts in its error
+        return frames * PAGE
+    return memory_for(frames, point["layout"])
 
 
 def run_point(point):

@@ -1,4 +1,4 @@
-"""Cost profiles, the fit, the calibration and the published predictions (issue 10)."""
+"""Cost profiles, the fit, the calibration and the published predictions."""
 import copy
 import json
 import math
@@ -193,11 +193,8 @@ def test_kernel_ns_of_every_operation_is_its_counts_times_the_profile():
         assert p.kernel_ns(after) - p.kernel_ns(before) == by_hand == p.kernel_ns(delta), name
 
 
-def test_machine_kernel_ns_when_the_core_has_it():
-    try:
-        m = Machine(memory=16 << 20, costs="linux-2.5.41")
-    except TypeError:
-        pytest.skip("this lazyvm's Machine takes no costs= yet (lead's 0.2.0 core)")
+def test_machine_kernel_ns_is_its_counts_priced():
+    m = Machine(memory=16 << 20, costs="linux-2.5.41")
     prof = load_profile("linux-2.5.41")
     for name, op in _operations(m):
         op()

@@ -376,9 +376,6 @@ def test_a_4_process_3gib_page_stays_under_5mb(tmp_path):
         assert attrs.get("data-ready") == "1" and attrs.get("data-errors") == ""
 
 
-HAS_LAYOUTS = "layout" in __import__("inspect").signature(Machine).parameters
-needs_layouts = pytest.mark.skipif(not HAS_LAYOUTS, reason="this lazyvm's Machine has no "
-                                   "layout= (0.2.0): pae/x86_64 views need it")
 
 
 def _check_against_walk(m, st, procs_addrs):
@@ -403,7 +400,6 @@ def _check_against_walk(m, st, procs_addrs):
                 assert st["nodes"][key]["use"] == m.frame_count(int(entry) >> 12 & ((1 << 40) - 1))
 
 
-@needs_layouts
 @pytest.mark.parametrize("layout, share_level", [("i386", 1), ("pae", 1), ("x86_64", 1),
                                                  ("x86_64", 2), ("x86_64", 3)])
 def test_layout_views_follow_the_walk(layout, share_level, tmp_path):
@@ -446,7 +442,6 @@ def test_show_command_parser_and_handler(tmp_path):
         args.handler(args)
 
 
-@needs_layouts
 def test_scenario_on_a_machine_without_contents():
     sc = scenario.validate({**BUILTIN["seed"], "machine": {
         **BUILTIN["seed"]["machine"], "contents": False}})

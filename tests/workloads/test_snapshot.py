@@ -1,7 +1,6 @@
 """lazyvm.workloads.snapshot: capture of real processes this test starts, the file format, the
 relocation into 3 GiB, replay, and bad input (docs/SNAPSHOT.md, DESIGN.md section 9)."""
 
-import inspect
 import os
 import subprocess
 import sys
@@ -20,11 +19,7 @@ from lazyvm.workloads.snapshot import Snapshot, SnapshotError
 
 PAGE = 4096
 ROOT = os.geteuid() == 0
-HAS_LAYOUT = "layout" in inspect.signature(Machine).parameters
 needs_root = pytest.mark.skipif(not ROOT, reason="frame numbers in pagemap need root")
-needs_layout = pytest.mark.skipif(
-    not HAS_LAYOUT, reason="Machine has no layout= keyword yet (x86_64 replay needs the "
-                           "0.2.0 core)")
 
 # A process that maps NPAGES private anonymous pages, writes every one, reports the
 # mapping's address, forks on "go", and then writes set A in the parent and set B in the
@@ -346,7 +341,6 @@ def test_replay_writes_the_captured_set(cow_capture):
 
 
 @needs_root
-@needs_layout
 def test_replay_x86_64_matches_the_kernel(cow_capture):
     _, snap = cow_capture
     rec = rp.replay(snap, layout="x86_64", repeats=1)

@@ -119,8 +119,7 @@ def test_point_runner_counts():
     assert other["unshares"] == tables and other["cow_copies"] == 33
     execed = sw.run_point({**base, "workload": "fork_exec", "rmap": False})
     assert execed["unshares"] == 0 and execed["cow_copies"] == 0
-    if "kernel_ns" in share:                   # a costs profile was given (0.2.0)
-        assert share["kernel_ns"] > 0
+    assert "kernel_ns" not in share            # no cost profile given, no prediction
 
 
 def test_failures_are_recorded_and_the_sweep_goes_on(tmp_path):

@@ -263,8 +263,8 @@ def test_interleaved_and_sequential_runs_count_the_same():
 ])
 def test_check_params_refuses_with_one_line(name, params, words):
     """Every parameter is checked for its name, type and range, and the whole for its
-    memory, before anything runs (0.1.0 took pages='abc' into the run and failed there
-    with a traceback)."""
+    memory, before anything runs (pages='abc' never reaches the run to fail there with
+    a traceback)."""
     from lazyvm.workloads.builtin import check_params
     with pytest.raises(ValueError) as e:
         check_params(name, params)
