@@ -32,6 +32,8 @@ _TOKEN = object()              # Process objects are made by Machine and Process
 
 # Trace events (Machine.replay): rows of (pid, kind, addr, arg).
 EV_READ, EV_WRITE, EV_FORK, EV_EXIT, EV_MUNMAP = 0, 1, 2, 3, 4
+EVENT_FIELDS = ("pid", "kind", "addr", "arg")
+INT64_MAX = (1 << 63) - 1
 
 
 class VmaInfo(NamedTuple):
@@ -482,13 +484,22 @@ class Machine(_Uncopyable):
         ev = np.asarray(events)
         if ev.ndim != 2 or ev.shape[1] != 4 or (ev.size and not np.issubdtype(ev.dtype, np.integer)):
             raise ValueError("events must be an (n, 4) integer array of (pid, kind, addr, arg)")
-        ev = ev.astype(np.int64, copy=False)
         n = ev.shape[0]
         if n == 0:
             return []
+        if ev.dtype.kind == "u" and ev.dtype.itemsize >= 8 and int(ev.max()) > INT64_MAX:
+            i, col = (int(x[0]) for x in np.nonzero(ev > INT64_MAX))
+            raise ValueError(f"event {i}: {EVENT_FIELDS[col]} {int(ev[i, col])} is out of "
+                             "range")
+        ev = ev.astype(np.int64, copy=False)
         pid, kind = ev[:, 0], ev[:, 1]
         if kind.min() < 0 or kind.max() > EV_MUNMAP:
             raise ValueError("an event kind is not 0 read, 1 write, 2 fork, 3 exit or 4 munmap")
+        bad_fork = (kind == EV_FORK) & ((ev[:, 3] < -1) | (ev[:, 3] > 1))
+        if bad_fork.any():
+            i = int(np.argmax(bad_fork))
+            raise ValueError(f"event {i}: a fork's arg must be -1 (the machine's fork mode), "
+                             f"0 (copy) or 1 (share), not {int(ev[i, 3])}")
         brk = np.flatnonzero((kind[1:] > EV_WRITE) | (kind[:-1] > EV_WRITE)
                              | (pid[1:] != pid[:-1])) + 1
         starts = np.concatenate(([0], brk))
@@ -517,15 +528,27 @@ class Machine(_Uncopyable):
     def _new_shm(self, npages: int) -> ShmObject:
         """A shared-memory object of npages, its index range first fit in the ranges
         released objects left, else new."""
-        self._shm_live += 1
         for k, (base, n) in enumerate(self._shm_holes):
             if n >= npages:
                 if n == npages:
                     del self._shm_holes[k]
                 else:
                     self._shm_holes[k] = (base + npages, n - npages)
+                self._shm_live += 1
                 return ShmObject(base, npages)
-        return ShmObject(self._core.shm_alloc(npages), npages)
+        try:
+            base = self._core.shm_alloc(npages)
+        except MemoryError:
+            raise OutOfMemory(f"the host has no memory for the index of a shared object "
+                              f"of {npages} pages") from None
+        self._shm_live += 1
+        return ShmObject(base, npages)
+
+    def _drop_shm(self, obj: ShmObject) -> None:
+        """Release an object no VMA has named yet (a mapping that failed)."""
+        self._core.shm_release(obj.base, obj.npages)
+        self._free_shm_range(obj.base, obj.npages)
+        self._shm_live -= 1
 
     def _free_shm_range(self, base: int, npages: int) -> None:
         """Give an object's (zeroed) index range back, merging it with its neighbours."""
@@ -677,17 +700,22 @@ class Process(_Uncopyable):
         self._live()
         prot = parse_prot(prot)
         shared = _bool(shared, "shared")
-        ts = self.machine._task_size
+        m = self.machine
         if addr is None:
-            length = _range(0, length, ts, "mmap")[1]
+            length = _range(0, length, m._task_size, "mmap")[1]
             addr = self._unmapped_area(length)
         else:
-            addr, length = _range(addr, length, ts, "mmap")
+            addr, length = _range(addr, length, m._task_size, "mmap")
+        # The shared object is made before anything is unmapped, so a host that cannot
+        # hold its index leaves the old mapping in place.
+        shm = m._new_shm(length // PAGE_SIZE) if shared else None
+        try:
             if vmalib.pieces(self._vmas, addr, addr + length)[0]:
                 self.munmap(addr, length)
-        shm = None
-        if shared:
-            shm = self.machine._new_shm(length // PAGE_SIZE)
+        except BaseException:
+            if shm is not None:
+                m._drop_shm(shm)
+            raise
         self._set_vmas(self._vmas + [Vma(addr, addr + length, prot, shm)])
         return addr
 
@@ -782,7 +810,8 @@ class Process(_Uncopyable):
         m = self.machine
         with m._lock:
             if type(addr) is int and type(length) is int and self.alive and m.contents \
-                    and 0 < length <= PAGE_SIZE - (addr & (PAGE_SIZE - 1)) and addr >= 0:
+                    and 0 < length <= PAGE_SIZE - (addr & (PAGE_SIZE - 1)) \
+                    and 0 <= addr < m._task_size:
                 r = m._core.access(self.pgd, self._varr, addr, length, False)
                 if isinstance(r, bytes):
                     return r
@@ -818,7 +847,8 @@ class Process(_Uncopyable):
         m = self.machine
         with m._lock:
             if type(data) is bytes and type(addr) is int and self.alive and m.contents \
-                    and 0 < len(data) <= PAGE_SIZE - (addr & (PAGE_SIZE - 1)) and addr >= 0:
+                    and 0 < len(data) <= PAGE_SIZE - (addr & (PAGE_SIZE - 1)) \
+                    and 0 <= addr < m._task_size:
                 if m._core.access(self.pgd, self._varr, addr, len(data), True, data):
                     return
             self._write(addr, data)
@@ -899,6 +929,12 @@ class Process(_Uncopyable):
             a = np.ascontiguousarray(a, dtype=np.int64)
         if a.size == 0:
             return
+        outside = (a < 0) | (a >= self.machine._task_size)
+        if outside.any():
+            j = int(np.argmax(outside))
+            if not check_first:
+                self._access_pages(a[:j], write if isinstance(write, bool) else write[:j])
+            raise ValueError(f"address {int(a[j]):#x} is outside user space")
         r = core.fault_pages(self.pgd, self._varr, a, write, check_first)
         if isinstance(r, tuple):
             j, why = r
