@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import threading
+import weakref
 from collections import Counter
 from numbers import Integral
 from typing import (Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple,
@@ -23,7 +24,7 @@ from ._check import check as _check_core
 from ._core import Core
 from .errors import InvariantError, OutOfMemory, ProcessExited, SegmentationFault
 from .layout import LAYOUTS, MAX_SWAP_SLOTS, PAGE_SIZE, Layout, parse_prot, vm_flags
-from .vma import ShmObject, Vma
+from .vma import ShmObject, Vma, VmaList
 
 FORK_MODES = ("copy", "share")
 FRAME_KINDS = {0x001: "free", 0x002: "reserved", 0x004: "pgd", 0x008: "table",
@@ -80,7 +81,6 @@ def _serialized(method: _F) -> _F:
             return method(self, *args, **kwargs)
     return cast(_F, locked)
 
-_NO_VMAS = vmalib.vma_array([])
 RECLAIM_METHODS = ("rmap", "scan")
 
 
@@ -217,7 +217,9 @@ class Machine(_Uncopyable):
         self._task_size = lay.task_size
         self._core = Core(memory // PAGE_SIZE, rmap, swap // PAGE_SIZE + 1 if swap else 0,
                           lay.code, contents)
-        self._procs: Dict[int, Process] = {}
+        self._procs: Dict[int, _Mm] = {}      # the live processes' state, by pid
+        self._handles: "weakref.WeakValueDictionary[int, Process]" = \
+            weakref.WeakValueDictionary()    # their Process objects, while anyone holds one
         self._next_pid = 1
         self._scan_cursor = 0
         self._shm_live = 0           # shared objects ever made and not yet released
@@ -237,7 +239,15 @@ class Machine(_Uncopyable):
     @property
     def processes(self) -> List["Process"]:
         """The live processes, in order of pid."""
-        return list(self._procs.values())
+        return [self._process(mm) for mm in self._procs.values()]
+
+    def _process(self, mm: "_Mm") -> "Process":
+        """The Process object of a live process (made anew if no one held it)."""
+        p = self._handles.get(mm.pid)
+        if p is None:
+            p = Process(self, mm, _token=_TOKEN)
+            self._handles[mm.pid] = p
+        return p
 
     @property
     def boot_frames(self) -> int:
@@ -268,13 +278,14 @@ class Machine(_Uncopyable):
         ([], True)
         """
         pgd = self._core.new_pgd()
-        return self._add(pgd, [])
+        return self._add(pgd, VmaList())
 
-    def _add(self, pgd: int, vmas: List[Vma], arr: Optional[np.ndarray] = None) -> "Process":
-        p = Process(self, self._next_pid, pgd, vmas, arr, _token=_TOKEN)
+    def _add(self, pgd: int, vl: VmaList) -> "Process":
+        mm = _Mm(self._next_pid, pgd, vl)
         self._next_pid += 1
-        self._procs[p.pid] = p
-        return p
+        self._retarget([], vl.vmas)
+        self._procs[mm.pid] = mm
+        return self._process(mm)
 
     # -- inspection ------------------------------------------------------------------
     @_serialized
@@ -371,14 +382,19 @@ class Machine(_Uncopyable):
         objects: Dict[int, ShmObject] = {}
         for p in self._procs.values():
             prev_end = 0
-            for v in p._vmas:
+            vl = p.vl
+            for v in vl.vmas:
                 if v.start < prev_end or v.start >= v.end or v.end > self._task_size \
                         or v.start % PAGE_SIZE or v.end % PAGE_SIZE:
-                    raise InvariantError(f"process {p.pid}: bad VMA list {p._vmas}")
+                    raise InvariantError(f"process {p.pid}: bad VMA list {vl.vmas}")
                 prev_end = v.end
                 if v.shm is not None:
                     users[id(v.shm)] += 1
                     objects[id(v.shm)] = v.shm
+            if vl.ends != [v.end for v in vl.vmas] \
+                    or not np.array_equal(vl.arr, vmalib.vma_array(vl.vmas)):
+                raise InvariantError(f"process {p.pid}: the VMA index or the core's VMA "
+                                     "array disagrees with the VMA list")
         for key, obj in objects.items():
             if obj.users != users[key]:
                 raise InvariantError(f"shared object at {obj.base}: {obj.users} users "
@@ -430,7 +446,7 @@ class Machine(_Uncopyable):
             return 0
         if method == "rmap":
             return int(self._core.reclaim_rmap(n))
-        mms = [(p.pgd, p._varr) for p in self._procs.values()]
+        mms = [(p.pgd, p.vl.arr) for p in self._procs.values()]
         freed, self._scan_cursor = self._core.reclaim_scan(n, mms, self._scan_cursor)
         return int(freed)
 
@@ -509,9 +525,10 @@ class Machine(_Uncopyable):
         children: List[Process] = []
         for s, e in zip(starts.tolist(), ends.tolist()):
             who = int(pid[s])
-            p = self._procs.get(who)
-            if p is None:
+            mm = self._procs.get(who)
+            if mm is None:
                 raise ValueError(f"event {s}: no live process has pid {who}")
+            p = self._process(mm)
             k = int(kind[s])
             if k <= EV_WRITE:
                 p._access_pages(addrs[s:e], writes[s:e], check_first=False)
@@ -586,53 +603,66 @@ class Machine(_Uncopyable):
                 self._shm_live -= 1
 
 
+class _Mm:
+    """What a machine keeps of a live process: pid, page directory and VMAs.  It refers
+    neither to the machine nor to the Process object, so a machine (which holds these)
+    and its Process objects (which hold the machine) make no reference cycle: a machine
+    no one refers to any more is freed at once, not when the cyclic collector runs."""
+
+    __slots__ = ("pid", "pgd", "alive", "vl")
+
+    def __init__(self, pid: int, pgd: int, vl: VmaList) -> None:
+        self.pid, self.pgd, self.alive, self.vl = pid, pgd, True, vl
+
+
 class Process(_Uncopyable):
     """A process: a page directory and a list of VMAs.  Made by ``Machine.spawn()`` and
     ``Process.fork()``, never directly."""
 
-    def __init__(self, machine: Machine, pid: int, pgd: int, vmas: Sequence[Vma] = (),
-                 arr: Optional[np.ndarray] = None, *, _token: object = None) -> None:
-        if _token is not _TOKEN:
+    def __init__(self, machine: Machine, mm: _Mm, *args: Any, _token: object = None) -> None:
+        if _token is not _TOKEN or args:
             raise TypeError("Process objects are made by Machine.spawn() and "
                             "Process.fork(), not directly")
         self.machine = machine
-        self.pid = pid
-        self.pgd = pgd
-        self.alive = True
-        self._vmas: List[Vma] = []
-        self._varr = _NO_VMAS
-        self._set_vmas(list(vmas), arr)
+        self._mm = mm
+        self.pid = mm.pid
+        self.pgd = mm.pgd
+
+    @property
+    def alive(self) -> bool:
+        """False once the process has exited."""
+        return self._mm.alive
 
     def __repr__(self) -> str:
-        state = "alive" if self.alive else "exited"
-        return f"<Process {self.pid} {state}, {len(self._vmas)} VMAs>"
+        state = "alive" if self._mm.alive else "exited"
+        return f"<Process {self.pid} {state}, {len(self._mm.vl)} VMAs>"
 
     # -- helpers ----------------------------------------------------------------------
     def _live(self) -> Core:
-        if not self.alive:
+        if not self._mm.alive:
             raise ProcessExited(f"process {self.pid} has exited")
         return self.machine._core
 
-    def _set_vmas(self, vmas: List[Vma], arr: Optional[np.ndarray] = None) -> None:
-        """Install a new VMA list (normalised here unless arr, its core array, is given:
-        Vma objects are never changed once in a list, so a fork shares both)."""
-        new = vmalib.normalise(vmas) if arr is None else vmas
-        self.machine._retarget(self._vmas, new)
-        self._vmas = new
-        self._varr = vmalib.vma_array(new) if arr is None else arr
+    def _splice(self, start: int, end: int, new: Sequence[Vma] = ()) -> List[Vma]:
+        """Replace what is mapped in [start, end) by new (see VmaList.splice), account
+        the shared objects' users, and return the pieces that were mapped there."""
+        removed, old, merged = self._mm.vl.splice(start, end, new)
+        self.machine._retarget(old, merged)
+        return removed
 
     def _access(self, addr: int, length: int, write: bool) -> List[Tuple[int, int, int]]:
         """The VMA pieces of [addr, addr+length), or SegmentationFault if any byte is
         outside every VMA or the access is against a VMA's protection."""
-        parts, covered = vmalib.pieces(self._vmas, addr, addr + length)
+        vl = self._mm.vl
+        parts, covered = vl.pieces(addr, addr + length)
         if not covered:
             raise SegmentationFault(f"process {self.pid}: [{addr:#x}, {addr + length:#x}) "
                                     "is not all mapped")
         for i, lo, hi in parts:
-            if not self._vmas[i].allows(write):
+            if not vl[i].allows(write):
                 raise SegmentationFault(
                     f"process {self.pid}: {'write' if write else 'read'} at {lo:#x} "
-                    f"against protection {self._vmas[i].prot!r}")
+                    f"against protection {vl[i].prot!r}")
         return parts
 
     def _no_contents(self) -> None:
@@ -648,7 +678,7 @@ class Process(_Uncopyable):
         >>> p.mprotect(a + 4096, 4096, "r"); [(hex(s), hex(e), pr) for s, e, pr, _ in p.vmas]
         [('0x40000000', '0x40001000', 'rw'), ('0x40001000', '0x40002000', 'r'), ('0x40002000', '0x40003000', 'rw')]
         """
-        return [VmaInfo(v.start, v.end, v.prot, v.shared) for v in self._vmas]
+        return [VmaInfo(v.start, v.end, v.prot, v.shared) for v in self._mm.vl]
 
     @_serialized
     def stats(self) -> Dict[str, int]:
@@ -667,7 +697,7 @@ class Process(_Uncopyable):
         out = {"rss": rss, "page_tables": sum(per)}
         for k, n in enumerate(per, 1):
             out[f"page_tables_l{k}"] = n
-        out["vmas"] = len(self._vmas)
+        out["vmas"] = len(self._mm.vl)
         return out
 
     # -- mappings ---------------------------------------------------------------------
@@ -710,29 +740,22 @@ class Process(_Uncopyable):
         # hold its index leaves the old mapping in place.
         shm = m._new_shm(length // PAGE_SIZE) if shared else None
         try:
-            if vmalib.pieces(self._vmas, addr, addr + length)[0]:
+            if self._mm.vl.pieces(addr, addr + length)[0]:
                 self.munmap(addr, length)
         except BaseException:
             if shm is not None:
                 m._drop_shm(shm)
             raise
-        self._set_vmas(self._vmas + [Vma(addr, addr + length, prot, shm)])
+        self._splice(addr, addr + length, [Vma(addr, addr + length, prot, shm)])
         return addr
 
     def _unmapped_area(self, length: int) -> int:
         """get_unmapped_area: the lowest gap of length bytes at or above the mmap base,
         else the lowest anywhere."""
-        ts = self.machine._task_size
-        for lo in (self.machine.layout.mmap_base, 0):
-            pos = lo
-            for v in self._vmas:
-                if v.end <= pos:
-                    continue
-                if v.start >= pos + length:
-                    break
-                pos = v.end
-            if pos + length <= ts:
-                return pos
+        m = self.machine
+        pos = self._mm.vl.unmapped_area(length, m.layout.mmap_base, m._task_size)
+        if pos is not None:
+            return pos
         raise OutOfMemory(f"no room for {length:#x} bytes in the user address space")
 
     @_serialized
@@ -752,13 +775,20 @@ class Process(_Uncopyable):
         core = self._live()
         addr, length = _range(addr, length, self.machine._task_size, "munmap")
         end = addr + length
-        if not vmalib.pieces(self._vmas, addr, end)[0]:
+        vl = self._mm.vl
+        if not vl.pieces(addr, end)[0]:
             return
-        kept, _ = vmalib.remove_range(self._vmas, addr, end)
-        kept = vmalib.normalise(kept)
-        new_arr = vmalib.vma_array(kept)
-        core.zap(self.pgd, self._varr, new_arr, addr, end)
-        self._set_vmas(kept, new_arr)
+        m = self.machine
+        span = m.layout.table_span(1)
+        # the core zaps with the VMAs before and after the change: the rows it needs
+        old_rows = vl.window(addr, end, span).copy()
+        removed, old, merged = vl.splice(addr, end)
+        try:
+            core.zap(self.pgd, old_rows, vl.window(addr, end, span), addr, end)
+        except BaseException:
+            vl.splice(addr, end, removed)            # nothing was unmapped
+            raise
+        m._retarget(old, merged)
 
     @_serialized
     def mprotect(self, addr: int, length: int, prot: str) -> None:
@@ -780,16 +810,17 @@ class Process(_Uncopyable):
         addr, length = _range(addr, length, self.machine._task_size, "mprotect")
         prot = parse_prot(prot)
         end = addr + length
-        parts, covered = vmalib.pieces(self._vmas, addr, end)
+        vl = self._mm.vl
+        parts, covered = vl.pieces(addr, end)
         if not covered:
             raise ValueError(f"mprotect: [{addr:#x}, {end:#x}) is not all mapped")
-        rows = np.array([(lo, hi, vm_flags(prot, self._vmas[i].shared)) for i, lo, hi in parts],
+        rows = np.array([(lo, hi, vm_flags(prot, vl[i].shared)) for i, lo, hi in parts],
                         dtype=np.uint64).reshape(-1, 3)
-        core.mprotect(self.pgd, self._varr, rows)
-        kept, removed = vmalib.remove_range(self._vmas, addr, end)
-        for v in removed:
+        core.mprotect(self.pgd, vl.arr, rows)
+        changed = [vl[i].piece(lo, hi) for i, lo, hi in parts]
+        for v in changed:
             v.prot = prot
-        self._set_vmas(kept + removed)
+        self._splice(addr, end, changed)
 
     # -- access ----------------------------------------------------------------------
     def read(self, addr: int, length: int) -> bytes:
@@ -809,10 +840,10 @@ class Process(_Uncopyable):
         """
         m = self.machine
         with m._lock:
-            if type(addr) is int and type(length) is int and self.alive and m.contents \
+            if type(addr) is int and type(length) is int and self._mm.alive and m.contents \
                     and 0 < length <= PAGE_SIZE - (addr & (PAGE_SIZE - 1)) \
                     and 0 <= addr < m._task_size:
-                r = m._core.access(self.pgd, self._varr, addr, length, False)
+                r = m._core.access(self.pgd, self._mm.vl.arr, addr, length, False)
                 if isinstance(r, bytes):
                     return r
             return self._read(addr, length)
@@ -824,7 +855,7 @@ class Process(_Uncopyable):
         parts = self._access(addr, length, False)
         out = np.empty(length, dtype=np.uint8)
         for i, lo, hi in parts:
-            core.read_into(self.pgd, self._varr, i, lo, out, lo - addr, hi - lo)
+            core.read_into(self.pgd, self._mm.vl.arr, i, lo, out, lo - addr, hi - lo)
         return out.tobytes()
 
     def write(self, addr: int, data: Union[bytes, bytearray, memoryview]) -> None:
@@ -846,10 +877,10 @@ class Process(_Uncopyable):
         """
         m = self.machine
         with m._lock:
-            if type(data) is bytes and type(addr) is int and self.alive and m.contents \
+            if type(data) is bytes and type(addr) is int and self._mm.alive and m.contents \
                     and 0 < len(data) <= PAGE_SIZE - (addr & (PAGE_SIZE - 1)) \
                     and 0 <= addr < m._task_size:
-                if m._core.access(self.pgd, self._varr, addr, len(data), True, data):
+                if m._core.access(self.pgd, self._mm.vl.arr, addr, len(data), True, data):
                     return
             self._write(addr, data)
 
@@ -868,9 +899,9 @@ class Process(_Uncopyable):
         self._no_contents()
         parts = self._access(addr, length, True)
         for i, lo, hi in parts:
-            core.fault_range(self.pgd, self._varr, i, lo & ~(PAGE_SIZE - 1), hi, True)
+            core.fault_range(self.pgd, self._mm.vl.arr, i, lo & ~(PAGE_SIZE - 1), hi, True)
         for i, lo, hi in parts:
-            core.write_from(self.pgd, self._varr, i, lo, src, lo - addr, hi - lo)
+            core.write_from(self.pgd, self._mm.vl.arr, i, lo, src, lo - addr, hi - lo)
 
     @_serialized
     def touch(self, addr: int, length: int, write: bool = False) -> None:
@@ -890,7 +921,7 @@ class Process(_Uncopyable):
         write = _bool(write, "write")
         parts = self._access(addr, length, write)
         for i, lo, hi in parts:
-            core.fault_range(self.pgd, self._varr, i, lo, hi, write)
+            core.fault_range(self.pgd, self._mm.vl.arr, i, lo, hi, write)
 
     @_serialized
     def touch_pages(self, addrs: Union[Sequence[int], np.ndarray], write: bool = False) -> None:
@@ -935,7 +966,7 @@ class Process(_Uncopyable):
             if not check_first:
                 self._access_pages(a[:j], write if isinstance(write, bool) else write[:j])
             raise ValueError(f"address {int(a[j]):#x} is outside user space")
-        r = core.fault_pages(self.pgd, self._varr, a, write, check_first)
+        r = core.fault_pages(self.pgd, self._mm.vl.arr, a, write, check_first)
         if isinstance(r, tuple):
             j, why = r
             bad = int(a[j])
@@ -971,15 +1002,16 @@ class Process(_Uncopyable):
             core = self._live()
             if mode is None:
                 mode = m.fork_mode
+            vl = self._mm.vl
             if mode == "copy":
-                pgd = core.fork_copy(self.pgd, self._varr)
+                pgd = core.fork_copy(self.pgd, vl.arr)
             elif mode == "share":
-                pgd = core.fork_share(self.pgd, self._varr, m.share_level)
+                pgd = core.fork_share(self.pgd, vl.arr, m.share_level)
             else:
                 if not isinstance(mode, str):
                     raise TypeError(f"fork mode must be a str, not {type(mode).__name__}")
                 raise ValueError(f"fork mode must be one of {FORK_MODES}, not {mode!r}")
-            return m._add(pgd, self._vmas, self._varr)
+            return m._add(pgd, vl.copy())
 
     @_serialized
     def exec(self) -> None:
@@ -990,8 +1022,10 @@ class Process(_Uncopyable):
         ([], True, 1)
         """
         core = self._live()
-        core.exit_mm(self.pgd, self._varr, False)
-        self._set_vmas([], _NO_VMAS)
+        mm = self._mm
+        core.exit_mm(self.pgd, mm.vl.arr, False)
+        self.machine._retarget(mm.vl.vmas, [])
+        mm.vl = VmaList()
 
     def exit(self) -> None:
         """Drop the user space and the page directory; the process is gone.
@@ -1003,9 +1037,11 @@ class Process(_Uncopyable):
         m = self.machine
         with m._lock:
             core = self._live()
-            core.exit_mm(self.pgd, self._varr, True)
-            self._set_vmas([], _NO_VMAS)
-            self.alive = False
+            mm = self._mm
+            core.exit_mm(self.pgd, mm.vl.arr, True)
+            m._retarget(mm.vl.vmas, [])
+            mm.vl = VmaList()
+            mm.alive = False
             del m._procs[self.pid]
 
     # -- raw entries -----------------------------------------------------------------
