@@ -759,9 +759,15 @@ def _capture_cow(pid, zpfn, meta, timeout, poll, on_ready, progress, pre):
             child = min(new)
             break
         if _state(pid) in (None, "Z", "X"):
+            if before:
+                raise SnapshotError(f"process {pid} exited without forking again: its "
+                                    f"child {min(before)} was already there before the "
+                                    "capture began (start the capture before the fork)")
             raise SnapshotError(f"process {pid} exited before it forked")
         if time.monotonic() > deadline:
-            raise SnapshotError(f"process {pid} did not fork within {timeout:g} s")
+            raise SnapshotError(f"process {pid} did not fork within {timeout:g} s" + (
+                f" (its child {min(before)} was already there before the capture began)"
+                if before else ""))
         if time.monotonic() - last_tasks > 0.1:
             tasks, last_tasks = _tasks(pid), time.monotonic()
         time.sleep(poll / 4)

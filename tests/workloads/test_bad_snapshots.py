@@ -167,3 +167,50 @@ def test_a_good_synthetic_snapshot_loads_and_replays(tmp_path):
     p, _ = snap.spawn(m, "x86_64")
     assert len(p.vmas) == 2
     m.check()
+
+
+# ------------------------------------------------------------------ capture --cow's words
+
+FORKED_EARLY = """
+import os, sys, time
+parent = os.getpid()
+child = os.fork()
+if child == 0:
+    while os.getppid() == parent:       # lives as long as its parent
+        time.sleep(0.02)
+    os._exit(0)
+print("forked", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_capture_cow_after_the_fork_says_the_fork_came_first():
+    import subprocess
+    import sys
+    p = subprocess.Popen([sys.executable, "-c", FORKED_EARLY], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline() == "forked\n"
+        with pytest.raises(SnapshotError) as exc:
+            snp.capture(p.pid, cow=True, timeout=10,
+                        on_ready=lambda: (p.stdin.write("\n"), p.stdin.flush()))
+        msg = str(exc.value)
+        assert "before it forked" not in msg and "\n" not in msg, msg
+        assert "already" in msg and "before the capture" in msg, msg
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_capture_cow_timeout_names_the_earlier_child():
+    import subprocess
+    import sys
+    p = subprocess.Popen([sys.executable, "-c", FORKED_EARLY], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline() == "forked\n"
+        with pytest.raises(SnapshotError, match="did not fork within 0.3 s.*already"):
+            snp.capture(p.pid, cow=True, timeout=0.3)
+    finally:
+        p.kill()
+        p.wait()
