@@ -215,8 +215,15 @@ class Machine(_Uncopyable):
         self.share_level = share_level
         self.contents = contents
         self._task_size = lay.task_size
-        self._core = Core(memory // PAGE_SIZE, rmap, swap // PAGE_SIZE + 1 if swap else 0,
-                          lay.code, contents)
+        try:
+            self._core = Core(memory // PAGE_SIZE, rmap,
+                              swap // PAGE_SIZE + 1 if swap else 0, lay.code, contents)
+        except MemoryError:
+            raise OutOfMemory(f"the host cannot allocate a simulated machine of "
+                              f"{memory >> 20} MiB") from None
+        except OverflowError:
+            raise ValueError(f"memory {memory} is more frames than the compiled core can "
+                             "number") from None
         self._procs: Dict[int, _Mm] = {}      # the live processes' state, by pid
         self._handles: "weakref.WeakValueDictionary[int, Process]" = \
             weakref.WeakValueDictionary()    # their Process objects, while anyone holds one

@@ -337,7 +337,10 @@ def page(scenario, states, diffs, name="scenario"):
     mach = scenario.get("machine", {})
     cfg = ", ".join(f"{k}={v!r}" for k, v in mach.items())
     items = "".join(f"<li>{escape(step_title(st))}</li>" for st in steps)
-    blob = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
+    # No "<" or ">" in the script element: "</script" would end it and "<!--<script"
+    # would keep it from ending; JSON reads the escapes back as the same characters.
+    blob = (json.dumps(data, separators=(",", ":")).replace("<", "\\u003c")
+            .replace(">", "\\u003e").replace("&", "\\u0026"))
     legend = ('<div class="legend"><span style="border:3px solid #d9730d">shared table '
               '(use &gt; 1)</span><span style="background:#ffe2b8">RO: write-protected '
               'entry</span><span style="background:#d4f2d4">RW</span>'
