@@ -124,6 +124,46 @@ def _span(addr: Any, length: Any, task_size: int) -> Tuple[int, int]:
     return addr, length
 
 
+def check_machine_args(memory: Any = 64 << 20, fork_mode: Any = "share", rmap: Any = True,
+                       swap: Any = 0, layout: Any = "i386", share_level: Any = 1,
+                       contents: Any = True) -> Tuple[int, int, int, bool, bool, Layout]:
+    """Check Machine's arguments (TypeError or ValueError, as Machine raises them)
+    without building anything; return (memory, swap, share_level, rmap, contents, the
+    Layout)."""
+    memory = _int(memory, "memory")
+    swap = _int(swap, "swap")
+    share_level = _int(share_level, "share_level")
+    rmap = _bool(rmap, "rmap")
+    contents = _bool(contents, "contents")
+    if not isinstance(layout, str):
+        raise TypeError(f"layout must be a str, not {type(layout).__name__}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {tuple(LAYOUTS)}, not {layout!r}")
+    lay = LAYOUTS[layout]
+    if not isinstance(fork_mode, str):
+        raise TypeError(f"fork_mode must be a str, not {type(fork_mode).__name__}")
+    if fork_mode not in FORK_MODES:
+        raise ValueError(f"fork_mode must be one of {FORK_MODES}, not {fork_mode!r}")
+    if memory <= 0 or memory % PAGE_SIZE:
+        raise ValueError(f"memory must be a positive whole number of pages, not {memory}")
+    if memory > lay.max_memory:
+        raise ValueError(f"memory {memory} exceeds {lay.max_memory >> 30} GiB, the "
+                         f"{layout} limit")
+    if memory < (1 << 20) + 64 * PAGE_SIZE:
+        raise ValueError("memory must leave room beyond the 1 MiB of kernel page "
+                         "tables made at boot: at least 1 MiB + 64 pages")
+    if swap < 0 or swap % PAGE_SIZE:
+        raise ValueError(f"swap must be a whole number of pages, not {swap}")
+    if swap // PAGE_SIZE >= MAX_SWAP_SLOTS:
+        raise ValueError("swap exceeds the 2**24 slots a swap entry can name")
+    if not 1 <= share_level <= lay.max_share_level:
+        why = (" (a pae PDPT entry has no RW bit to write-protect a shared pmd table)"
+               if layout == "pae" else "")
+        raise ValueError(f"share_level on {layout} must be 1..{lay.max_share_level}, "
+                         f"not {share_level}{why}")
+    return memory, swap, share_level, rmap, contents, lay
+
+
 class Machine(_Uncopyable):
     """A simulated machine: physical memory, swap and the processes on it.
 
@@ -172,37 +212,8 @@ class Machine(_Uncopyable):
     def __init__(self, memory: int = 64 << 20, fork_mode: str = "share", rmap: bool = True,
                  swap: int = 0, layout: str = "i386", share_level: int = 1,
                  contents: bool = True, costs: Any = None) -> None:
-        memory = _int(memory, "memory")
-        swap = _int(swap, "swap")
-        share_level = _int(share_level, "share_level")
-        rmap = _bool(rmap, "rmap")
-        contents = _bool(contents, "contents")
-        if not isinstance(layout, str):
-            raise TypeError(f"layout must be a str, not {type(layout).__name__}")
-        if layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {tuple(LAYOUTS)}, not {layout!r}")
-        lay = LAYOUTS[layout]
-        if not isinstance(fork_mode, str):
-            raise TypeError(f"fork_mode must be a str, not {type(fork_mode).__name__}")
-        if fork_mode not in FORK_MODES:
-            raise ValueError(f"fork_mode must be one of {FORK_MODES}, not {fork_mode!r}")
-        if memory <= 0 or memory % PAGE_SIZE:
-            raise ValueError(f"memory must be a positive whole number of pages, not {memory}")
-        if memory > lay.max_memory:
-            raise ValueError(f"memory {memory} exceeds {lay.max_memory >> 30} GiB, the "
-                             f"{layout} limit")
-        if memory < (1 << 20) + 64 * PAGE_SIZE:
-            raise ValueError("memory must leave room beyond the 1 MiB of kernel page "
-                             "tables made at boot: at least 1 MiB + 64 pages")
-        if swap < 0 or swap % PAGE_SIZE:
-            raise ValueError(f"swap must be a whole number of pages, not {swap}")
-        if swap // PAGE_SIZE >= MAX_SWAP_SLOTS:
-            raise ValueError("swap exceeds the 2**24 slots a swap entry can name")
-        if not 1 <= share_level <= lay.max_share_level:
-            why = (" (a pae PDPT entry has no RW bit to write-protect a shared pmd table)"
-                   if layout == "pae" else "")
-            raise ValueError(f"share_level on {layout} must be 1..{lay.max_share_level}, "
-                             f"not {share_level}{why}")
+        memory, swap, share_level, rmap, contents, lay = check_machine_args(
+            memory, fork_mode, rmap, swap, layout, share_level, contents)
         self.costs = None
         if costs is not None:
             from . import costs as costlib
