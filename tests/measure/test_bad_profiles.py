@@ -98,3 +98,39 @@ def test_a_good_profile_still_loads_and_predicts(tmp_path):
     p.write(p.mmap(4096), b"x")
     assert m.stats()["kernel_ns"] > 0
     assert prof.uncertainty_ns(m.stats()) >= 0
+
+
+def test_calibration_holds_a_negative_difference_at_zero(monkeypatch):
+    """A cost calibrate gets as a difference of two noisy figures (exec: a child that
+    execs minus one that exits) can come out below 0; the profile must still load."""
+    import numpy as np
+    from lazyvm.measure import calibrate as cal
+    rng = np.random.default_rng(3)
+    coef = np.array([50_000.0, 800.0, 300.0, 60.0, 900.0])
+
+    def fake_rounds(jobs, reps, rounds):
+        out = {}
+        for job in jobs:
+            if job["kind"] == "faults":
+                out["faults"] = {"name": "faults", **{
+                    k: [float(v), float(v) + 5] for k, v in (
+                        ("demand_zero", 900), ("zero_page", 400), ("cow", 1500),
+                        ("cow_reuse", 300), ("shmem", 200), ("sparse", 800),
+                        ("munmap_dense", 50), ("munmap_sparse", 400))}}
+                continue
+            vapt = rng.integers(1, 5000, 4).astype(float)
+            y = float(coef @ np.concatenate(([1.0], vapt)))
+            out[job["name"]] = {"name": job["name"], "V": vapt[0], "A": vapt[1], "P": vapt[2], "T": vapt[3],
+                                "fork_ns": [y, y * 1.01], "exit_ns": [y / 2, y / 2 * 1.01],
+                                "fork_wall_ns": [y, y], "fork_child_ns": [90_000.0, 91_000],
+                                "fork_exec_ns": [80_000.0, 81_000]}    # exec "costs" < 0
+        return out
+
+    monkeypatch.setattr(cal, "_rounds", fake_rounds)
+    monkeypatch.setattr(cal, "measure_primitives", lambda quick=False: (
+        80.0, 1.0, 2.0, 0.1, {"chase_bytes": 256 << 20}))
+    prof, _ = cal.calibrate(quick=True)
+    assert prof.costs["execs"] == 0.0 and "held at 0" in prof.source["execs"]
+    assert prof.costs["tables_allocated"] == 0.0
+    assert all(v >= 0 for v in prof.costs.values())
+    Profile.from_dict(prof.to_dict())
