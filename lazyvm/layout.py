@@ -28,6 +28,7 @@ VM_READ, VM_WRITE, VM_EXEC, VM_SHARED = 0x1, 0x2, 0x4, 0x8
 
 MAX_SWAP_SLOTS = 1 << 24               # a swap entry keeps 24 bits of offset
 MAX_FRAMES = 1 << 32                   # frame numbers are 32 bits in lazyvm's struct page
+TEXT_BASE = 0x08048000                 # where i386 ELF executables are linked
 
 
 class Layout(NamedTuple):

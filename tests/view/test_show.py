@@ -15,7 +15,6 @@ from subproc import LAZYVM_ENV, NEUTRAL_CWD
 from lazyvm import Machine
 from lazyvm.view import (BUILTIN, ScenarioError, build, chromium, machine_html, page_html,
                          snapshot, step_svg)
-from lazyvm.view import _adapter as ad
 from lazyvm.view import model, scenario
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -109,7 +108,7 @@ def test_use_counts_fast_path_equals_frame_count():
     m = Machine(memory=16 << 20)
     p = m.spawn(); a = p.mmap(8 << 20); p.touch(a, 8 << 20, write=True); p.fork()
     pf = np.arange(m.memory // 4096)
-    assert ad.use_counts(m, pf).tolist() == [m.frame_count(int(f)) for f in pf]
+    assert model.use_counts(m, pf).tolist() == [m.frame_count(int(f)) for f in pf]
 
 
 def test_big_runs_collapse_and_page_stays_small():

@@ -4,8 +4,8 @@ no unshare under copy, the same COW copies either way, ...)."""
 
 import pytest
 
-from lazyvm.workloads.builtin import (CONFIGS, COUNTER_KEYS, PEAK_KEYS, PUBLISHED, WORKLOADS,
-                              format_results, run_workload)
+from lazyvm.report.run import COUNTER_KEYS, PEAK_KEYS, format_results
+from lazyvm.workloads.builtin import CONFIGS, PUBLISHED, WORKLOADS, run_workload
 
 # Tiny shapes: each workload, all four configurations, check() after every iteration.
 TINY = {
