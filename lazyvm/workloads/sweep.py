@@ -60,6 +60,7 @@ else:                                   # a dependency on Python < 3.11 (pyproje
 from .. import Machine
 from ..costs import load_profile
 from ..layout import LAYOUTS, PAGE_SIZE as PAGE
+from ..machine import check_machine_args
 from ..measure.host import memory_for
 from .builtin import WORKLOADS as REGISTRY
 
@@ -134,7 +135,6 @@ def normalise(point, where="point"):
 def _check_machine(point, where):
     """The Machine a point builds must be one Machine accepts, and its pages must fit in
     the layout's user space: checked before any point runs."""
-    from ..machine import check_machine_args
     try:
         lay = check_machine_args(
             memory=point["memory"] or _memory_for(point), fork_mode=point["fork_mode"],
