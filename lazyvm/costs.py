@@ -70,12 +70,33 @@ def builtin_profiles() -> tuple[str, ...]:
     return BUILTIN
 
 
+# The largest cost or uncertainty a profile may give one event: 1000 s.  A real event
+# costs nanoseconds to milliseconds; anything near this bound is a damaged file, and the
+# bound keeps every sum of count * cost (and its square, for the uncertainty) finite.
+MAX_NS = 1e12
+
+
 def _num(value, what):
+    """A cost or uncertainty: a finite number in [0, MAX_NS] (ProfileError otherwise)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ProfileError(f"{what} must be a number, not {value!r}")
+        raise ProfileError(f"{what} must be a number, not {_short(value)}")
+    if isinstance(value, int) and not -MAX_NS <= value <= MAX_NS:
+        raise ProfileError(f"{what} must be at most {MAX_NS:.0e} ns, not {_short(value)}")
     if not math.isfinite(value):
         raise ProfileError(f"{what} must be finite, not {value!r}")
+    if value < 0:
+        raise ProfileError(f"{what} must not be negative, not {value!r}")
+    if value > MAX_NS:
+        raise ProfileError(f"{what} must be at most {MAX_NS:.0e} ns, not {value!r}")
     return value
+
+
+def _short(value) -> str:
+    """repr(value), cut to 60 characters (an int of 10**400 has 401 digits)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10 ** 60:
+        return f"an integer of {len(str(abs(value)))} digits"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 @dataclass
@@ -91,6 +112,13 @@ class Profile:
     meta: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        if type(self.version) is not int:
+            raise ProfileError(f"profile {self.name!r}: version must be an integer, not "
+                               f"{_short(self.version)}")
+        for what in ("costs", "uncertainty", "source", "meta"):
+            if not isinstance(getattr(self, what), dict):
+                raise ProfileError(f"profile {self.name!r}: {what} must be a dict, not "
+                                   f"{type(getattr(self, what)).__name__}")
         missing = [e for e in EVENTS if e not in self.costs]
         if missing:
             raise ProfileError(f"profile {self.name!r} has no cost for {', '.join(missing)}")
@@ -141,8 +169,12 @@ class Profile:
     def from_dict(cls, d: dict, where: str = "profile") -> "Profile":
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise ProfileError(f"{where}: not a lazyvm cost profile (format != {FORMAT!r})")
-        if d.get("version") != FORMAT_VERSION:
-            raise ProfileError(f"{where}: profile format version {d.get('version')!r}, "
+        version = d.get("version")
+        if type(version) is not int:
+            raise ProfileError(f"{where}: the profile's version must be an integer, not "
+                               f"{_short(version)}")
+        if version != FORMAT_VERSION:
+            raise ProfileError(f"{where}: profile format version {_short(version)}, "
                                f"this lazyvm reads version {FORMAT_VERSION}")
         ev = d.get("events")
         if not isinstance(ev, dict):
@@ -154,9 +186,14 @@ class Profile:
             costs[e] = v.get("ns")
             unc[e] = v.get("uncertainty_ns")
             src[e] = v.get("source")
-        return cls(name=str(d.get("name", "")), costs=costs, uncertainty=unc, source=src,
-                   version=d["version"], description=str(d.get("description", "")),
-                   meta=d.get("meta") or {})
+        name, description, meta = d.get("name", ""), d.get("description", ""), d.get("meta")
+        if not isinstance(name, str) or not isinstance(description, str):
+            raise ProfileError(f"{where}: name and description must be strings")
+        if meta is not None and not isinstance(meta, dict):
+            raise ProfileError(f"{where}: meta must be an object, not "
+                               f"{type(meta).__name__}")
+        return cls(name=name, costs=costs, uncertainty=unc, source=src, version=version,
+                   description=description, meta=meta or {})
 
     def save(self, path: str) -> None:
         """Write the profile as JSON (atomically: a temporary file renamed over it)."""
@@ -170,13 +207,14 @@ class Profile:
     @classmethod
     def load(cls, path: str) -> "Profile":
         try:
-            with open(path) as f:
-                d = json.load(f)
+            with open(path, "rb") as f:
+                data = f.read(MAX_FILE_BYTES + 1)
         except OSError as e:
             raise ProfileError(f"cannot read cost profile {path}: {e.strerror}") from None
-        except json.JSONDecodeError as e:
-            raise ProfileError(f"{path}: not JSON ({e})") from None
-        return cls.from_dict(d, path)
+        if len(data) > MAX_FILE_BYTES:
+            raise ProfileError(f"{path}: larger than {MAX_FILE_BYTES >> 20} MiB, not a "
+                               "cost profile")
+        return cls.from_dict(_parse_json(data, path), path)
 
     def format(self) -> str:
         """A table of the costs: event, ns, uncertainty, source."""
@@ -188,6 +226,25 @@ class Profile:
             lines.append(f"  {e:<{w}}  {self.costs[e]:>10.1f} ns  +- {self.uncertainty[e]:>8.1f}"
                          f"  {self.source[e]}")
         return "\n".join(lines)
+
+
+MAX_FILE_BYTES = 16 << 20      # a profile is a few KiB; calibrate's meta adds tens
+
+
+def _parse_json(data: bytes, where: str):
+    """The JSON object in data (UTF-8), or ProfileError naming what is wrong."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ProfileError(f"{where}: not UTF-8 text (byte {e.start})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ProfileError(f"{where}: not JSON ({e})") from None
+    except RecursionError:
+        raise ProfileError(f"{where}: JSON nested too deep to be a cost profile") from None
+    except ValueError as e:
+        raise ProfileError(f"{where}: not a readable JSON document ({e})") from None
 
 
 def load_profile(spec) -> Profile:
@@ -205,8 +262,8 @@ def load_profile(spec) -> Profile:
             raise ProfileError(f"no host profile at {path}: run `lazyvm calibrate` first")
         return Profile.load(path)
     if spec in BUILTIN:
-        text = resources.files("lazyvm").joinpath("profiles", spec + ".json").read_text()
-        return Profile.from_dict(json.loads(text), spec)
+        data = resources.files("lazyvm").joinpath("profiles", spec + ".json").read_bytes()
+        return Profile.from_dict(_parse_json(data, spec), spec)
     if os.path.exists(spec):
         return Profile.load(spec)
     raise ProfileError(f"unknown cost profile {spec!r}: not 'host', one of "

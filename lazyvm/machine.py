@@ -9,6 +9,7 @@ consistent (Machine.check() passes after every error).
 from __future__ import annotations
 
 import threading
+import weakref
 from collections import Counter
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -16,10 +17,11 @@ import numpy as np
 
 from . import costs as costlib
 from .core import Core, check as _check_core
-from .errors import InvariantError
+from .errors import InvariantError, OutOfMemory
 from .layout import LAYOUTS, MAX_SWAP_SLOTS, PAGE_SIZE, Layout
-from .process import BIG, FORK_MODES, _TOKEN, Process, _bool, _int, _serialized, _Uncopyable
-from .vma import ShmObject, Vma
+from .process import (BIG, FORK_MODES, _TOKEN, Process, _bool, _int, _Mm, _serialized,
+                      _Uncopyable)
+from .vma import ShmObject, Vma, VmaList, vma_array
 
 # The four configurations every report compares: name -> (fork_mode, rmap), in the
 # order the reports print them.
@@ -34,9 +36,51 @@ FRAME_KINDS = {0x001: "free", 0x002: "reserved", 0x004: "pgd", 0x008: "table",
 
 # Trace events (Machine.replay): rows of (pid, kind, addr, arg).
 EV_READ, EV_WRITE, EV_FORK, EV_EXIT, EV_MUNMAP = 0, 1, 2, 3, 4
+EVENT_FIELDS = ("pid", "kind", "addr", "arg")
+INT64_MAX = (1 << 63) - 1
 
 
 RECLAIM_METHODS = ("rmap", "scan")
+
+
+def check_machine_args(memory: Any = 64 << 20, fork_mode: Any = "share", rmap: Any = True,
+                       swap: Any = 0, layout: Any = "i386", share_level: Any = 1,
+                       contents: Any = True) -> Tuple[int, int, int, bool, bool, Layout]:
+    """Check Machine's arguments (TypeError or ValueError, as Machine raises them)
+    without building anything; return (memory, swap, share_level, rmap, contents, the
+    Layout)."""
+    memory = _int(memory, "memory")
+    swap = _int(swap, "swap")
+    share_level = _int(share_level, "share_level")
+    rmap = _bool(rmap, "rmap")
+    contents = _bool(contents, "contents")
+    if not isinstance(layout, str):
+        raise TypeError(f"layout must be a str, not {type(layout).__name__}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {tuple(LAYOUTS)}, not {layout!r}")
+    lay = LAYOUTS[layout]
+    if not isinstance(fork_mode, str):
+        raise TypeError(f"fork_mode must be a str, not {type(fork_mode).__name__}")
+    if fork_mode not in FORK_MODES:
+        raise ValueError(f"fork_mode must be one of {FORK_MODES}, not {fork_mode!r}")
+    if memory <= 0 or memory % PAGE_SIZE:
+        raise ValueError(f"memory must be a positive whole number of pages, not {memory}")
+    if memory > lay.max_memory:
+        raise ValueError(f"memory {memory} exceeds {lay.max_memory >> 30} GiB, the "
+                         f"{layout} limit")
+    if memory < (1 << 20) + 64 * PAGE_SIZE:
+        raise ValueError("memory must leave room beyond the 1 MiB of kernel page "
+                         "tables made at boot: at least 1 MiB + 64 pages")
+    if swap < 0 or swap % PAGE_SIZE:
+        raise ValueError(f"swap must be a whole number of pages, not {swap}")
+    if swap // PAGE_SIZE >= MAX_SWAP_SLOTS:
+        raise ValueError("swap exceeds the 2**24 slots a swap entry can name")
+    if not 1 <= share_level <= lay.max_share_level:
+        why = (" (a pae PDPT entry has no RW bit to write-protect a shared pmd table)"
+               if layout == "pae" else "")
+        raise ValueError(f"share_level on {layout} must be 1..{lay.max_share_level}, "
+                         f"not {share_level}{why}")
+    return memory, swap, share_level, rmap, contents, lay
 
 
 class Machine(_Uncopyable):
@@ -87,37 +131,8 @@ class Machine(_Uncopyable):
     def __init__(self, memory: int = 64 << 20, fork_mode: str = "share", rmap: bool = True,
                  swap: int = 0, layout: str = "i386", share_level: int = 1,
                  contents: bool = True, costs: Any = None) -> None:
-        memory = _int(memory, "memory")
-        swap = _int(swap, "swap")
-        share_level = _int(share_level, "share_level")
-        rmap = _bool(rmap, "rmap")
-        contents = _bool(contents, "contents")
-        if not isinstance(layout, str):
-            raise TypeError(f"layout must be a str, not {type(layout).__name__}")
-        if layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {tuple(LAYOUTS)}, not {layout!r}")
-        lay = LAYOUTS[layout]
-        if not isinstance(fork_mode, str):
-            raise TypeError(f"fork_mode must be a str, not {type(fork_mode).__name__}")
-        if fork_mode not in FORK_MODES:
-            raise ValueError(f"fork_mode must be one of {FORK_MODES}, not {fork_mode!r}")
-        if memory <= 0 or memory % PAGE_SIZE:
-            raise ValueError(f"memory must be a positive whole number of pages, not {memory}")
-        if memory > lay.max_memory:
-            raise ValueError(f"memory {memory} exceeds {lay.max_memory >> 30} GiB, the "
-                             f"{layout} limit")
-        if memory < (1 << 20) + 64 * PAGE_SIZE:
-            raise ValueError("memory must leave room beyond the 1 MiB of kernel page "
-                             "tables made at boot: at least 1 MiB + 64 pages")
-        if swap < 0 or swap % PAGE_SIZE:
-            raise ValueError(f"swap must be a whole number of pages, not {swap}")
-        if swap // PAGE_SIZE >= MAX_SWAP_SLOTS:
-            raise ValueError("swap exceeds the 2**24 slots a swap entry can name")
-        if not 1 <= share_level <= lay.max_share_level:
-            why = (" (a pae PDPT entry has no RW bit to write-protect a shared pmd table)"
-                   if layout == "pae" else "")
-            raise ValueError(f"share_level on {layout} must be 1..{lay.max_share_level}, "
-                             f"not {share_level}{why}")
+        memory, swap, share_level, rmap, contents, lay = check_machine_args(
+            memory, fork_mode, rmap, swap, layout, share_level, contents)
         self.costs = None
         if costs is not None:
             self.costs = costlib.load_profile(costs)
@@ -129,9 +144,18 @@ class Machine(_Uncopyable):
         self.share_level = share_level
         self.contents = contents
         self._task_size = lay.task_size
-        self._core = Core(memory // PAGE_SIZE, rmap, swap // PAGE_SIZE + 1 if swap else 0,
-                          lay.code, contents)
-        self._procs: Dict[int, Process] = {}
+        try:
+            self._core = Core(memory // PAGE_SIZE, rmap,
+                              swap // PAGE_SIZE + 1 if swap else 0, lay.code, contents)
+        except MemoryError:
+            raise OutOfMemory(f"the host cannot allocate a simulated machine of "
+                              f"{memory >> 20} MiB") from None
+        except OverflowError:
+            raise ValueError(f"memory {memory} is more frames than the compiled core can "
+                             "number") from None
+        self._procs: Dict[int, _Mm] = {}      # the live processes' state, by pid
+        self._handles: "weakref.WeakValueDictionary[int, Process]" = \
+            weakref.WeakValueDictionary()    # their Process objects, while anyone holds one
         self._next_pid = 1
         self._scan_cursor = 0
         self._shm_live = 0           # shared objects ever made and not yet released
@@ -154,7 +178,15 @@ class Machine(_Uncopyable):
     @property
     def processes(self) -> List["Process"]:
         """The live processes, in order of pid."""
-        return list(self._procs.values())
+        return [self._process(mm) for mm in self._procs.values()]
+
+    def _process(self, mm: "_Mm") -> "Process":
+        """The Process object of a live process (made anew if no one held it)."""
+        p = self._handles.get(mm.pid)
+        if p is None:
+            p = Process(self, mm, _token=_TOKEN)
+            self._handles[mm.pid] = p
+        return p
 
     @property
     def boot_frames(self) -> int:
@@ -185,13 +217,14 @@ class Machine(_Uncopyable):
         ([], True)
         """
         pgd = self._core.new_pgd()
-        return self._add(pgd, [])
+        return self._add(pgd, VmaList())
 
-    def _add(self, pgd: int, vmas: List[Vma], arr: Optional[np.ndarray] = None) -> "Process":
-        p = Process(self, self._next_pid, pgd, vmas, arr, _token=_TOKEN)
+    def _add(self, pgd: int, vl: VmaList) -> "Process":
+        mm = _Mm(self._next_pid, pgd, vl)
         self._next_pid += 1
-        self._procs[p.pid] = p
-        return p
+        self._retarget([], vl.vmas)
+        self._procs[mm.pid] = mm
+        return self._process(mm)
 
     # -- inspection ------------------------------------------------------------------
     @_serialized
@@ -288,14 +321,19 @@ class Machine(_Uncopyable):
         objects: Dict[int, ShmObject] = {}
         for p in self._procs.values():
             prev_end = 0
-            for v in p._vmas:
+            vl = p.vl
+            for v in vl.vmas:
                 if v.start < prev_end or v.start >= v.end or v.end > self._task_size \
                         or v.start % PAGE_SIZE or v.end % PAGE_SIZE:
-                    raise InvariantError(f"process {p.pid}: bad VMA list {p._vmas}")
+                    raise InvariantError(f"process {p.pid}: bad VMA list {vl.vmas}")
                 prev_end = v.end
                 if v.shm is not None:
                     users[id(v.shm)] += 1
                     objects[id(v.shm)] = v.shm
+            if vl.ends != [v.end for v in vl.vmas] \
+                    or not np.array_equal(vl.arr, vma_array(vl.vmas)):
+                raise InvariantError(f"process {p.pid}: the VMA index or the core's VMA "
+                                     "array disagrees with the VMA list")
         for key, obj in objects.items():
             if obj.users != users[key]:
                 raise InvariantError(f"shared object at {obj.base}: {obj.users} users "
@@ -347,7 +385,7 @@ class Machine(_Uncopyable):
             return 0
         if method == "rmap":
             return int(self._core.reclaim_rmap(n))
-        mms = [(p.pgd, p._varr) for p in self._procs.values()]
+        mms = [(p.pgd, p.vl.arr) for p in self._procs.values()]
         freed, self._scan_cursor = self._core.reclaim_scan(n, mms, self._scan_cursor)
         return int(freed)
 
@@ -401,13 +439,22 @@ class Machine(_Uncopyable):
         ev = np.asarray(events)
         if ev.ndim != 2 or ev.shape[1] != 4 or (ev.size and not np.issubdtype(ev.dtype, np.integer)):
             raise ValueError("events must be an (n, 4) integer array of (pid, kind, addr, arg)")
-        ev = ev.astype(np.int64, copy=False)
         n = ev.shape[0]
         if n == 0:
             return []
+        if ev.dtype.kind == "u" and ev.dtype.itemsize >= 8 and int(ev.max()) > INT64_MAX:
+            i, col = (int(x[0]) for x in np.nonzero(ev > INT64_MAX))
+            raise ValueError(f"event {i}: {EVENT_FIELDS[col]} {int(ev[i, col])} is out of "
+                             "range")
+        ev = ev.astype(np.int64, copy=False)
         pid, kind = ev[:, 0], ev[:, 1]
         if kind.min() < 0 or kind.max() > EV_MUNMAP:
             raise ValueError("an event kind is not 0 read, 1 write, 2 fork, 3 exit or 4 munmap")
+        bad_fork = (kind == EV_FORK) & ((ev[:, 3] < -1) | (ev[:, 3] > 1))
+        if bad_fork.any():
+            i = int(np.argmax(bad_fork))
+            raise ValueError(f"event {i}: a fork's arg must be -1 (the machine's fork mode), "
+                             f"0 (copy) or 1 (share), not {int(ev[i, 3])}")
         brk = np.flatnonzero((kind[1:] > EV_WRITE) | (kind[:-1] > EV_WRITE)
                              | (pid[1:] != pid[:-1])) + 1
         starts = np.concatenate(([0], brk))
@@ -417,9 +464,10 @@ class Machine(_Uncopyable):
         children: List[Process] = []
         for s, e in zip(starts.tolist(), ends.tolist()):
             who = int(pid[s])
-            p = self._procs.get(who)
-            if p is None:
+            mm = self._procs.get(who)
+            if mm is None:
                 raise ValueError(f"event {s}: no live process has pid {who}")
+            p = self._process(mm)
             k = int(kind[s])
             if k <= EV_WRITE:
                 p._access_pages(addrs[s:e], writes[s:e], check_first=False)
@@ -436,15 +484,27 @@ class Machine(_Uncopyable):
     def _new_shm(self, npages: int) -> ShmObject:
         """A shared-memory object of npages, its index range first fit in the ranges
         released objects left, else new."""
-        self._shm_live += 1
         for k, (base, n) in enumerate(self._shm_holes):
             if n >= npages:
                 if n == npages:
                     del self._shm_holes[k]
                 else:
                     self._shm_holes[k] = (base + npages, n - npages)
+                self._shm_live += 1
                 return ShmObject(base, npages)
-        return ShmObject(self._core.shm_alloc(npages), npages)
+        try:
+            base = self._core.shm_alloc(npages)
+        except MemoryError:
+            raise OutOfMemory(f"the host has no memory for the index of a shared object "
+                              f"of {npages} pages") from None
+        self._shm_live += 1
+        return ShmObject(base, npages)
+
+    def _drop_shm(self, obj: ShmObject) -> None:
+        """Release an object no VMA has named yet (a mapping that failed)."""
+        self._core.shm_release(obj.base, obj.npages)
+        self._free_shm_range(obj.base, obj.npages)
+        self._shm_live -= 1
 
     def _free_shm_range(self, base: int, npages: int) -> None:
         """Give an object's (zeroed) index range back, merging it with its neighbours."""

@@ -14,11 +14,10 @@ from typing import (Any, Callable, Dict, List, NamedTuple, NoReturn,
 
 import numpy as np
 
-from . import vma as vmalib
 from .core import Core
 from .errors import OutOfMemory, ProcessExited, SegmentationFault
 from .layout import PAGE_SIZE, parse_prot, vm_flags
-from .vma import Vma
+from .vma import Vma, VmaList
 
 FORK_MODES = ("copy", "share")
 _TOKEN = object()              # Process objects are made by Machine and Process only
@@ -68,7 +67,6 @@ def _serialized(method: _F) -> _F:
             return method(self, *args, **kwargs)
     return cast(_F, locked)
 
-_NO_VMAS = vmalib.vma_array([])
 
 
 def _int(value: Any, what: str) -> int:
@@ -112,54 +110,67 @@ def _span(addr: Any, length: Any, task_size: int) -> Tuple[int, int]:
 
 
 
+class _Mm:
+    """What a machine keeps of a live process: pid, page directory and VMAs.  It refers
+    neither to the machine nor to the Process object, so a machine (which holds these)
+    and its Process objects (which hold the machine) make no reference cycle: a machine
+    no one refers to any more is freed at once, not when the cyclic collector runs."""
+
+    __slots__ = ("pid", "pgd", "alive", "vl")
+
+    def __init__(self, pid: int, pgd: int, vl: VmaList) -> None:
+        self.pid, self.pgd, self.alive, self.vl = pid, pgd, True, vl
+
+
 class Process(_Uncopyable):
     """A process: a page directory and a list of VMAs.  Made by ``Machine.spawn()`` and
     ``Process.fork()``, never directly."""
 
     # machine is the Machine (Any here: machine.py imports this module, not the reverse)
-    def __init__(self, machine: Any, pid: int, pgd: int, vmas: Sequence[Vma] = (),
-                 arr: Optional[np.ndarray] = None, *, _token: object = None) -> None:
-        if _token is not _TOKEN:
+    def __init__(self, machine: Any, mm: _Mm, *args: Any, _token: object = None) -> None:
+        if _token is not _TOKEN or args:
             raise TypeError("Process objects are made by Machine.spawn() and "
                             "Process.fork(), not directly")
         self.machine = machine
-        self.pid = pid
-        self.pgd = pgd
-        self.alive = True
-        self._vmas: List[Vma] = []
-        self._varr = _NO_VMAS
-        self._set_vmas(list(vmas), arr)
+        self._mm = mm
+        self.pid = mm.pid
+        self.pgd = mm.pgd
+
+    @property
+    def alive(self) -> bool:
+        """False once the process has exited."""
+        return self._mm.alive
 
     def __repr__(self) -> str:
-        state = "alive" if self.alive else "exited"
-        return f"<Process {self.pid} {state}, {len(self._vmas)} VMAs>"
+        state = "alive" if self._mm.alive else "exited"
+        return f"<Process {self.pid} {state}, {len(self._mm.vl)} VMAs>"
 
     # -- helpers ----------------------------------------------------------------------
     def _live(self) -> Core:
-        if not self.alive:
+        if not self._mm.alive:
             raise ProcessExited(f"process {self.pid} has exited")
         return self.machine._core
 
-    def _set_vmas(self, vmas: List[Vma], arr: Optional[np.ndarray] = None) -> None:
-        """Install a new VMA list (normalised here unless arr, its core array, is given:
-        Vma objects are never changed once in a list, so a fork shares both)."""
-        new = vmalib.normalise(vmas) if arr is None else vmas
-        self.machine._retarget(self._vmas, new)
-        self._vmas = new
-        self._varr = vmalib.vma_array(new) if arr is None else arr
+    def _splice(self, start: int, end: int, new: Sequence[Vma] = ()) -> List[Vma]:
+        """Replace what is mapped in [start, end) by new (see VmaList.splice), account
+        the shared objects' users, and return the pieces that were mapped there."""
+        removed, old, merged = self._mm.vl.splice(start, end, new)
+        self.machine._retarget(old, merged)
+        return removed
 
     def _access(self, addr: int, length: int, write: bool) -> List[Tuple[int, int, int]]:
         """The VMA pieces of [addr, addr+length), or SegmentationFault if any byte is
         outside every VMA or the access is against a VMA's protection."""
-        parts, covered = vmalib.pieces(self._vmas, addr, addr + length)
+        vl = self._mm.vl
+        parts, covered = vl.pieces(addr, addr + length)
         if not covered:
             raise SegmentationFault(f"process {self.pid}: [{addr:#x}, {addr + length:#x}) "
                                     "is not all mapped")
         for i, lo, hi in parts:
-            if not self._vmas[i].allows(write):
+            if not vl[i].allows(write):
                 raise SegmentationFault(
                     f"process {self.pid}: {'write' if write else 'read'} at {lo:#x} "
-                    f"against protection {self._vmas[i].prot!r}")
+                    f"against protection {vl[i].prot!r}")
         return parts
 
     def _no_contents(self) -> None:
@@ -175,7 +186,7 @@ class Process(_Uncopyable):
         >>> p.mprotect(a + 4096, 4096, "r"); [(hex(s), hex(e), pr) for s, e, pr, _ in p.vmas]
         [('0x40000000', '0x40001000', 'rw'), ('0x40001000', '0x40002000', 'r'), ('0x40002000', '0x40003000', 'rw')]
         """
-        return [VmaInfo(v.start, v.end, v.prot, v.shared) for v in self._vmas]
+        return [VmaInfo(v.start, v.end, v.prot, v.shared) for v in self._mm.vl]
 
     @_serialized
     def stats(self) -> Dict[str, int]:
@@ -194,7 +205,7 @@ class Process(_Uncopyable):
         out = {"rss": rss, "page_tables": sum(per)}
         for k, n in enumerate(per, 1):
             out[f"page_tables_l{k}"] = n
-        out["vmas"] = len(self._vmas)
+        out["vmas"] = len(self._mm.vl)
         return out
 
     # -- mappings ---------------------------------------------------------------------
@@ -227,34 +238,32 @@ class Process(_Uncopyable):
         self._live()
         prot = parse_prot(prot)
         shared = _bool(shared, "shared")
-        ts = self.machine._task_size
+        m = self.machine
         if addr is None:
-            length = _range(0, length, ts, "mmap")[1]
+            length = _range(0, length, m._task_size, "mmap")[1]
             addr = self._unmapped_area(length)
         else:
-            addr, length = _range(addr, length, ts, "mmap")
-            if vmalib.pieces(self._vmas, addr, addr + length)[0]:
+            addr, length = _range(addr, length, m._task_size, "mmap")
+        # The shared object is made before anything is unmapped, so a host that cannot
+        # hold its index leaves the old mapping in place.
+        shm = m._new_shm(length // PAGE_SIZE) if shared else None
+        try:
+            if self._mm.vl.pieces(addr, addr + length)[0]:
                 self.munmap(addr, length)
-        shm = None
-        if shared:
-            shm = self.machine._new_shm(length // PAGE_SIZE)
-        self._set_vmas(self._vmas + [Vma(addr, addr + length, prot, shm)])
+        except BaseException:
+            if shm is not None:
+                m._drop_shm(shm)
+            raise
+        self._splice(addr, addr + length, [Vma(addr, addr + length, prot, shm)])
         return addr
 
     def _unmapped_area(self, length: int) -> int:
         """get_unmapped_area: the lowest gap of length bytes at or above the mmap base,
         else the lowest anywhere."""
-        ts = self.machine._task_size
-        for lo in (self.machine.layout.mmap_base, 0):
-            pos = lo
-            for v in self._vmas:
-                if v.end <= pos:
-                    continue
-                if v.start >= pos + length:
-                    break
-                pos = v.end
-            if pos + length <= ts:
-                return pos
+        m = self.machine
+        pos = self._mm.vl.unmapped_area(length, m.layout.mmap_base, m._task_size)
+        if pos is not None:
+            return pos
         raise OutOfMemory(f"no room for {length:#x} bytes in the user address space")
 
     @_serialized
@@ -274,13 +283,20 @@ class Process(_Uncopyable):
         core = self._live()
         addr, length = _range(addr, length, self.machine._task_size, "munmap")
         end = addr + length
-        if not vmalib.pieces(self._vmas, addr, end)[0]:
+        vl = self._mm.vl
+        if not vl.pieces(addr, end)[0]:
             return
-        kept, _ = vmalib.remove_range(self._vmas, addr, end)
-        kept = vmalib.normalise(kept)
-        new_arr = vmalib.vma_array(kept)
-        core.zap(self.pgd, self._varr, new_arr, addr, end)
-        self._set_vmas(kept, new_arr)
+        m = self.machine
+        span = m.layout.table_span(1)
+        # the core zaps with the VMAs before and after the change: the rows it needs
+        old_rows = vl.window(addr, end, span).copy()
+        removed, old, merged = vl.splice(addr, end)
+        try:
+            core.zap(self.pgd, old_rows, vl.window(addr, end, span), addr, end)
+        except BaseException:
+            vl.splice(addr, end, removed)            # nothing was unmapped
+            raise
+        m._retarget(old, merged)
 
     @_serialized
     def mprotect(self, addr: int, length: int, prot: str) -> None:
@@ -302,16 +318,17 @@ class Process(_Uncopyable):
         addr, length = _range(addr, length, self.machine._task_size, "mprotect")
         prot = parse_prot(prot)
         end = addr + length
-        parts, covered = vmalib.pieces(self._vmas, addr, end)
+        vl = self._mm.vl
+        parts, covered = vl.pieces(addr, end)
         if not covered:
             raise ValueError(f"mprotect: [{addr:#x}, {end:#x}) is not all mapped")
-        rows = np.array([(lo, hi, vm_flags(prot, self._vmas[i].shared)) for i, lo, hi in parts],
+        rows = np.array([(lo, hi, vm_flags(prot, vl[i].shared)) for i, lo, hi in parts],
                         dtype=np.uint64).reshape(-1, 3)
-        core.mprotect(self.pgd, self._varr, rows)
-        kept, removed = vmalib.remove_range(self._vmas, addr, end)
-        for v in removed:
+        core.mprotect(self.pgd, vl.arr, rows)
+        changed = [vl[i].piece(lo, hi) for i, lo, hi in parts]
+        for v in changed:
             v.prot = prot
-        self._set_vmas(kept + removed)
+        self._splice(addr, end, changed)
 
     # -- access ----------------------------------------------------------------------
     def read(self, addr: int, length: int) -> bytes:
@@ -331,9 +348,10 @@ class Process(_Uncopyable):
         """
         m = self.machine
         with m._lock:
-            if type(addr) is int and type(length) is int and self.alive and m.contents \
-                    and 0 < length <= PAGE_SIZE - (addr & (PAGE_SIZE - 1)) and addr >= 0:
-                r = m._core.access(self.pgd, self._varr, addr, length, False)
+            if type(addr) is int and type(length) is int and self._mm.alive and m.contents \
+                    and 0 < length <= PAGE_SIZE - (addr & (PAGE_SIZE - 1)) \
+                    and 0 <= addr < m._task_size:
+                r = m._core.access(self.pgd, self._mm.vl.arr, addr, length, False)
                 if isinstance(r, bytes):
                     return r
             return self._read(addr, length)
@@ -345,7 +363,7 @@ class Process(_Uncopyable):
         parts = self._access(addr, length, False)
         out = np.empty(length, dtype=np.uint8)
         for i, lo, hi in parts:
-            core.read_into(self.pgd, self._varr, i, lo, out, lo - addr, hi - lo)
+            core.read_into(self.pgd, self._mm.vl.arr, i, lo, out, lo - addr, hi - lo)
         return out.tobytes()
 
     def write(self, addr: int, data: Union[bytes, bytearray, memoryview]) -> None:
@@ -367,9 +385,10 @@ class Process(_Uncopyable):
         """
         m = self.machine
         with m._lock:
-            if type(data) is bytes and type(addr) is int and self.alive and m.contents \
-                    and 0 < len(data) <= PAGE_SIZE - (addr & (PAGE_SIZE - 1)) and addr >= 0:
-                if m._core.access(self.pgd, self._varr, addr, len(data), True, data):
+            if type(data) is bytes and type(addr) is int and self._mm.alive and m.contents \
+                    and 0 < len(data) <= PAGE_SIZE - (addr & (PAGE_SIZE - 1)) \
+                    and 0 <= addr < m._task_size:
+                if m._core.access(self.pgd, self._mm.vl.arr, addr, len(data), True, data):
                     return
             self._write(addr, data)
 
@@ -388,9 +407,9 @@ class Process(_Uncopyable):
         self._no_contents()
         parts = self._access(addr, length, True)
         for i, lo, hi in parts:
-            core.fault_range(self.pgd, self._varr, i, lo & ~(PAGE_SIZE - 1), hi, True)
+            core.fault_range(self.pgd, self._mm.vl.arr, i, lo & ~(PAGE_SIZE - 1), hi, True)
         for i, lo, hi in parts:
-            core.write_from(self.pgd, self._varr, i, lo, src, lo - addr, hi - lo)
+            core.write_from(self.pgd, self._mm.vl.arr, i, lo, src, lo - addr, hi - lo)
 
     @_serialized
     def touch(self, addr: int, length: int, write: bool = False) -> None:
@@ -410,7 +429,7 @@ class Process(_Uncopyable):
         write = _bool(write, "write")
         parts = self._access(addr, length, write)
         for i, lo, hi in parts:
-            core.fault_range(self.pgd, self._varr, i, lo, hi, write)
+            core.fault_range(self.pgd, self._mm.vl.arr, i, lo, hi, write)
 
     @_serialized
     def touch_pages(self, addrs: Union[Sequence[int], np.ndarray], write: bool = False) -> None:
@@ -449,7 +468,13 @@ class Process(_Uncopyable):
             a = np.ascontiguousarray(a, dtype=np.int64)
         if a.size == 0:
             return
-        r = core.fault_pages(self.pgd, self._varr, a, write, check_first)
+        outside = (a < 0) | (a >= self.machine._task_size)
+        if outside.any():
+            j = int(np.argmax(outside))
+            if not check_first:
+                self._access_pages(a[:j], write if isinstance(write, bool) else write[:j])
+            raise ValueError(f"address {int(a[j]):#x} is outside user space")
+        r = core.fault_pages(self.pgd, self._mm.vl.arr, a, write, check_first)
         if isinstance(r, tuple):
             j, why = r
             bad = int(a[j])
@@ -485,15 +510,16 @@ class Process(_Uncopyable):
             core = self._live()
             if mode is None:
                 mode = m.fork_mode
+            vl = self._mm.vl
             if mode == "copy":
-                pgd = core.fork_copy(self.pgd, self._varr)
+                pgd = core.fork_copy(self.pgd, vl.arr)
             elif mode == "share":
-                pgd = core.fork_share(self.pgd, self._varr, m.share_level)
+                pgd = core.fork_share(self.pgd, vl.arr, m.share_level)
             else:
                 if not isinstance(mode, str):
                     raise TypeError(f"fork mode must be a str, not {type(mode).__name__}")
                 raise ValueError(f"fork mode must be one of {FORK_MODES}, not {mode!r}")
-            return m._add(pgd, self._vmas, self._varr)
+            return m._add(pgd, vl.copy())
 
     @_serialized
     def exec(self) -> None:
@@ -504,8 +530,10 @@ class Process(_Uncopyable):
         ([], True, 1)
         """
         core = self._live()
-        core.exit_mm(self.pgd, self._varr, False)
-        self._set_vmas([], _NO_VMAS)
+        mm = self._mm
+        core.exit_mm(self.pgd, mm.vl.arr, False)
+        self.machine._retarget(mm.vl.vmas, [])
+        mm.vl = VmaList()
 
     def exit(self) -> None:
         """Drop the user space and the page directory; the process is gone.
@@ -517,9 +545,11 @@ class Process(_Uncopyable):
         m = self.machine
         with m._lock:
             core = self._live()
-            core.exit_mm(self.pgd, self._varr, True)
-            self._set_vmas([], _NO_VMAS)
-            self.alive = False
+            mm = self._mm
+            core.exit_mm(self.pgd, mm.vl.arr, True)
+            m._retarget(mm.vl.vmas, [])
+            mm.vl = VmaList()
+            mm.alive = False
             del m._procs[self.pid]
 
     # -- raw entries -----------------------------------------------------------------

@@ -15,8 +15,10 @@ def add_parser(sub) -> None:
         "show", help="draw page tables step by step (HTML, SVG, PNG)",
         description="Run a scenario (built-in name or .toml/.py file) and draw the "
                     "machine's processes, table trees, use counts, write-protected "
-                    "entries, frames and rmap chains at every step.")
-    p.add_argument("scenario", nargs="?", help="built-in name or a .toml/.py file")
+                    "entries, frames and rmap chains at every step.  A .py scenario is "
+                    "run as Python code (once): run only files you trust.")
+    p.add_argument("scenario", nargs="?", help="built-in name or a .toml/.py file (a .py "
+                   "file is run as Python code)")
     p.add_argument("--html", metavar="FILE", help="write the step-by-step page")
     p.add_argument("--svg", metavar="FILE", help="write one step as SVG (with --step)")
     p.add_argument("--png", metavar="FILE", help="write one step as PNG (needs Chromium)")
@@ -48,13 +50,14 @@ def cmd_show(args) -> int:
         scen = sc_mod.load(args.scenario)
         step = args.step if args.step is not None else len(scen["step"])
         if args.html:
-            Path(args.html).write_text(view.page_html(args.scenario), encoding="utf-8")
+            Path(args.html).write_text(view.page_html(scen, name=args.scenario),
+                                       encoding="utf-8")
             print(f"wrote {args.html}")
         if args.svg:
-            Path(args.svg).write_text(view.step_svg(args.scenario, step), encoding="utf-8")
+            Path(args.svg).write_text(view.step_svg(scen, step), encoding="utf-8")
             print(f"wrote {args.svg}")
         if args.png:
-            view.step_png(args.scenario, step, args.png)
+            view.step_png(scen, step, args.png)
             print(f"wrote {args.png}")
     except view.ScenarioError as e:
         raise UsageError(str(e)) from None

@@ -251,6 +251,9 @@ def calibrate(quick=False, validate=False, progress=None):
     def put(event, ns, se, source):
         if event in PIN_NOTE and any(p.startswith(PIN_NOTE[event]) for p in pinned):
             source += "; held at 0 by the non-negative fit (the data want it below 0)"
+        if ns < 0:                  # a difference of two noisy figures; costs are >= 0
+            source += f"; measured {float(ns):.0f} ns, held at 0"
+            se, ns = math.hypot(se, ns) if math.isfinite(se) else abs(float(ns)), 0.0
         c[event] = round(float(ns), 2)
         u[event] = round(float(se), 2) if math.isfinite(se) else round(abs(float(ns)), 2)
         s[event] = source

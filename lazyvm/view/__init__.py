@@ -43,16 +43,27 @@ def build(scenario):
     return states, diffs
 
 
-def page_html(name_or_path):
-    """The self-contained HTML page of a scenario (a built-in name or a file)."""
-    scen = sc_mod.load(name_or_path)
+def _scenario(scenario):
+    """A scenario dict (checked), or the one a built-in name or file gives (sc_mod.load:
+    a .py file is run as code, so a caller with several outputs loads it once)."""
+    if isinstance(scenario, dict):
+        return sc_mod.validate(scenario)
+    return sc_mod.load(scenario)
+
+
+def page_html(scenario, name=None):
+    """The self-contained HTML page of a scenario (a built-in name, a file or a dict);
+    name is what the page calls it (default: the name or path given)."""
+    scen = _scenario(scenario)
     states, diffs = build(scen)
-    return render.page(scen, states, diffs, name=str(name_or_path))
+    if name is None:
+        name = "scenario" if isinstance(scenario, dict) else str(scenario)
+    return render.page(scen, states, diffs, name=name)
 
 
-def step_svg(name_or_path, step):
+def step_svg(scenario, step):
     """A standalone SVG of the machine after step (1-based), its changes marked."""
-    scen = sc_mod.load(name_or_path)
+    scen = _scenario(scenario)
     n = len(scen["step"])
     if not 1 <= step <= n:
         raise ScenarioError(f"--step must be 1..{n} for this scenario, not {step}")
@@ -115,8 +126,8 @@ def screenshot(html_or_svg_path, png_path, width, height):
         raise ScenarioError("chromium wrote no screenshot")
 
 
-def step_png(name_or_path, step, png_path):
-    text = step_svg(name_or_path, step)
+def step_png(scenario, step, png_path):
+    text = step_svg(scenario, step)
     import re
     m = re.search(r'width="(\d+)" height="(\d+)"', text)
     w, h = (int(m.group(1)), int(m.group(2))) if m else (1400, 900)

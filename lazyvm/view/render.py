@@ -59,6 +59,13 @@ def _ytext(y):
 def svg(state, marks=None, rowmarks=None, title=None, standalone=False):
     """The SVG of one snapshot.  marks: {key: "new"|"changed"|"gone"}; rowmarks:
     {key: [row index, ...]}.  standalone: add the XML header and the style sheet."""
+    return "".join(svg_parts(state, marks, rowmarks, title, standalone)) + "</svg>"
+
+
+def svg_parts(state, marks=None, rowmarks=None, title=None, standalone=False):
+    """svg() without its closing tag, as a list of pieces: the opening (tag, style,
+    column titles), then one per edge and one per node box.  A piece is the same string
+    in every snapshot where its node (or edge) is the same and in the same place."""
     marks = marks or {}
     rowmarks = rowmarks or {}
     nodes = state["nodes"]
@@ -83,6 +90,7 @@ def svg(state, marks=None, rowmarks=None, title=None, standalone=False):
     out = []
     if standalone:
         out.append('<?xml version="1.0" encoding="UTF-8"?>\n')
+    head = len(out)
     out.append(f'<svg xmlns="http://www.w3.org/2000/svg" class="state" width="{width}" '
                f'height="{height}" viewBox="0 0 {width} {height}">')
     if standalone:
@@ -96,6 +104,7 @@ def svg(state, marks=None, rowmarks=None, title=None, standalone=False):
     if not nodes:
         out.append(f'<text class="sub" x="10" y="{TOP + 30}">no live processes: every '
                    "frame but the boot-time ones is free</text>")
+    out[head:] = ["".join(out[head:])]
     edges = []
     boxes = []
     for node in nodes.values():
@@ -115,8 +124,7 @@ def svg(state, marks=None, rowmarks=None, title=None, standalone=False):
                          f'{tx - dx:.0f},{ey:.0f} {tx:.0f},{ey:.0f}"/>')
     out.extend(edges)
     out.extend(boxes)
-    out.append("</svg>")
-    return "".join(out)
+    return out
 
 
 def _box(node, x, y, h, mark, rowmark):
@@ -206,8 +214,8 @@ var cur=1, N=D.steps.length, SELFTEST=/selftest/.test(location.hash);
 function $(s,r){return (r||document).querySelector(s);}
 function $$(s,r){return Array.prototype.slice.call((r||document).querySelectorAll(s));}
 function put(pane,state,marks,rows){
-  var host=$(pane); host.innerHTML='';
-  host.appendChild(document.getElementById('s'+state).content.cloneNode(true));
+  var host=$(pane);
+  host.innerHTML=D.states[state].map(function(i){return D.pieces[i];}).join('')+'</svg>';
   Object.keys(marks).forEach(function(k){
     $$('[data-key="'+k+'"]',host).forEach(function(g){g.classList.add('m-'+marks[k]);});});
   Object.keys(rows).forEach(function(k){
@@ -333,12 +341,27 @@ def page(scenario, states, diffs, name="scenario"):
     data = {"rmap": states[-1]["rmap"] if states else False,
             "steps": [{"title": step_title(st), "note": st.get("note", ""), "diff": d}
                       for st, d in zip(steps, diffs)]}
-    templates = "".join(f'<template id="s{k}">{svg(s)}</template>'
-                        for k, s in enumerate(states))
+    # Each snapshot is a list of indexes into one list of distinct SVG pieces: a piece
+    # that stays the same from step to step is in the page once, so the page grows with
+    # what changes, not with steps x processes.
+    pieces, index = [], {}
+    for s in states:
+        ids = []
+        for piece in svg_parts(s):
+            i = index.get(piece)
+            if i is None:
+                i = index[piece] = len(pieces)
+                pieces.append(piece)
+            ids.append(i)
+        data.setdefault("states", []).append(ids)
+    data["pieces"] = pieces
     mach = scenario.get("machine", {})
     cfg = ", ".join(f"{k}={v!r}" for k, v in mach.items())
     items = "".join(f"<li>{escape(step_title(st))}</li>" for st in steps)
-    blob = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
+    # Inside a script element only "</" (which may end it) and "<!" ("<!--<script"
+    # keeps it from ending) are markup; JSON reads the escapes back as "/" and "<".
+    blob = (json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
+            .replace("<!", "\\u003c!"))
     legend = ('<div class="legend"><span style="border:3px solid #d9730d">shared table '
               '(use &gt; 1)</span><span style="background:#ffe2b8">RO: write-protected '
               'entry</span><span style="background:#d4f2d4">RW</span>'
@@ -374,7 +397,6 @@ return ce.apply(console,arguments);}};}})();</script>
 <div class="panes"><div class="pane" id="beforewrap"><h3>before</h3><div id="before"></div></div>
 <div class="pane" id="afterwrap"><h3>after</h3><div id="after"></div></div></div>
 </div></main>
-<div hidden>{templates}</div>
 <script type="application/json" id="lz-data">{blob}</script>
 <script>{JS}</script>
 </body></html>

@@ -28,8 +28,10 @@ A scenario is a dict (from TOML, from a Python file, or built in)::
     proc = "p"
     as = "c"                  # mode = "copy" | "share" (default: the machine's)
 
-A Python scenario file defines ``SCENARIO`` as such a dict.  Every step may have a
-``title`` (shown in the step list; made from the step if absent) and a ``note``.
+A Python scenario file is run as Python code, once, and defines ``SCENARIO`` as such
+a dict: run only files you trust.  Every step may have a ``title`` (shown in the step
+list; made from the step if absent) and a ``note``.  Every value is checked before the
+first step runs.
 """
 from __future__ import annotations
 
@@ -38,7 +40,7 @@ import json
 import runpy
 from pathlib import Path
 
-from .. import Machine
+from .. import LazyVMError, Machine
 from ..layout import PAGE_SIZE
 from .builtin import BUILTIN
 
@@ -102,7 +104,8 @@ def load_toml_text(text, where="scenario"):
 
 
 def load(name_or_path):
-    """A built-in scenario by name, or a .toml / .py file."""
+    """A built-in scenario by name, or a .toml / .py file (a .py file is run as Python
+    code: each call runs it once)."""
     if name_or_path in BUILTIN:
         return validate(BUILTIN[name_or_path], name_or_path)
     path = Path(name_or_path)
@@ -112,12 +115,48 @@ def load(name_or_path):
     if path.suffix == ".py":
         try:
             ns = runpy.run_path(str(path))
+        except SystemExit as e:
+            raise ScenarioError(f"{path}: the scenario's code raised SystemExit({e.code!r}) "
+                                "instead of defining SCENARIO") from None
         except Exception as e:
-            raise ScenarioError(f"{path}: {type(e).__name__}: {e}") from None
+            raise ScenarioError(f"{path}: {type(e).__name__}: {_line(e)}") from None
         if not isinstance(ns.get("SCENARIO"), dict):
             raise ScenarioError(f"{path}: a Python scenario must define SCENARIO = {{...}}")
         return validate(ns["SCENARIO"], str(path))
-    return validate(load_toml_text(path.read_text(), str(path)), str(path))
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ScenarioError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise ScenarioError(f"{path}: cannot read it ({e.strerror})") from None
+    return validate(load_toml_text(text, str(path)), str(path))
+
+
+def _line(e):
+    """An exception's message on one line."""
+    return " ".join(str(e).split())
+
+
+# The type of each step key's value: str, bool, an int of at least 0 or 1, a size (int
+# or a string such as "8M"), an address or a name ("at"), or one of a list.
+_STR = ("as", "proc", "title", "note", "data", "prot", "mode", "method")
+_BOOL = ("shared", "write")
+_MIN = {"page": 0, "pages": 1, "n": 0}
+_SIZE = ("length", "addr")
+
+
+def _check_value(here, k, v):
+    if k in _STR and not isinstance(v, str):
+        raise ScenarioError(f"{here}: {k} must be a string, not {v!r}")
+    if k in _BOOL and not isinstance(v, bool):
+        raise ScenarioError(f"{here}: {k} must be true or false, not {v!r}")
+    if k in _MIN and (isinstance(v, bool) or not isinstance(v, int) or v < _MIN[k]):
+        raise ScenarioError(f"{here}: {k} must be a whole number of at least {_MIN[k]}, "
+                            f"not {v!r}")
+    if k in _SIZE:
+        parse_size(v, f"{here}: {k}")
+    if k == "at" and not isinstance(v, str):
+        parse_size(v, f"{here}: at")
 
 
 def validate(sc, where="scenario"):
@@ -126,8 +165,11 @@ def validate(sc, where="scenario"):
         raise ScenarioError(f"{where}: a scenario is a table, not {type(sc).__name__}")
     unknown = set(sc) - {"title", "about", "machine", "step"}
     if unknown:
-        raise ScenarioError(f"{where}: unknown key {sorted(unknown)[0]!r} (use title, "
-                            "about, machine, step)")
+        raise ScenarioError(f"{where}: unknown key {sorted(map(str, unknown))[0]!r} (use "
+                            "title, about, machine, step)")
+    for k in ("title", "about"):
+        if k in sc and not isinstance(sc[k], str):
+            raise ScenarioError(f"{where}: {k} must be a string, not {sc[k]!r}")
     steps = sc.get("step")
     if not isinstance(steps, list) or not steps:
         raise ScenarioError(f"{where}: no steps: add [[step]] tables")
@@ -139,6 +181,8 @@ def validate(sc, where="scenario"):
         if k not in params:
             raise ScenarioError(f"{where}: [machine] has {k!r}, which this lazyvm's "
                                 f"Machine does not take ({', '.join(sorted(params))})")
+        if k in ("memory", "swap"):
+            parse_size(mach[k], f"{where}: [machine] {k}")
     names = set()
     for n, st in enumerate(steps, 1):
         here = f"{where}: step {n}"
@@ -146,7 +190,11 @@ def validate(sc, where="scenario"):
             raise ScenarioError(f"{here}: 'do' must be one of {', '.join(ACTIONS)}")
         bad = set(st) - _KEYS[st["do"]] - _COMMON
         if bad:
-            raise ScenarioError(f"{here} ({st['do']}): unknown key {sorted(bad)[0]!r}")
+            raise ScenarioError(f"{here} ({st['do']}): unknown key "
+                                f"{sorted(map(str, bad))[0]!r}")
+        for k, v in st.items():
+            if k != "do":
+                _check_value(f"{here} ({st['do']})", k, v)
         for ref in ("proc", "at"):
             v = st.get(ref)
             if isinstance(v, str) and ref == "proc" and v not in names:
@@ -224,8 +272,8 @@ def make_machine(sc):
     kw.setdefault("memory", 16 << 20)
     try:
         return Machine(**kw)
-    except (TypeError, ValueError) as e:
-        raise ScenarioError(f"[machine]: {e}") from None
+    except (TypeError, ValueError, LazyVMError) as e:
+        raise ScenarioError(f"[machine]: {_line(e)}") from None
 
 
 def run(sc, on_state):
@@ -240,8 +288,8 @@ def run(sc, on_state):
         except ScenarioError:
             raise
         except Exception as e:            # a lazyvm error or a bad value: name the step
-            raise ScenarioError(f"step {n} ({step_title(st)}): {type(e).__name__}: {e}") \
-                from None
+            raise ScenarioError(f"step {n} ({step_title(st)}): {type(e).__name__}: "
+                                f"{_line(e)}") from None
         on_state(m, st)
     return m
 

@@ -23,7 +23,9 @@ import mmap
 import os
 import re
 import time
+import tokenize
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -300,41 +302,23 @@ class Snapshot:
 
     @classmethod
     def load(cls, path):
-        """Read a snapshot file; SnapshotError if it is missing, truncated or foreign."""
+        """Read a snapshot file; SnapshotError (one sentence) if it is missing, truncated,
+        damaged or foreign.  Every array's header is read and checked (shape, dtype,
+        size against the VMAs and the limits below) before its data is: a small file
+        cannot declare arrays that fill the host's memory, and no Python object is ever
+        unpickled."""
         path = os.fspath(path)
         if not os.path.exists(path):
             raise SnapshotError(f"{path}: no such file")
         try:
-            z = np.load(path, allow_pickle=False)
-            if not isinstance(z, np.lib.npyio.NpzFile):
-                raise SnapshotError(f"{path}: not a lazyvm snapshot (a numpy array, not "
-                                    "an .npz archive)")
-            with z:
-                keys = set(z.files)
-                if "format" not in keys or str(z["format"]) != FORMAT:
-                    raise SnapshotError(f"{path}: not a lazyvm snapshot (a numpy .npz "
-                                        f"without format={FORMAT!r})")
-                version = int(z["version"]) if "version" in keys else -1
-                if version != VERSION:
-                    raise SnapshotError(f"{path}: snapshot format version {version}; this "
-                                        f"lazyvm reads version {VERSION}")
-                missing = [k for k in ("meta",) + _VMA_FIELDS + _PAGE_FIELDS + _COW_FIELDS
-                           if k not in keys]
-                if missing:
-                    raise SnapshotError(f"{path}: damaged snapshot, no {', '.join(missing)}")
-                d = {k: z[k] for k in ("meta",) + _VMA_FIELDS + _PAGE_FIELDS + _COW_FIELDS}
-        except SnapshotError:
-            raise
-        except (zipfile.BadZipFile, EOFError) as e:
-            raise SnapshotError(f"{path}: not a lazyvm snapshot, or truncated ({e})") from None
-        except (ValueError, OSError, KeyError) as e:
-            raise SnapshotError(f"{path}: not a lazyvm snapshot, or damaged ({e})") from None
-        try:
-            meta = json.loads(str(d["meta"]))
-        except ValueError:
-            raise SnapshotError(f"{path}: damaged snapshot (meta is not JSON)") from None
+            d = _read_npz(path)
+        except SnapshotError as e:
+            raise SnapshotError(f"{path}: {e}") from None
+        except _READ_ERRORS as e:
+            raise SnapshotError(f"{path}: not a lazyvm snapshot, or damaged "
+                                f"({_one_line(e)})") from None
         snap = cls(tuple(d[k] for k in _VMA_FIELDS), tuple(d[k] for k in _PAGE_FIELDS),
-                   tuple(d[k] for k in _COW_FIELDS), meta)
+                   tuple(d[k] for k in _COW_FIELDS), d["meta"])
         snap._validate(path)
         return snap
 
@@ -445,6 +429,175 @@ class Snapshot:
 
 
 _NONE = np.uint64(2 ** 64 - 1)
+
+
+# Limits of a snapshot file, checked from the array headers before any data is read.
+MAX_VMAS = 1 << 20          # Linux allows 65,530 VMAs by default (vm.max_map_count)
+MAX_PAGES = 1 << 28         # pages in one array: 1 TiB of present memory
+MAX_META = 16 << 20         # characters of the meta JSON
+MAX_NAME = 4096             # characters of a VMA name (a path: PATH_MAX)
+MAX_RATIO = 1100            # deflate cannot expand more than 1032:1
+# An array of distinct page addresses compresses about 7:1 at best (consecutive pages);
+# one that claims more is zeros or repeats, not addresses, and could make a small file
+# declare arrays far larger than the host's memory.
+MAX_ADDR_RATIO = 64
+_PERMS = re.compile(r"[r-][w-][x-][ps]\Z")
+
+# What can go wrong inside a damaged .npz: the zip layer, the deflate stream, the .npy
+# header (a Python literal, parsed by numpy), the data.
+_READ_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError,
+                ValueError, TypeError, OverflowError, SyntaxError, tokenize.TokenError,
+                RecursionError, UnicodeError, KeyError, NotImplementedError)
+
+
+def _one_line(e):
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _header(zf, info):
+    """(shape, dtype) of the .npy member info, from its header alone."""
+    with zf.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise SnapshotError(f"array {info.filename} has .npy format {version}, not "
+                                "1.0 or 2.0")
+    if dtype.hasobject:
+        raise SnapshotError(f"array {info.filename} holds Python objects (pickled data), "
+                            "which lazyvm never loads")
+    size = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if size > info.file_size or size > MAX_RATIO * max(info.compress_size, 1) + (1 << 16):
+        raise SnapshotError(f"array {info.filename} declares {size} bytes, more than the "
+                            "archive holds")
+    return shape, dtype
+
+
+def _read_npz(path):
+    """The fields of a snapshot file, checked; SnapshotError names what is wrong."""
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, EOFError, ValueError) as e:
+        raise SnapshotError(f"not a lazyvm snapshot, or truncated ({_one_line(e)})") from None
+    with zf:
+        members = {i.filename[:-4]: i for i in zf.infolist() if i.filename.endswith(".npy")}
+        if "format" not in members:
+            raise SnapshotError(f"not a lazyvm snapshot (a zip without format={FORMAT!r})")
+        heads = {k: _header(zf, members[k]) for k in ("format", "version", "meta")
+                 if k in members}
+
+        def load(name, kinds, what, ndim=1):
+            shape, dtype = heads[name] if name in heads else _header(zf, members[name])
+            if len(shape) != ndim:
+                raise SnapshotError(f"damaged snapshot ({name} has shape {shape}, not "
+                                    f"{'one value' if ndim == 0 else 'one dimension'})")
+            if dtype.kind not in kinds:
+                raise SnapshotError(f"damaged snapshot ({name} holds {dtype}, not {what})")
+            with zf.open(members[name]) as f:
+                return np.lib.format.read_array(f, allow_pickle=False)
+
+        fmt = load("format", "U", "a string", 0)
+        if str(fmt) != FORMAT:
+            raise SnapshotError(f"not a lazyvm snapshot (format is not {FORMAT!r})")
+        if "version" not in members:
+            raise SnapshotError("damaged snapshot, no version")
+        version = load("version", "iu", "an integer", 0)
+        if int(version) != VERSION:
+            raise SnapshotError(f"snapshot format version {int(version)}; this lazyvm reads "
+                                f"version {VERSION}")
+        missing = [k for k in ("meta",) + _VMA_FIELDS + _PAGE_FIELDS + _COW_FIELDS
+                   if k not in members]
+        if missing:
+            raise SnapshotError(f"damaged snapshot, no {', '.join(missing)}")
+        if heads["meta"][1].kind == "U" and heads["meta"][1].itemsize // 4 > MAX_META:
+            raise SnapshotError(f"damaged snapshot (meta longer than {MAX_META} characters)")
+        d = {"meta": _meta(str(load("meta", "U", "a string", 0)))}
+        vma_heads = {k: _header(zf, members[k]) for k in _VMA_FIELDS}
+        for k, (shape, _) in vma_heads.items():
+            if len(shape) != 1:
+                raise SnapshotError(f"damaged snapshot ({k} has shape {shape}, not one "
+                                    "dimension)")
+        n = {shape[0] for shape, _ in vma_heads.values()}
+        if len(n) != 1:
+            raise SnapshotError("damaged snapshot (VMA fields differ in length)")
+        if n.pop() > MAX_VMAS:
+            raise SnapshotError(f"damaged snapshot (more than {MAX_VMAS} VMAs)")
+        for k in ("vma_perms", "vma_name"):
+            if vma_heads[k][1].kind == "U" and vma_heads[k][1].itemsize // 4 > MAX_NAME:
+                raise SnapshotError(f"damaged snapshot ({k} longer than {MAX_NAME} "
+                                    "characters)")
+        heads.update(vma_heads)
+        for k in ("vma_start", "vma_end", "vma_offset", "vma_inode"):
+            d[k] = _unsigned(load(k, "iu", "integers"), k)
+        for k in ("vma_perms", "vma_name"):
+            d[k] = load(k, "U", "strings")
+        bad = [p for p in d["vma_perms"].tolist() if not _PERMS.match(p)]
+        if bad:
+            raise SnapshotError(f"damaged snapshot (VMA permissions {bad[0][:8]!r}, not "
+                                "four characters as /proc/PID/maps has them)")
+        _aligned(d["vma_start"], "vma_start")
+        _aligned(d["vma_end"], "vma_end")
+        if len(d["vma_start"]) and np.any(d["vma_end"] <= d["vma_start"]):
+            raise SnapshotError("damaged snapshot (a VMA ends at or before its start)")
+        span = int(np.sum((d["vma_end"] - d["vma_start"]) // PAGE, dtype=object))
+        for group in (_PAGE_FIELDS, _COW_FIELDS[:2], _COW_FIELDS[2:]):
+            limit = min(span, MAX_PAGES)           # entries: at most one per page
+            for k in group:                        # the first field of each: addresses
+                shape, dtype = heads[k] = _header(zf, members[k])
+                if len(shape) != 1:
+                    continue                       # load() names the wrong shape
+                if shape[0] > limit:
+                    raise SnapshotError(f"damaged snapshot ({k} has {shape[0]} entries, "
+                                        f"more than {limit})")
+                if k == group[0] and shape[0] > 4096 and \
+                        shape[0] * dtype.itemsize > MAX_ADDR_RATIO * members[k].compress_size:
+                    raise SnapshotError(f"damaged snapshot ({k} compresses better than "
+                                        "distinct page addresses can)")
+                limit = shape[0]                   # the group's other fields: as many
+        for k in ("page_addr", "page_pfn", "cow_addr", "child_new_addr"):
+            d[k] = _unsigned(load(k, "iu", "integers"), k)
+        for k in ("page_addr", "cow_addr", "child_new_addr"):
+            _aligned(d[k], k)
+        d["page_flags"] = _small(load("page_flags", "iu", "integers"), "page_flags", 63)
+        d["cow_side"] = _small(load("cow_side", "iu", "integers"), "cow_side", SIDE_UNKNOWN)
+    return d
+
+
+def _meta(text):
+    """The meta dict from its JSON text."""
+    try:
+        meta = json.loads(text)
+    except RecursionError:
+        raise SnapshotError("damaged snapshot (meta is nested too deep)") from None
+    except ValueError:
+        raise SnapshotError("damaged snapshot (meta is not JSON)") from None
+    if not isinstance(meta, dict):
+        raise SnapshotError(f"damaged snapshot (meta is a JSON {type(meta).__name__}, not "
+                            "an object)")
+    return meta
+
+
+def _unsigned(a, name):
+    """An integer array as uint64; SnapshotError if a value is negative."""
+    if a.dtype.kind == "i" and a.size and a.min() < 0:
+        raise SnapshotError(f"damaged snapshot ({name} holds a negative value)")
+    return a.astype(np.uint64, copy=False)
+
+
+def _small(a, name, top):
+    """An integer array of values 0..top as uint8."""
+    if a.size and (int(a.min()) < 0 or int(a.max()) > top):
+        raise SnapshotError(f"damaged snapshot ({name} holds a value outside 0..{top})")
+    return a.astype(np.uint8, copy=False)
+
+
+def _aligned(a, name):
+    if a.size and np.any(a % PAGE):
+        raise SnapshotError(f"damaged snapshot ({name} holds an address that is not "
+                            "page-aligned)")
 
 
 def _sim_prot(perms):
@@ -593,9 +746,15 @@ def _capture_cow(pid, zpfn, meta, timeout, poll, on_ready, progress, pre):
             child = min(new)
             break
         if _state(pid) in (None, "Z", "X"):
+            if before:
+                raise SnapshotError(f"process {pid} exited without forking again: its "
+                                    f"child {min(before)} was already there before the "
+                                    "capture began (start the capture before the fork)")
             raise SnapshotError(f"process {pid} exited before it forked")
         if time.monotonic() > deadline:
-            raise SnapshotError(f"process {pid} did not fork within {timeout:g} s")
+            raise SnapshotError(f"process {pid} did not fork within {timeout:g} s" + (
+                f" (its child {min(before)} was already there before the capture began)"
+                if before else ""))
         if time.monotonic() - last_tasks > 0.1:
             tasks, last_tasks = _tasks(pid), time.monotonic()
         time.sleep(poll / 4)

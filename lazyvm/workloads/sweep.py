@@ -60,6 +60,7 @@ else:                                   # a dependency on Python < 3.11 (pyproje
 from .. import Machine
 from ..costs import load_profile
 from ..layout import LAYOUTS, PAGE_SIZE as PAGE
+from ..machine import check_machine_args
 from ..measure.host import memory_for
 from .builtin import WORKLOADS as REGISTRY
 
@@ -125,9 +126,25 @@ def normalise(point, where="point"):
             raise SpecError(f"{where}: {k} = {v!r} is not {what}")
     full = {k: point.get(k, PARAMS[k][2]) for k in PARAM_ORDER}
     full["write_fraction"] = float(full["write_fraction"])
+    _check_machine(full, where)
     if full["costs"]:
         _check_costs(full["costs"], where)
     return full
+
+
+def _check_machine(point, where):
+    """The Machine a point builds must be one Machine accepts, and its pages must fit in
+    the layout's user space: checked before any point runs."""
+    try:
+        lay = check_machine_args(
+            memory=point["memory"] or _memory_for(point), fork_mode=point["fork_mode"],
+            rmap=point["rmap"], layout=point["layout"], share_level=point["share_level"],
+            contents=point["contents"])[-1]
+    except (TypeError, ValueError) as e:
+        raise SpecError(f"{where}: {e}") from None
+    if point["pages"] * PAGE > lay.task_size:
+        raise SpecError(f"{where}: pages = {point['pages']} is more than the "
+                        f"{lay.task_size >> 30} GiB of {point['layout']} user space holds")
 
 
 _COSTS_OK: set = set()
@@ -155,6 +172,38 @@ def point_key(point):
     p["costs"] = "" if p["costs"] is None or (isinstance(p["costs"], float)
                                               and math.isnan(p["costs"])) else str(p["costs"])
     return json.dumps(p, sort_keys=True)
+
+
+_INTS = ("pages", "seed", "memory", "share_level")
+_BOOLS = ("rmap", "contents")
+
+
+def _done_point(rec, where):
+    """The parameters of a finished row read back from a results file, as the sweep
+    wrote them, or SpecError: a value this sweep could not have written (64.5 pages,
+    rmap "maybe", a missing value) is a damaged or foreign file, not a point done."""
+    p = {}
+    for k in PARAM_ORDER:
+        v = rec.get(k)
+        if isinstance(v, np.generic):
+            v = v.item()
+        if k == "costs" and (v is None or (isinstance(v, float) and math.isnan(v))):
+            v = ""
+        if k in _INTS and isinstance(v, float) and v.is_integer():
+            v = int(v)                        # a column that held a missing value
+        if k == "write_fraction" and _is_int(v):
+            v = float(v)
+        ok = (_is_int(v) if k in _INTS else isinstance(v, bool) if k in _BOOLS
+              else isinstance(v, float) if k == "write_fraction" else isinstance(v, str))
+        if not ok or not PARAMS[k][0](v):
+            raise SpecError(f"{where}: {k} = {v!r} is not {PARAMS[k][1]}: not a row this "
+                            "sweep wrote; move the file away or choose another --out")
+        p[k] = v
+    try:
+        return normalise(p, where)
+    except SpecError as e:
+        raise SpecError(f"{e}: not a row this sweep wrote; move the file away or choose "
+                        "another --out") from None
 
 
 def parse_spec(spec):
@@ -374,14 +423,21 @@ def sweep(points, out, executor="local", workers=2, scheduler=None, progress=Non
     `workers` processes, or the scheduler at `scheduler`)."""
     import pandas as pd
     check_out(out)
-    old = read_results(out)
+    try:
+        old = read_results(out)
+    except (ValueError, OSError, KeyError, TypeError) as e:
+        # damaged Parquet (pyarrow's ArrowInvalid), empty or non-UTF-8 CSV
+        first = " ".join(str(e).split())[:160] or type(e).__name__
+        raise SpecError(f"{out}: cannot resume from it ({type(e).__name__}: {first}); "
+                        "move it away or choose another --out") from None
     done = {}
     if old is not None and len(old):
         missing = [c for c in PARAM_ORDER if c not in old]
         if missing:
             raise SpecError(f"{out} has no column {missing[0]!r}: not a lazyvm sweep file")
-        for rec in old.to_dict("records"):
+        for i, rec in enumerate(old.to_dict("records"), 1):
             if not rec.get("error"):
+                rec.update(_done_point(rec, f"{out}: row {i}"))
                 done[point_key(rec)] = rec
     todo = [p for p in points if point_key(p) not in done]
     rows = list(done.values())

@@ -1,6 +1,7 @@
 """lazyvm show: the snapshot model against the machine's own entries and counts, the
 scenario format and its errors, the SVG, and every built-in page rendered in headless
 Chromium (DOM, console errors, step navigation, chains, a non-blank screenshot)."""
+import json
 import re
 import subprocess
 import sys
@@ -247,7 +248,8 @@ def test_page_is_self_contained():
     html = page_html("seed")
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)
     assert "<link" not in html and "@import" not in html
-    assert html.count("<template id=") == len(BUILTIN["seed"]["step"]) + 1
+    data = json.loads(re.search(r'id="lz-data">(.*?)</script>', html, re.S).group(1))
+    assert len(data["states"]) == len(BUILTIN["seed"]["step"]) + 1
 
 
 # -- in a real browser ----------------------------------------------------------------

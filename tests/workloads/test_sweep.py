@@ -57,9 +57,10 @@ def test_bad_specs_one_line(spec, msg):
 
 
 def test_machine_keywords_reach_the_point():
-    spec = {"points": [{"layout": "pae", "pages": 16}, {"share_level": 2, "pages": 16}]}
+    spec = {"points": [{"layout": "pae", "pages": 16},
+                       {"layout": "x86_64", "share_level": 2, "pages": 16}]}
     pts = sw.parse_spec(spec)
-    assert [p["layout"] for p in pts] == ["pae", "i386"]
+    assert [p["layout"] for p in pts] == ["pae", "x86_64"]
     with pytest.raises(sw.SpecError, match="costs = 'no-such-profile'"):
         sw.parse_spec({"points": [{"costs": "no-such-profile"}]})
     row = sw.run_point(sw.parse_spec({"points": [{"costs": "linux-2.5.41",
