@@ -102,7 +102,9 @@ def load_toml_text(text, where="scenario"):
 
 
 def load(name_or_path):
-    """A built-in scenario by name, or a .toml / .py file."""
+    """A scenario: a dict (checked), a built-in by name, or a .toml / .py file."""
+    if isinstance(name_or_path, dict):
+        return validate(name_or_path, name_or_path.get("title", "scenario"))
     if name_or_path in BUILTIN:
         return validate(BUILTIN[name_or_path], name_or_path)
     path = Path(name_or_path)

@@ -51,6 +51,11 @@ from ..measure.fit import predict_fork_ns
 from ..measure.worker import counts as count_this_process
 from ..report import format as _r
 from ..report.compare import LINUX, PREDICTED_SPREAD, WHY_DIFFERENT
+from .builtin import WORKLOADS
+
+# The registry's workload whose shape compare times: a process of N touched pages forks
+# and the child exits, here beside this machine's own fork of the same process.
+WORKLOAD = WORKLOADS["fork_exit"]
 
 MAP_BASE = LAYOUTS["i386"].mmap_base  # where a mapping goes when it fits above it
 USER_PAGES = _m.layout_limits("i386")[0]   # 786,432: the largest i386 size there is
@@ -423,6 +428,7 @@ def run_compare(sizes=None, repeats=None, quick: bool = False, progress: bool = 
         "tool": "lazyvm compare",
         "generated": record["time"],
         "parameters": {
+            "workload": WORKLOAD.name,
             "sizes": sizes,
             "repeats": reps,
             "quick": quick,
