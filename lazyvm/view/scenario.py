@@ -36,7 +36,13 @@ from __future__ import annotations
 import inspect
 import json
 import runpy
+import sys
 from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:                                   # a dependency on Python < 3.11 (pyproject.toml)
+    import tomli as tomllib
 
 from .. import Machine
 from ..layout import PAGE_SIZE
@@ -87,14 +93,6 @@ def parse_size(v, what="size"):
 
 
 def load_toml_text(text, where="scenario"):
-    try:
-        import tomllib
-    except ImportError:                              # Python < 3.11
-        try:
-            import tomli as tomllib
-        except ImportError:
-            raise ScenarioError("reading TOML needs Python 3.11 (tomllib) or "
-                                "`pip install tomli`") from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:

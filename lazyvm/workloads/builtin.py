@@ -52,6 +52,7 @@ from ..machine import CONFIGS
 from ..measure import host as _m
 from ..measure import published
 from ..report.run import COUNTER_KEYS, PEAK_KEYS
+from . import redis
 
 __all__ = ["CONFIGS", "COUNTER_KEYS", "PEAK_KEYS", "PUBLISHED", "WORKLOADS", "EXTERNAL",
            "run_workload", "check_params", "check_external_params",
@@ -571,13 +572,12 @@ class External:
 
     def __init__(self, name, module, runner, doc):
         self.name = name
-        self._module = module
+        self._module = module            # the module that holds DEFAULTS, QUICK, runner
         self._runner = runner
         self.__doc__ = doc
 
     def _mod(self):
-        import importlib
-        return importlib.import_module(self._module)
+        return self._module
 
     @property
     def defaults(self):
@@ -595,7 +595,7 @@ class External:
 
 
 EXTERNAL = {w.name: w for w in [
-    External("redis-bgsave", "lazyvm.workloads.redis", "run_redis_bgsave",
+    External("redis-bgsave", redis, "run_redis_bgsave",
              "A real Redis BGSAVE (redis-server, DEBUG POPULATE, under a "
              "redis-benchmark SET load) captured from /proc and replayed in every "
              "configuration, beside Redis's latest_fork_usec and rdb_last_cow_size and "

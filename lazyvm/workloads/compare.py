@@ -41,6 +41,8 @@ import gc
 import sys
 import time
 
+import tqdm
+
 from .. import Machine
 from ..costs import EVENTS, load_profile
 from ..layout import LAYOUTS, PAGE_SIZE
@@ -776,10 +778,6 @@ def _progress_bar(total: int, enabled: bool):
     """A tqdm bar on stderr counting pages measured when stderr is a terminal (and
     `enabled`), else a stand-in that does nothing: no carriage returns in a log."""
     if not enabled or not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty()):
-        return _NoBar()
-    try:
-        import tqdm
-    except ImportError:
         return _NoBar()
     # tqdm's monitor is a thread; forking a threaded process is best avoided.
     tqdm.tqdm.monitor_interval = 0
