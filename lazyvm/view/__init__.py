@@ -18,6 +18,7 @@ file (lazyvm/view/scenario.py describes the format; docs/SHOW.md has a tutorial)
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -57,8 +58,8 @@ def page_html(scenario, name=None):
     scen = _scenario(scenario)
     states, diffs = build(scen)
     if name is None:
-        name = "scenario" if isinstance(scenario, dict) else str(scenario)
-    return render.page(scen, states, diffs, name=name)
+        name = scen.get("title", "scenario") if isinstance(scenario, dict) else scenario
+    return render.page(scen, states, diffs, name=str(name))
 
 
 def step_svg(scenario, step):
@@ -128,7 +129,6 @@ def screenshot(html_or_svg_path, png_path, width, height):
 
 def step_png(scenario, step, png_path):
     text = step_svg(scenario, step)
-    import re
     m = re.search(r'width="(\d+)" height="(\d+)"', text)
     w, h = (int(m.group(1)), int(m.group(2))) if m else (1400, 900)
     with tempfile.TemporaryDirectory(prefix="lazyvm-png-") as tmp:
