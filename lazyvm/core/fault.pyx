@@ -15,7 +15,9 @@ cdef int handle_mm_fault(State c, const mm_t* mm, Py_ssize_t vi, uint64_t addr,
                          bint write) noexcept nogil:
     """handle_mm_fault for an access the VMA mm.vmas[vi] allows (the caller checked).
     Walks down from the pgd making every level present and private to this mm, then
-    handles the PTE; loops, as the MMU retries the access, until it would succeed."""
+    handles the PTE; loops, as the MMU retries the access, until it would succeed.
+    An entry the MMU would refuse for ever (US clear, a frame outside memory) is
+    ERR_BUG: every pass of the loop makes progress or returns."""
     cdef uint64_t vmf = mm.vmas[vi].flags, idx, span
     cdef int level
     cdef pfn_t t, nt, f
@@ -31,7 +33,7 @@ cdef int handle_mm_fault(State c, const mm_t* mm, Py_ssize_t vi, uint64_t addr,
     if not c.wide:
         # i386: a present, writable PDE (the common case) needs no more walking
         e = (<pte32_t*>table_ptr(c, mm.pgd))[addr >> 22]
-        if (e & (_P | _RW)) == (_P | _RW) and not bad_pfn(c, entry_pfn(e)):
+        if (e & (_P | _RW | _US)) == (_P | _RW | _US) and not bad_pfn(c, entry_pfn(e)):
             t = entry_pfn(e)
             level = 1
     while level > 1:
@@ -43,7 +45,7 @@ cdef int handle_mm_fault(State c, const mm_t* mm, Py_ssize_t vi, uint64_t addr,
                 return ERR_NOMEM
             eset(c, t, i, mk_entry(nt, table_entry(c, level)))
             continue
-        if bad_pfn(c, entry_pfn(e)):
+        if bad_pfn(c, entry_pfn(e)) or not (e & _US or (level == c.levels and not c.top_rw)):
             return ERR_BUG
         if not entry_rw(c, level, e):
             span = (<uint64_t>1) << c.shift[level]
@@ -55,6 +57,8 @@ cdef int handle_mm_fault(State c, const mm_t* mm, Py_ssize_t vi, uint64_t addr,
         level -= 1
     while True:                  # the leaf: retried, as the MMU retries the access
         pte = eget(c, t, ptx)
+        if (pte & _P) and (not (pte & _US) or bad_pfn(c, entry_pfn(pte))):
+            return ERR_BUG
         if (pte & (_P | _US)) == (_P | _US):
             if not write:
                 eset(c, t, ptx, pte | _A)

@@ -261,24 +261,36 @@ cdef int share_entries(State c, leaf_t* src, leaf_t* dst, uint32_t lo,
     next write fault)."""
     cdef count_t* count = c.count
     cdef uint64_t nframes = c.nframes, t
-    cdef uint32_t i, j
+    cdef uint32_t nframes32 = c.nframes, t32, j
+    cdef leaf_t* s = src + lo
+    cdef leaf_t* d = dst + lo
+    cdef leaf_t* end = src + hi
     cdef leaf_t e
     cdef int64_t n = 0
-    for i in range(lo, hi):
-        e = src[i]
-        if not (e & _P):
-            continue
-        t = (e >> PAGE_SHIFT) if leaf_t is pte32_t else ((e >> PAGE_SHIFT) & PFN_MASK)
-        if t >= nframes:
-            for j in range(lo, i):
-                if dst[j] & _P:
-                    count[entry_pfn(dst[j])] -= 1
-                    dst[j] = 0
-            return ERR_BUG
-        count[t] += 1
-        e &= ~(<leaf_t>_RW)
-        src[i] = e
-        dst[i] = e
-        n += 1
+    while s < end:
+        e = s[0]
+        if e & _P:
+            if leaf_t is pte32_t:
+                t32 = e >> PAGE_SHIFT
+                t = t32
+                if t32 >= nframes32:
+                    break
+            else:
+                t = (e >> PAGE_SHIFT) & PFN_MASK
+                if t >= nframes:
+                    break
+            count[t] += 1
+            e &= ~(<leaf_t>_RW)
+            s[0] = e
+            d[0] = e
+            n += 1
+        s += 1
+        d += 1
+    if s < end:                      # stopped at a frame outside memory
+        for j in range(lo, <uint32_t>(s - src)):
+            if dst[j] & _P:
+                count[entry_pfn(dst[j])] -= 1
+                dst[j] = 0
+        return ERR_BUG
     c.st[ST_SHARE_WRPROTECTS] += n
     return OK
