@@ -123,6 +123,9 @@ class _Meter:
         self.loops = {}              # loop -> [ns per iteration, ...]
         self.iterations = 0
         self.counters = dict.fromkeys(COUNTER_KEYS, 0)
+        self.asked = {}              # loop -> iterations asked for (without settle's)
+        self.loop_counters = {}      # loop -> {counter: difference over its iterations}
+        self._seg = None             # the loop of the measured segment under way
         self.peaks = dict.fromkeys(PEAK_KEYS, 0)
         self._on = False
         self._before = None
@@ -133,6 +136,7 @@ class _Meter:
         for _ in range(self.warmup):
             yield
         self._begin()
+        self._seg = None
         try:
             done, limit = 0, n
             while done < limit:
@@ -147,6 +151,8 @@ class _Meter:
                                                     "settled": not wide}
         finally:
             self._end()
+            if self._seg is not None:
+                self.asked[self._seg] = self.asked.get(self._seg, 0) + n
 
     def _begin(self):
         self.m.reset_peaks()
@@ -158,8 +164,11 @@ class _Meter:
             return
         after = self.m.stats()
         self._on = False
+        seg = self.loop_counters.setdefault(self._seg, dict.fromkeys(COUNTER_KEYS, 0))
         for k in COUNTER_KEYS:
-            self.counters[k] += int(after[k]) - int(self._before[k])
+            d = int(after[k]) - int(self._before[k])
+            self.counters[k] += d
+            seg[k] += d
         for k in PEAK_KEYS:
             self.peaks[k] = max(self.peaks[k], int(after[k]))
 
@@ -174,6 +183,7 @@ class _Meter:
             self.loops.setdefault(loop, []).append(ns)
             self.iterations += 1
             self._last = loop
+            self._seg = loop
         if self.check:
             self.m.check()
 
@@ -182,13 +192,46 @@ class _Meter:
         total = sum(sum(v) for v in self.phases.values())
         out["iterations"] = self.iterations
         out["time_ns"] = int(total)
-        out["time_per_iteration_ns"] = int(total // max(1, self.iterations))
+        out["iterations_asked"] = sum(self.asked.values())
+        out["time_per_iteration_ns"] = self._per_iteration_time()
+        out["per_iteration"] = self._per_iteration_counts()
         out["phases"] = {k: _summary(v) for k, v in self.phases.items()}
         out["loops"] = {k: _summary(v) for k, v in self.loops.items()}
         out.update(self.counters)
         out.update(self.peaks)
         if self.settle:
             out["settle"] = self.settled
+        return out
+
+
+    def _weights(self):
+        """{loop: (iterations run, iterations asked)}: a loop that ran more iterations
+        for a wide spread weighs in per iteration, as often as it was asked for."""
+        return {lp: (len(self.loops.get(lp, ())), self.asked[lp]) for lp in self.asked
+                if self.loops.get(lp)}
+
+    def _per_iteration_time(self):
+        """Mean ns of one iteration of the workload as asked: each loop's mean time per
+        iteration, weighted by the iterations asked of it."""
+        w = self._weights()
+        asked = sum(a for _, a in w.values())
+        if not asked:
+            return 0
+        return int(round(sum(sum(self.loops[lp]) / ran * a for lp, (ran, a) in w.items())
+                         / asked))
+
+    def _per_iteration_counts(self):
+        """{counter: float}: each counter per iteration of the workload as asked (each
+        loop's difference divided by the iterations it ran, weighted by the iterations
+        asked of it), so that configurations which ran different numbers of iterations
+        compare like with like."""
+        w = self._weights()
+        asked = sum(a for _, a in w.values())
+        out = {}
+        for k in COUNTER_KEYS:
+            v = sum(self.loop_counters[lp][k] / ran * a for lp, (ran, a) in w.items()
+                    if lp in self.loop_counters)
+            out[k] = (v / asked) if asked else 0.0
         return out
 
 
@@ -755,8 +798,9 @@ def predicted(results, profile):
     a, b = cfgs.get("share+rmap"), cfgs.get("copy+rmap")
     return {"profile": prof.name, "profile_description": prof.description,
             "configs": cfgs,
-            "share_rmap_over_copy_rmap": (a["kernel_ns"] / b["kernel_ns"]
-                                          if a and b and b["kernel_ns"] else None),
+            "share_rmap_over_copy_rmap": (
+                a["kernel_ns_per_iteration"] / b["kernel_ns_per_iteration"]
+                if a and b and b["kernel_ns_per_iteration"] else None),
             "spread": "none: the counts are exact and deterministic, so the prediction "
                       "is; kernel_ns_se is the profile's own uncertainty"}
 
@@ -855,6 +899,11 @@ def _unit_for(values):
     return "ms" if top >= 1e6 else "us" if top >= 1e3 else "ns"
 
 
+def _count(v):
+    """A per-iteration count: an integer when it is one, else one decimal."""
+    return "{:,}".format(int(v)) if float(v).is_integer() else "{:,.1f}".format(v)
+
+
 def _table(header, rows):
     return "\n".join(_r.table(header, rows, left=(0,)))
 
@@ -878,12 +927,13 @@ def format_results(results):
         rows.append(["%s (%s)" % (label, unit)]
                     + [_fmt_ns(v, unit) if v is not None else "-" for v in values])
 
-    timing_row("time total", [cfgs[c]["time_ns"] for c in names])
-    base = cfgs.get("copy", cfgs[names[0]])["time_ns"]
+    timing_row("time per iteration", [cfgs[c]["time_per_iteration_ns"] for c in names])
+    base = cfgs.get("copy", cfgs[names[0]])["time_per_iteration_ns"]
     base_name = "copy" if "copy" in cfgs else names[0]
-    rows.append(["time vs %s" % base_name]
-                + ["%.2fx" % (cfgs[c]["time_ns"] / base) if base else "-" for c in names])
-    rows.append(["iterations"] + [cfgs[c]["iterations"] for c in names])
+    rows.append(["  vs %s" % base_name]
+                + ["%.2fx" % (cfgs[c]["time_per_iteration_ns"] / base) if base else "-"
+                   for c in names])
+    rows.append(["iterations run"] + [cfgs[c]["iterations"] for c in names])
     wide = []
 
     def spread_rows(label, group, key):
@@ -910,24 +960,27 @@ def format_results(results):
     pred = results.get("predicted")
     if pred:
         pc = pred["configs"]
-        timing_row("predicted kernel", [pc[c]["kernel_ns"] for c in names])
-        timing_row("  per iteration", [pc[c]["kernel_ns_per_iteration"] for c in names])
-        rows.append(["predicted vs copy"] + ["%.2fx" % pc[c]["ratio_vs_copy"]
+        timing_row("predicted kernel/iteration",
+                   [pc[c]["kernel_ns_per_iteration"] for c in names])
+        rows.append(["  vs copy"] + ["%.2fx" % pc[c]["ratio_vs_copy"]
                                               if pc[c]["ratio_vs_copy"] else "-"
                                               for c in names])
-    for k in COUNTER_KEYS + PEAK_KEYS + ("leaked_frames",):
-        if k not in SHOWN_KEYS + PEAK_KEYS + ("leaked_frames",) and not any(
-                cfgs[c][k] for c in names):
+    rows.append(["per iteration:"] + [""] * len(names))
+    for k in COUNTER_KEYS:
+        if k not in SHOWN_KEYS and not any(cfgs[c][k] for c in names):
             continue                 # a priced event no configuration counted
+        rows.append(["  " + k] + [_count(cfgs[c]["per_iteration"][k]) for c in names])
+    for k in PEAK_KEYS + ("leaked_frames",):
         rows.append([k] + [cfgs[c][k] for c in names])
     out.append(_table(header, rows))
     if pred:
         sr = pred["share_rmap_over_copy_rmap"]
         out.extend(_r.wrap(
-            "predicted kernel: the measured iterations' counts priced by the %s cost "
-            "profile%s (%s). Counts are exact, so the prediction has no spread: the same "
-            "run gives the same figure (per iteration, when a wide spread added "
-            "iterations). Beside it, the simulator's own time, with its spread.%s"
+            "predicted kernel/iteration: the counts of one iteration priced by the %s "
+            "cost profile%s (%s). Counts are exact, so the prediction has no spread: "
+            "every run gives the same figure. Every time and count above is per "
+            "iteration (a loop that ran more iterations for a wide spread weighs as "
+            "often as it was asked for); totals are in the JSON.%s"
             % (pred["profile"], " (%s)" % pred["reason"] if pred.get("reason") else "",
                pred["profile_description"] or "no description",
                " share+rmap / copy+rmap predicted: %s." % _r.x(sr) if sr else ""),
