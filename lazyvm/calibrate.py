@@ -892,6 +892,23 @@ def format_compare(rows):
     return "\n".join(out)
 
 
+# -- the default profile ------------------------------------------------------------
+
+def ensure_host_profile(say=None):
+    """The host profile, made now by a quick calibration (``lazyvm calibrate --quick``,
+    about 10 s) and saved where load_profile("host") reads it when there is none yet.
+    Returns (path, seconds the calibration took, or None when the profile was there).
+    Raises OSError when it cannot be saved, RuntimeError when the measurement fails."""
+    from lazyvm.costs import host_profile_path
+    path = host_profile_path()
+    if os.path.exists(path):
+        return path, None
+    t0 = time.perf_counter()
+    prof, _ = calibrate(quick=True, progress=say)
+    prof.save(path)
+    return path, time.perf_counter() - t0
+
+
 # -- CLI ----------------------------------------------------------------------------
 
 def add_commands(subparsers):

@@ -10,8 +10,9 @@ lazyvm.snapshot, lazyvm.show and lazyvm.sweep, when they are there).
                     [--layout ...]
 
 ``--costs`` names the cost profile of the predicted kernel time (lazyvm.costs): "host",
-"linux-2.5.41", a path, or "none"; by default "host" when lazyvm calibrate wrote one,
-else "linux-2.5.41".  A profile that does not load is a one-line error before any run.
+"linux-2.5.41", a path, or "none"; by default "host", which a quick calibration makes on
+the first run when lazyvm calibrate has not.  A profile that does not load is a one-line
+error before any run.
     lazyvm bench [pytest arguments...]
 
 Also ``python -m lazyvm ...``.  :func:`main` returns the exit status: 0, 2 for any
@@ -120,20 +121,52 @@ def _param(text: str) -> tuple:
 
 def _add_costs_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--costs", metavar="PROFILE",
-                   help="cost profile for the predicted kernel time: host (made by "
-                        "lazyvm calibrate), linux-2.5.41, a JSON file, or none (default: "
-                        "host when there is one, else linux-2.5.41)")
+                   help="cost profile for the predicted kernel time: host (this "
+                        "machine's, made by lazyvm calibrate; the default, made by a quick "
+                        "calibration on the first run), linux-2.5.41 (the 2002 kernel), a "
+                        "JSON file, or none")
 
 
 def _profile(args):
     """(Profile or None, spec, why) for --costs, or UsageError (one line) when it does
-    not load: called before anything is measured."""
+    not load: called before anything is measured.  Without --costs it is this
+    machine's host profile; when there is none yet, a quick calibration makes it now
+    (default_host_profile)."""
     from . import costs
 
+    why_default = None
+    if args.costs is None:
+        why_default = default_host_profile(args.command)
     try:
-        return costs.choose_profile(args.costs)
+        prof, spec, why = costs.choose_profile(args.costs)
     except ValueError as e:                   # costs.ProfileError
         raise UsageError(f"--costs: {e}") from None
+    return prof, spec, (why_default or why)
+
+
+def default_host_profile(command: str):
+    """Make the host profile with a quick calibration when there is none yet (on Linux),
+    saying so on stderr; returns the reason to print beside the figures, or None when
+    the profile was already there (or cannot be made on this system, where the
+    default stays linux-2.5.41)."""
+    from . import costs
+
+    if os.path.exists(costs.host_profile_path()) or not sys.platform.startswith("linux"):
+        return None
+    from . import calibrate
+
+    print(f"lazyvm {command}: no host profile yet: measuring this machine's kernel costs "
+          "(lazyvm calibrate --quick, about 10 s) ...", file=sys.stderr, flush=True)
+    try:
+        path, took = calibrate.ensure_host_profile()
+    except (OSError, RuntimeError) as e:
+        raise UsageError(f"the quick calibration failed ({e}): give --costs "
+                         "linux-2.5.41 or --costs none") from None
+    print(f"lazyvm {command}: saved the host profile to {path} ({took:.0f} s); lazyvm "
+          "calibrate makes a fuller one, --costs linux-2.5.41 predicts the 2002 kernel",
+          file=sys.stderr, flush=True)
+    return (f"default: this machine's host profile, made just now by a quick "
+            f"calibration ({path})")
 
 
 def _add_machine_options(p: argparse.ArgumentParser) -> None:

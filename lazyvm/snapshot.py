@@ -1091,8 +1091,9 @@ def add_commands(subparsers):
     rp.add_argument("--layout", choices=LAYOUTS, default=None,
                     help="paging layout (default x86_64 when the core has it, else i386)")
     rp.add_argument("--costs", metavar="PROFILE",
-                    help="predict kernel time with a cost profile (host, linux-2.5.41, "
-                         "or a JSON file)")
+                    help="cost profile for the predicted kernel time: host (this "
+                         "machine's; the default, made by a quick calibration on the first "
+                         "run), linux-2.5.41 (the 2002 kernel), a JSON file, or none")
     rp.add_argument("--configs", metavar="NAME,NAME",
                     help="configurations (default copy,copy+rmap,share,share+rmap)")
     rp.add_argument("--repeats", type=int, default=3, metavar="R",
@@ -1153,8 +1154,11 @@ def cmd_replay(args):
             import matplotlib  # noqa: F401
         except ImportError:
             raise SnapshotError("--plot needs matplotlib: pip install matplotlib") from None
-    rec = replay(snap, layout=args.layout, costs=args.costs, configs=configs,
+    from .cli import _profile
+    prof, _, why = _profile(args)
+    rec = replay(snap, layout=args.layout, costs=prof, configs=configs,
                  repeats=args.repeats)
+    rec["costs_reason"] = why
     sys.stdout.write(format_replay(rec))
     if args.json:
         write_json(rec, args.json)

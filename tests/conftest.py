@@ -15,3 +15,20 @@ def m(rmap):
     machine = Machine(memory=16 << 20, fork_mode="copy", rmap=rmap)
     yield machine
     machine.check()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache_dir(tmp_path_factory):
+    """Every test, and every command a test runs, reads and writes the host cost profile
+    (lazyvm.costs.host_profile_path, under $XDG_CACHE_HOME) in a directory of this test
+    session, never the user's own cache.  The first command that needs the profile
+    makes it there with a quick calibration, as on a fresh install."""
+    import os
+
+    old = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if old is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = old
