@@ -457,7 +457,7 @@ def _run_external(args, params) -> int:
     sys.stdout.write(text)
     print(f"cost profile: {spec if profile is not None else 'none'} ({why})")
     if args.json:
-        snapshot.write_json(rec, args.json)
+        snapshot.write_json(rec, args.json, kind=args.name)
         print(f"wrote {args.json}")
     return 0
 

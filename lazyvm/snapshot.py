@@ -844,7 +844,8 @@ def replay(snap, layout=None, costs=None, configs=None, repeats=3, use_trace=Tru
                      "too (slower, same counts)")
     record = {"snapshot": {"pid": snap.meta.get("pid"), "name": snap.meta.get("name")},
               "layout": layout, "memory": memory, "costs": _costs_name(costs),
-              "host": snap.host(), "configs": {}, "notes": notes,
+              "captured": snap.host(), "repeats": repeats, "configs": {},
+              "notes": notes,
               "write_set": int(writable.sum())}
     wa, ws = wset[writable], snap.cow_side[writable]
     # What the write set reaches: leaf tables (the span one leaf table maps) written,
@@ -889,8 +890,12 @@ def replay(snap, layout=None, costs=None, configs=None, repeats=3, use_trace=Tru
         pt, ct = _tables_of(p), _tables_of(c)
         kernel_ns = fork.get("kernel_ns") if kfn is None else kfn(fork)
         kernel_total = total.get("kernel_ns") if kfn is None else kfn(total)
+        sp = _spread(times)
         rec = {"fork_mode": fork_mode, "rmap": rmap,
-               "fork_ns": int(sorted(times)[len(times) // 2]), "fork_ns_all": times,
+               "fork_ns_median": int(sp["median"]), "fork_ns_q1": int(sp["q1"]),
+               "fork_ns_q3": int(sp["q3"]), "fork_ns_min": int(sp["min"]),
+               "fork_ns_max": int(sp["max"]), "fork_ns_all": times,
+               "first_fork_ns": times[0],
                "kernel_ns": kernel_ns, "kernel_ns_fork_and_writes": kernel_total,
                "write_ns": write_ns, "build_ns": build_ns, "trace_engine": traced,
                "cow_copies": writes.get("cow_copies", 0),
@@ -914,6 +919,12 @@ def replay(snap, layout=None, costs=None, configs=None, repeats=3, use_trace=Tru
         record["configs"][name] = rec
         del m, p, c
     return record
+
+
+def _spread(samples):
+    """median, quartiles and extremes of the timed forks (lazyvm.measure.spread)."""
+    from .measure import spread
+    return spread(samples)
 
 
 def _costs_name(costs):
@@ -951,16 +962,18 @@ def _ms(ns):
 
 def format_replay(rec):
     """The replay as text: one row per configuration, the kernel's figures below."""
-    h = rec["host"]
+    h = rec["captured"]
     lines = [f"replay of {h.get('name') or '?'} (pid {h.get('pid')}) on {rec['layout']}"
              f"{', costs ' + rec['costs'] if rec.get('costs') else ''}: "
              f"{h['present_pages']} present pages, {rec['write_set']} pages written after "
              "the fork", ""]
-    head = ("config", "fork ms", "kernel ms", "cow copies", "unshares", "ptes copied",
-            "tables P", "tables C", "peak frames", "peak nodes")
+    head = ("config", "sim fork ms", "q1-q3", "kernel ms", "cow copies", "unshares",
+            "ptes copied", "tables P", "tables C", "peak frames", "peak nodes")
     rows = [head]
     for name, c in rec["configs"].items():
-        rows.append((name, _ms(c["fork_ns"]), _ms(c["kernel_ns"]), c["cow_copies"],
+        rows.append((name, _ms(c["fork_ns_median"]),
+                     f"{_ms(c['fork_ns_q1'])}-{_ms(c['fork_ns_q3'])}",
+                     _ms(c["kernel_ns"]), c["cow_copies"],
                      _fmt_unshares(c), c["ptes_copied"], c["page_tables"],
                      c["child_page_tables"], c["frames_peak"], c["pte_chain_nodes_peak"]))
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(head))]
@@ -968,6 +981,10 @@ def format_replay(rec):
         lines.append("  ".join(str(v).rjust(w) if i else str(v).ljust(w)
                                for i, (v, w) in enumerate(zip(r, widths))))
     lines.append("")
+    lines.append(f"sim fork: the simulator's own time, median of {rec.get('repeats')} forks "
+                 "of the built process (q1-q3: their quartiles; all of them in the JSON); "
+                 "kernel: the first fork's counted events priced by the cost profile "
+                 "(predicted kernel time, exact: no spread)")
     lines.append(f"the write set reaches {rec['write_set_leaf_tables']} of the "
                  f"{rec['leaf_tables']} leaf tables ({LEAF_SPAN[rec['layout']] >> 20} MiB "
                  "spans) that map a page")
@@ -1001,10 +1018,12 @@ def _fmt_unshares(c):
     return f"{c['unshares']} (" + "/".join(str(lv[k]) for k in sorted(lv)) + ")"
 
 
-def write_json(rec, path):
-    with open(path, "w") as f:
-        json.dump(rec, f, indent=2, sort_keys=True, default=int)
-        f.write("\n")
+def write_json(rec, path, kind="replay"):
+    """`rec` as JSON under the envelope every command's JSON starts with (docs/JSON.md:
+    format lazyvm-KIND, version, time, host: the machine that ran the replay, build);
+    the captured process is under "captured"."""
+    from . import report
+    report.write_json(rec, path, kind=kind)
 
 
 def plot_replay(rec, path):
@@ -1017,7 +1036,7 @@ def plot_replay(rec, path):
         raise SnapshotError("--plot needs matplotlib: pip install matplotlib") from None
     names = list(rec["configs"])
     cs = [rec["configs"][n] for n in names]
-    panels = [("fork (simulated) ms", [c["fork_ns"] / 1e6 for c in cs]),
+    panels = [("simulated fork ms (median)", [c["fork_ns_median"] / 1e6 for c in cs]),
               ("ptes copied", [c["ptes_copied"] for c in cs]),
               ("unshares", [c["unshares"] for c in cs]),
               ("page tables parent/child", [c["page_tables"] + c["child_page_tables"]
@@ -1029,7 +1048,7 @@ def plot_replay(rec, path):
         ax.bar(names, vals, color=["#777", "#444", "#3a7", "#185"][:len(names)])
         ax.set_title(title, fontsize=9)
         ax.tick_params(axis="x", labelsize=7, rotation=20)
-    h = rec["host"]
+    h = rec["captured"]
     fig.suptitle(f"replay of {h.get('name')} ({rec['layout']}): VmPTE {h.get('vm_pte_kb')} kB,"
                  f" copied on write {h.get('cow_pages')}", fontsize=10)
     fig.tight_layout()

@@ -61,3 +61,38 @@ def test_published_keeps_the_2002_kernels_profile_without_calibrating(empty_cach
     out, err = capsys.readouterr()
     assert "no host profile" not in err
     assert "linux-2.5.41" in out
+
+
+@pytest.fixture(scope="module")
+def snapshot_file(tmp_path_factory):
+    import subprocess
+    d = tmp_path_factory.mktemp("snap")
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    f = d / "s.npz"
+    try:
+        assert cli.main(["capture", str(proc.pid), "--out", str(f)]) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+    return f
+
+
+def test_replay_predicts_with_the_host_profile_by_default_and_writes_the_envelope(
+        snapshot_file, tmp_path, capsys):
+    js = tmp_path / "r.json"
+    assert cli.main(["replay", str(snapshot_file), "--layout", "i386", "--configs",
+                     "copy,share", "--repeats", "3", "--json", str(js)]) == 0
+    out = capsys.readouterr().out
+    rec = json.loads(js.read_text())
+    assert rec["format"] == "lazyvm-replay" and "lazyvm_version" in rec
+    assert rec["costs"] == "host" and rec["costs_reason"].startswith("default:")
+    assert "cores" in rec["host"] and "present_pages" in rec["captured"]
+    for c in rec["configs"].values():
+        assert c["kernel_ns"] > 0
+        assert c["fork_ns_q1"] <= c["fork_ns_median"] <= c["fork_ns_q3"]
+        assert len(c["fork_ns_all"]) == 3
+    assert "q1-q3" in out
+    assert cli.main(["replay", str(snapshot_file), "--layout", "i386", "--configs", "copy",
+                     "--repeats", "1", "--costs", "none", "--json", str(js)]) == 0
+    rec = json.loads(js.read_text())
+    assert rec["costs"] is None and rec["configs"]["copy"]["kernel_ns"] is None
