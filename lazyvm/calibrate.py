@@ -607,8 +607,8 @@ def calibrate(quick=False, validate=False, progress=None):
         f"per-anon_vma coefficients of the {regr} (lazyvm's VMAs are anonymous memory; "
         "a VMA without anon_vma costs the per-VMA coefficient alone, in meta)")
     put("exit_vmas", e[1] + e[2], math.hypot(es[1], es[2]), "measured: per-VMA plus "
-        f"per-anon_vma coefficients of the {erg} "
-        "(lazyvm 0.2.0 does not count VMAs torn down yet)")
+        f"per-anon_vma coefficients of the {erg} (lazyvm counts the VMAs an exit or "
+        "exec tears down as exit_vmas)")
     put("ptes_copied", b[3], bs[3], f"measured: per-PTE coefficient of the {regr}")
     put("ptes_zapped", e[3], es[3], f"measured: per-PTE coefficient of the {erg} "
         "(pages still mapped by the parent: a reference dropped, not a page freed)")

@@ -497,7 +497,7 @@ def cmd_bench(args) -> int:
     here = str(Path(__file__).resolve().parent.parent)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [here] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
-    print(f"+ (cd {bench}; " + " ".join(cmd[1:]) + ")", file=sys.stderr)
+    print(f"+ (cd {bench}; " + " ".join(cmd) + ")", file=sys.stderr)
     return subprocess.call(cmd, cwd=str(bench), env=env)
 
 

@@ -32,7 +32,7 @@ DEFAULTS = {
     "requests": 20_000_000,   # redis-benchmark -n: an upper bound; stopped after BGSAVE
     "clients": 4,             # redis-benchmark -c
     "pipeline": 16,           # redis-benchmark -P
-    "layout": None,           # replay layout (x86_64 when the core has it, else i386)
+    "layout": None,           # replay layout (default x86_64, this machine's)
     "costs": "host",          # cost profile for the predicted kernel time (None: none)
     "repeats": 3,             # forks timed per configuration
     "timeout": 300.0,         # seconds for the whole BGSAVE
@@ -423,8 +423,9 @@ run_redis_bgsave.defaults = DEFAULTS
 
 
 def main(argv=None):
-    """python -m lazyvm.redis_bgsave [KEY=VALUE ...] [--json F]: the workload alone, until
-    `lazyvm run redis-bgsave` is wired; errors are one line, exit status 2."""
+    """python -m lazyvm.redis_bgsave [KEY=VALUE ...] [--json F]: the workload alone (the
+    same as `lazyvm run redis-bgsave -p KEY=VALUE ...`); errors are one line, exit
+    status 2."""
     import ast
     import json
     import sys

@@ -1108,7 +1108,8 @@ def add_commands(subparsers):
                     "counters beside the kernel's recorded figures.")
     rp.add_argument("file", metavar="FILE", help="a snapshot written by lazyvm capture")
     rp.add_argument("--layout", choices=LAYOUTS, default=None,
-                    help="paging layout (default x86_64 when the core has it, else i386)")
+                    help="paging layout (default x86_64: the captured process's own "
+                         "addresses; i386 and pae relocate it into 3 GiB)")
     rp.add_argument("--costs", metavar="PROFILE",
                     help="cost profile for the predicted kernel time: host (this "
                          "machine's; the default, made by a quick calibration on the first "
@@ -1149,12 +1150,12 @@ def cmd_capture(args):
     print(f"captured {h['name']} (pid {pid}): {len(snap.vma_start)} VMAs, "
           f"{h['present_pages']} present pages ({h['zero_pages']} ZERO_PAGE), "
           f"VmPTE {h['vm_pte_kb']} kB, RSS {h['rss_pages']} pages, "
-          f"read in {snap.meta['capture_s']:.3f} s"
+          f"/proc read in {snap.meta['capture_s']:.3f} s"
           + (f"; copied on write while child {snap.meta['child_pid']} lived: "
              f"{h['cow_pages']} pages (parent {snap.meta['cow_by_parent']}, child "
              f"{snap.meta['cow_by_child']}, unknown {snap.meta['cow_side_unknown']}), "
              f"{snap.meta['polls']} polls" if args.cow else "")
-          + f" in {time.perf_counter() - t0:.2f} s -> {args.out}")
+          + f"; {time.perf_counter() - t0:.2f} s in all; wrote {args.out}")
     for note in snap.meta.get("notes", []):
         print(f"note: {note}")
     return 0
