@@ -404,6 +404,7 @@ def run_compare(sizes=None, repeats=None, quick: bool = False, progress: bool = 
         if n + 2 * (-(-n // 512)) + 4096 > max_memory // PAGE_SIZE:
             raise ValueError(f"size {n:,} pages: more than the {max_memory >> 20:,} MiB "
                              f"a {layout} machine may have")
+        _m.check_host_memory(machine_memory(n, layout), f"size {n:,} pages")
     reps = {n: (repeats if repeats else default_repeats(n, quick)) for n in sizes}
 
     record = _r.envelope("compare")

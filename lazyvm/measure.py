@@ -192,6 +192,23 @@ def layout_limits(layout: str = "i386") -> tuple:
     return out
 
 
+def host_memory_bytes() -> Optional[int]:
+    """This machine's physical memory in bytes (None where the system does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_host_memory(need: int, what: str) -> None:
+    """Raise ValueError (one line) when `what` needs more than this machine's memory:
+    the simulated frames a run touches are backed by the host's."""
+    have = host_memory_bytes()
+    if have and need > have:
+        raise ValueError(f"{what} needs about {need / 2**30:,.1f} GiB of simulated memory, "
+                         f"more than this machine's {have / 2**30:,.1f} GiB")
+
+
 def memory_for(frames: int, layout: str = "i386") -> int:
     """Bytes of simulated memory for a run that needs about ``frames`` frames: 25% and
     4,096 frames of slack (boot frames, pgds), whole MiB, at most the layout's limit."""

@@ -21,8 +21,10 @@ worker): build a Machine, map and write-touch ``pages`` pages, fork, write
 ``write_fraction`` of the pages (chosen by ``seed``) in the child (workload
 ``fork-write-exit``) or the parent (``parent-writes``), or exec the child at once
 (``fork-exec``); then the child exits.  A row holds the point's parameters, every
-``m.stats()`` counter after the child's exit, the simulator's wall time per phase
-(``fork_ns``, ``write_ns``, ``exit_ns``, ``sim_ns``), ``kernel_ns`` (everything, set-up
+``m.stats()`` counter after the child's first exit, the simulator's wall time: the
+first fork of the fresh process (``first_fork_ns``) and each phase's median, quartiles
+and extremes over ``repeats`` warm rounds (``fork_ns_median``, ``write_ns_q1``,
+``exit_ns_max``, ``sim_ns_median``, ...: TIME_COLUMNS), ``kernel_ns`` (everything, set-up
 included) and ``kernel_ns_run`` (fork to exit) when the Machine has a cost profile,
 and ``error`` (empty unless the point failed).  Results are one
 pandas DataFrame written to Parquet or CSV (by extension).  Re-running with the same
@@ -75,7 +77,13 @@ PARAMS = {
     "share_level": (lambda v: _is_int(v) and v >= 1, "an integer >= 1", 1),
     "costs": (lambda v: isinstance(v, str), "a cost profile name or path", ""),
     "contents": (lambda v: isinstance(v, bool), "true or false", True),
+    "repeats": (lambda v: _is_int(v) and 1 <= v <= 1000, "an integer from 1 to 1000", 5),
 }
+# The timed phases of a point; each has `_median`, `_q1`, `_q3`, `_min`, `_max` columns
+# over the point's `repeats` warm rounds, and `first_fork_ns` is the cold first fork.
+PHASES = ("fork", "write", "exit", "sim")
+TIME_COLUMNS = ("first_fork_ns",) + tuple(f"{ph}_ns_{s}" for ph in PHASES
+                                          for s in ("median", "q1", "q3", "min", "max"))
 PARAM_ORDER = tuple(PARAMS)
 
 
@@ -129,11 +137,14 @@ def _check_costs(spec, where):
 
 def point_key(point):
     """The identity of a point: its parameters, canonically."""
-    p = {k: point[k] for k in PARAM_ORDER}
+    p = {k: point.get(k) for k in PARAM_ORDER}
     p["write_fraction"] = float(p["write_fraction"])
     p["pages"], p["seed"], p["memory"], p["share_level"] = (
         int(p["pages"]), int(p["seed"]), int(p["memory"]), int(p["share_level"]))
     p["rmap"], p["contents"] = bool(p["rmap"]), bool(p["contents"])
+    rep = point.get("repeats")
+    p["repeats"] = None if rep is None or (isinstance(rep, float) and math.isnan(rep)) \
+        else int(rep)
     p["costs"] = "" if p["costs"] is None or (isinstance(p["costs"], float)
                                               and math.isnan(p["costs"])) else str(p["costs"])
     return json.dumps(p, sort_keys=True)
@@ -219,8 +230,75 @@ def _memory_for(point):
     return min(need, cap) if cap else need
 
 
+def check_points(points):
+    """Every point against this build and this machine, before any runs: its pages
+    within the layout's user space, and the memory it needs within the layout's limit
+    and this machine's memory.  Raises SpecError naming the first point that fails."""
+    from lazyvm import measure
+    for i, p in enumerate(points, 1):
+        where = f"SPEC point {i} (pages={p['pages']:,}, layout={p['layout']})"
+        try:
+            user_pages, max_memory = measure.layout_limits(p["layout"])
+        except ValueError as e:
+            raise SpecError(f"{where}: {e}") from None
+        if p["pages"] > user_pages:
+            raise SpecError(f"{where}: pages = {p['pages']:,} is more than the "
+                            f"{user_pages:,} pages of {p['layout']}'s user space")
+        need = p["memory"] or _memory_for(p)
+        if need > max_memory:
+            raise SpecError(f"{where}: needs {need >> 20:,} MiB of simulated memory, more "
+                            f"than {p['layout']}'s {max_memory >> 20:,} MiB")
+        try:
+            measure.check_host_memory(need, where)
+        except ValueError as e:
+            raise SpecError(str(e)) from None
+
+
+def result_columns():
+    """Every column a row of a sweep can have: the parameters, the counters of
+    Machine.stats(), the times and the rest."""
+    from lazyvm import Machine
+    return (PARAM_ORDER + ("error",) + tuple(Machine(memory=4 << 20).stats())
+            + TIME_COLUMNS + ("kernel_ns_run", "pages_written", "machine_memory"))
+
+
+def check_plot_columns(x, y):
+    """--x must be a parameter, --y a column of the results."""
+    if x not in PARAM_ORDER:
+        raise SpecError(f"--x {x!r} is not a parameter (parameters: "
+                        f"{', '.join(PARAM_ORDER)})")
+    cols = result_columns()
+    if y not in cols:
+        near = [c for c in cols if c.startswith(y)]
+        raise SpecError(f"--y {y!r} is not a column of the results"
+                        + (f" (did you mean {', '.join(near[:3])}?)" if near else
+                           " (e.g. sim_ns_median, fork_ns_median, first_fork_ns, "
+                           "ptes_copied, kernel_ns)"))
+
+
+def check_scheduler(address, timeout=5.0):
+    """A Dask scheduler address that answers: tcp://HOST:PORT (or tls://), reachable
+    within `timeout` seconds.  Raises SpecError in one line."""
+    import re
+    import socket
+    m = re.fullmatch(r"(tcp|tls)://\[?([^\]/]+?)\]?:(\d+)/?", address or "")
+    if not m:
+        raise SpecError(f"--scheduler {address!r}: not a Dask scheduler address "
+                        "(tcp://HOST:PORT)")
+    host, port = m.group(2), int(m.group(3))
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as e:
+        why = e.strerror or str(e) or type(e).__name__
+        raise SpecError(f"--scheduler {address}: no scheduler answers there ({why})") \
+            from None
+
+
 def run_point(point):
-    """Run one point in this process; return its row (a dict)."""
+    """Run one point in this process; return its row (a dict).  The fork, the writes
+    and the exit run 1 + `repeats` times: the first is the cold first fork of a fresh
+    process (`first_fork_ns`; the counters are of it), the `repeats` after it are warm
+    and give each phase's median, quartiles and extremes."""
     from lazyvm import Machine
     row = dict(point)
     sig = _machine_params()
@@ -241,22 +319,34 @@ def run_point(point):
     rng = np.random.default_rng(point["seed"])
     idx = rng.choice(n, size=k, replace=False) if k else np.zeros(0, np.int64)
     addrs = a + idx.astype(np.int64) * PAGE
-    t0 = clock()
-    c = p.fork()
-    t1 = clock()
-    if point["workload"] == "fork-exec":
-        c.exec()
-    elif k:
-        (p if point["workload"] == "parent-writes" else c).touch_pages(addrs, write=True)
-    t2 = clock()
-    c.exit()
-    t3 = clock()
-    stats = m.stats()
-    row.update({key: int(v) for key, v in stats.items()})
-    if "kernel_ns" in stats:                # the fork, the writes and the exit alone
-        row["kernel_ns_run"] = int(stats["kernel_ns"]) - int(before["kernel_ns"])
-    row.update({"fork_ns": t1 - t0, "write_ns": t2 - t1, "exit_ns": t3 - t2,
-                "sim_ns": t3 - t0, "pages_written": k, "machine_memory": kw["memory"]})
+    times = {ph: [] for ph in PHASES}
+    for r in range(1 + int(point.get("repeats") or 1)):
+        t0 = clock()
+        c = p.fork()
+        t1 = clock()
+        if point["workload"] == "fork-exec":
+            c.exec()
+        elif k:
+            (p if point["workload"] == "parent-writes" else c).touch_pages(addrs,
+                                                                             write=True)
+        t2 = clock()
+        c.exit()
+        t3 = clock()
+        if r == 0:
+            stats = m.stats()
+            row.update({key: int(v) for key, v in stats.items()})
+            if "kernel_ns" in stats:        # the fork, the writes and the exit alone
+                row["kernel_ns_run"] = int(stats["kernel_ns"]) - int(before["kernel_ns"])
+            row["first_fork_ns"] = t1 - t0
+            continue
+        for ph, ns in zip(PHASES, (t1 - t0, t2 - t1, t3 - t2, t3 - t0)):
+            times[ph].append(ns)
+    from lazyvm.measure import spread
+    for ph, xs in times.items():
+        sp = spread(xs)
+        for s in ("median", "q1", "q3", "min", "max"):
+            row[f"{ph}_ns_{s}"] = int(sp[s])
+    row.update({"pages_written": k, "machine_memory": kw["memory"]})
     return row
 
 
@@ -336,6 +426,22 @@ def _check_out(path):
         except ImportError:
             raise SpecError("Parquet needs pyarrow: pip install 'lazyvm[sweep]' (or use "
                             ".csv)") from None
+
+
+def _check_writable(path, what):
+    from lazyvm import report
+    try:
+        report.check_output(path, what)
+    except ValueError as e:
+        raise SpecError(str(e)) from None
+
+
+def _check_plot(path):
+    from lazyvm import report
+    try:
+        report.check_plot(path)
+    except ValueError as e:
+        raise SpecError(str(e)) from None
 
 
 def _frame(rows):
@@ -427,7 +533,11 @@ def _run_dask(todo, workers, scheduler, collect):
     import dask
     cluster = None
     if scheduler:
-        client = Client(scheduler)
+        try:
+            client = Client(scheduler, timeout="10s")
+        except (OSError, ValueError, TimeoutError) as e:
+            raise SpecError(f"--scheduler {scheduler}: no Dask scheduler answers there "
+                            f"({' '.join(str(e).split()) or type(e).__name__})") from None
     else:
         # Fork the workers from this process, which has lazyvm, numpy and distributed
         # imported already: the cluster is up in ~0.3 s instead of ~2 s for spawned
@@ -522,7 +632,9 @@ def add_commands(subparsers):
     p.add_argument("--out", required=True, metavar="FILE", help="results, .parquet or .csv")
     p.add_argument("--plot", metavar="F.png", help="draw --y against --x")
     p.add_argument("--x", metavar="PARAM", default="pages")
-    p.add_argument("--y", metavar="FIGURE", default="sim_ns")
+    p.add_argument("--y", metavar="FIGURE", default="sim_ns_median",
+                   help="a column of the results (default sim_ns_median: the simulator's "
+                        "fork through exit, median of the point's repeats)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=cmd_sweep, func=cmd_sweep)
     return p
@@ -536,7 +648,14 @@ def cmd_sweep(args):
         if args.scheduler and args.executor != "dask":
             raise SpecError("--scheduler needs --executor dask")
         _check_out(args.out)
+        _check_writable(args.out, "--out")
+        if args.plot:
+            _check_plot(args.plot)
+            check_plot_columns(args.x, args.y)
         points = load_spec(args.spec)
+        check_points(points)
+        if args.scheduler:
+            check_scheduler(args.scheduler)
         t0 = time.perf_counter()
         df = sweep(points, args.out, executor=args.executor, workers=args.workers,
                    scheduler=args.scheduler,

@@ -727,6 +727,7 @@ def check_params(name, params, quick=False, layout="i386"):
         raise ValueError("workload %s with these parameters needs about %d MiB of "
                          "simulated memory, more than %s's %d MiB"
                          % (name, need >> 20, layout, max_memory >> 20))
+    _m.check_host_memory(need, "workload %s with these parameters" % name)
     return q
 
 
