@@ -162,6 +162,15 @@ def machine_options(layout: str = "i386", share_level: int = 1) -> dict:
         if "share_level" not in have:
             raise ValueError("share level other than 1 needs Machine(share_level=...), "
                              "which this build of lazyvm does not have yet")
+        from . import layout as _layout
+
+        info = getattr(_layout, "LAYOUTS", {}).get(layout)
+        top = getattr(info, "max_share_level", None)
+        if top is not None and not 1 <= share_level <= top:
+            why = (" (a pae PDPT entry has no RW bit to write-protect a shared pmd table)"
+                   if layout == "pae" else "")
+            raise ValueError(f"--share-level {share_level}: {layout} shares at level "
+                             f"1{'..' + str(top) if top > 1 else ''} only{why}")
         out["share_level"] = share_level
     return out
 

@@ -107,6 +107,9 @@ def read_maps(pid):
     except PermissionError:
         raise SnapshotError(f"may not read /proc/{pid}/maps: it needs the same user as "
                             f"process {pid} or root (and ptrace access)") from None
+    if not lines:
+        raise SnapshotError(f"process {pid} has no user address space (a kernel thread, "
+                            "or it is exiting): nothing to capture")
     rows = []
     for line in lines:
         fields = line.split(None, 5)
@@ -224,6 +227,9 @@ class _Pagemap:
         except PermissionError:
             raise SnapshotError(f"may not read /proc/{pid}/pagemap: it needs the same "
                                 f"user as process {pid} or root") from None
+        except ProcessLookupError:
+            raise SnapshotError(f"process {pid} has no user address space (a kernel "
+                                "thread, or it is exiting): nothing to capture") from None
 
     def read(self, ranges):
         """Entries of each (start, end) range, concatenated, and whether all were read."""
@@ -771,6 +777,11 @@ def _memory_for(snap, layout, npages_written):
     if mem > limit:
         raise SnapshotError(f"the replay needs {mem >> 20} MiB of simulated memory, more "
                             f"than {layout} allows ({limit >> 20} MiB)")
+    from .measure import check_host_memory
+    try:
+        check_host_memory(mem, "the replay")
+    except ValueError as e:
+        raise SnapshotError(str(e)) from None
     return -(-mem // (1 << 20)) << 20
 
 
@@ -1119,7 +1130,9 @@ def add_commands(subparsers):
     rp.add_argument("--repeats", type=int, default=3, metavar="R",
                     help="forks timed per configuration (median; default 3)")
     rp.add_argument("--json", metavar="F", help="write every figure to F as JSON")
-    rp.add_argument("--plot", metavar="F", help="draw the configurations to F (PNG)")
+    rp.add_argument("--plot", metavar="F",
+                    help="draw the configurations to F (.png, .svg or .pdf; needs "
+                         "matplotlib)")
     rp.set_defaults(func=cmd_replay)
 
 
@@ -1133,9 +1146,26 @@ def _pid_arg(text):
     return pid
 
 
+def _check_outputs(**paths):
+    """Refuse --json/--plot/--out paths that cannot be written before any work starts
+    (lazyvm.report's checks: the directory exists, a plot names a format)."""
+    from . import report
+    try:
+        for flag, path in paths.items():
+            if not path:
+                continue
+            if flag == "plot":
+                report.check_plot(path)
+            else:
+                report.check_output(path, "--" + flag)
+    except ValueError as e:
+        raise SnapshotError(str(e)) from None
+
+
 @_as_usage
 def cmd_capture(args):
     pid = _pid_arg(args.pid)
+    _check_outputs(out=args.out)
     t0 = time.perf_counter()
 
     def ready():                       # the watch for the fork has begun
@@ -1163,17 +1193,13 @@ def cmd_capture(args):
 
 @_as_usage
 def cmd_replay(args):
+    _check_outputs(json=args.json, plot=args.plot)
     snap = Snapshot.load(args.file)
     configs = None
     if args.configs:
         configs = [c for c in args.configs.replace(" ", "").split(",") if c]
     if args.repeats is not None and args.repeats < 1:
         raise SnapshotError("--repeats must be at least 1")
-    if args.plot:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            raise SnapshotError("--plot needs matplotlib: pip install matplotlib") from None
     from .cli import _profile
     prof, _, why = _profile(args)
     rec = replay(snap, layout=args.layout, costs=prof, configs=configs,
