@@ -26,6 +26,7 @@ package: it is the top floor.
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import os
 import sys
@@ -73,7 +74,11 @@ def main(argv=None) -> int:
     if args.command == "bench":
         args.pytest_args = extra
     elif extra:
-        parser.error("unrecognized arguments: " + " ".join(extra))
+        # The subcommand's parser, so that the message names it (lazyvm compare: ...).
+        sub = next((a.choices[args.command] for a in parser._actions
+                    if isinstance(a, argparse._SubParsersAction)
+                    and args.command in a.choices), parser)
+        sub.error("unrecognized arguments: " + " ".join(extra))
     if args.command is None:
         parser.print_help()
         return 2

@@ -41,6 +41,10 @@ def add_parser(sub) -> None:
 def cmd_compare(args) -> int:
     check_outputs(args)
     opts = machine_options(args)
+    try:
+        compare.check_sizes(args.sizes, args.quick, opts["layout"])
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     prof, _, why = profile(args)
     try:
         record = compare.run_compare(sizes=args.sizes, repeats=args.repeats,

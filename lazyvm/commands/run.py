@@ -76,6 +76,14 @@ def cmd_run(args) -> int:
         workloads.check_params(args.name, params, args.quick, opts["layout"])
     except ValueError as e:
         raise UsageError(str(e)) from None
+    configs = None
+    if args.configs:
+        configs = [c for c in args.configs.replace(" ", "").split(",") if c]
+        bad = [c for c in configs if c not in workloads.CONFIGS]
+        if bad or not configs:
+            raise UsageError(f"unknown configuration {', '.join(bad) or '(none)'}: use "
+                             + ", ".join(workloads.CONFIGS))
+    check_outputs(args)
     if args.name == "published" and args.costs is None:
         # The published figures are Linux 2.5.41's: by default they are predicted with
         # the profile fitted to that kernel, not with this host's.
@@ -86,14 +94,6 @@ def cmd_run(args) -> int:
                "machine's)")
     else:
         prof, _, why = profile(args)
-    configs = None
-    if args.configs:
-        configs = [c for c in args.configs.replace(" ", "").split(",") if c]
-        bad = [c for c in configs if c not in workloads.CONFIGS]
-        if bad or not configs:
-            raise UsageError(f"unknown configuration {', '.join(bad) or '(none)'}: use "
-                             + ", ".join(workloads.CONFIGS))
-    check_outputs(args)
     results = workloads.run_workload(args.name, configs=configs, quick=args.quick,
                                      check=args.check, settle=True, costs=prof,
                                      **opts, **params)
@@ -130,8 +130,6 @@ def _run_external(args, params) -> int:
         raise UsageError("give the cost profile once: --costs or -p costs=")
     if "costs" in params:
         args.costs = params["costs"]
-    prof, spec, why = profile(args)
-    params["costs"] = None if prof is None else spec
     if args.configs:
         try:
             params.update(workloads.check_external_params(
@@ -143,6 +141,8 @@ def _run_external(args, params) -> int:
     if args.check:
         params["check"] = True
     check_outputs(args)
+    prof, spec, why = profile(args)
+    params["costs"] = None if prof is None else spec
     try:
         text, rec = workloads.EXTERNAL[args.name].run(params)
     except (snapshot.SnapshotError, OSError, RuntimeError) as e:

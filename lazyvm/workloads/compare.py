@@ -373,6 +373,25 @@ def findings(results: list, slopes: dict) -> list:
     return out
 
 
+def check_sizes(sizes=None, quick: bool = False, layout: str = "i386") -> list:
+    """The sizes a run measures (the defaults when None), sorted, each checked against
+    the layout's user space and memory limit and this machine's memory; ValueError
+    (one line) for the first that does not fit."""
+    user_pages, max_memory = _m.layout_limits(layout)
+    if sizes is None:
+        sizes = QUICK_SIZES if quick else DEFAULT_SIZES
+    sizes = sorted(set(int(n) for n in sizes))
+    for n in sizes:
+        if not 1 <= n <= user_pages:
+            raise ValueError(f"size {n:,} pages: must be 1..{user_pages:,} (the user "
+                             f"space of {layout})")
+        if n + 2 * (-(-n // 512)) + 4096 > max_memory // PAGE_SIZE:
+            raise ValueError(f"size {n:,} pages: more than the {max_memory >> 20:,} MiB "
+                             f"a {layout} machine may have")
+        _m.check_host_memory(machine_memory(n, layout), f"size {n:,} pages")
+    return sizes
+
+
 def run_compare(sizes=None, repeats=None, quick: bool = False, progress: bool = True,
                 check: bool = False, layout: str = "i386", share_level: int = 1,
                 costs=None, costs_reason: str | None = None) -> dict:
@@ -393,18 +412,8 @@ def run_compare(sizes=None, repeats=None, quick: bool = False, progress: bool = 
     if prof is not None:
         from ..measure.calibrate import counts as counter
     options = _m.machine_options(layout, share_level)
-    user_pages, max_memory = _m.layout_limits(layout)
-    if sizes is None:
-        sizes = QUICK_SIZES if quick else DEFAULT_SIZES
-    sizes = sorted(set(int(n) for n in sizes))
-    for n in sizes:
-        if not 1 <= n <= user_pages:
-            raise ValueError(f"size {n:,} pages: must be 1..{user_pages:,} (the user "
-                             f"space of {layout})")
-        if n + 2 * (-(-n // 512)) + 4096 > max_memory // PAGE_SIZE:
-            raise ValueError(f"size {n:,} pages: more than the {max_memory >> 20:,} MiB "
-                             f"a {layout} machine may have")
-        _m.check_host_memory(machine_memory(n, layout), f"size {n:,} pages")
+    user_pages, _ = _m.layout_limits(layout)
+    sizes = check_sizes(sizes, quick, layout)
     reps = {n: (repeats if repeats else default_repeats(n, quick)) for n in sizes}
 
     record = _r.envelope("compare")
