@@ -257,6 +257,17 @@ def _per_iteration_ns(prof: Profile, counts: dict, iterations) -> "float | None"
     return float(Fraction(prof.kernel_ns(counts)) / int(iterations))
 
 
+def _per_iteration_se(prof: Profile, counts: dict, iterations) -> "float | None":
+    """The profile's uncertainty (one standard error) of _per_iteration_ns."""
+    per = counts.get("per_iteration") if isinstance(counts, dict) else None
+    if isinstance(per, dict):
+        return math.sqrt(sum((float(per.get(e, 0)) * float(prof.uncertainty[e])) ** 2
+                             for e in EVENTS))
+    if not iterations:
+        return None
+    return prof.uncertainty_ns(counts) / int(iterations)
+
+
 def predict(counts: dict, profile, iterations: int | None = None) -> dict:
     """The predicted kernel time of `counts` (event counters over a run, e.g. a
     run_workload configuration's differences): {"profile", "kernel_ns" (int, the
@@ -269,6 +280,7 @@ def predict(counts: dict, profile, iterations: int | None = None) -> dict:
     return {"profile": prof.name, "kernel_ns": ns,
             "kernel_ns_se": prof.uncertainty_ns(counts),
             "kernel_ns_per_iteration": _per_iteration_ns(prof, counts, iterations),
+            "kernel_ns_per_iteration_se": _per_iteration_se(prof, counts, iterations),
             "missing": prof.missing(counts)}
 
 

@@ -27,6 +27,10 @@ def add_parser(sub) -> None:
     rp.add_argument("--configs", metavar="NAME,NAME",
                     help="configurations to run (copy, copy+rmap, share, share+rmap; "
                          "default all)")
+    rp.add_argument("--full", action="store_true",
+                    help="after the summary, every table: phases with spreads, every "
+                         "counter, and for published the 2002 figures beside the "
+                         "prediction")
     rp.add_argument("--check", action="store_true",
                     help="run Machine.check() after every iteration (untimed)")
     add_costs_option(rp)
@@ -89,9 +93,8 @@ def cmd_run(args) -> int:
         # the profile fitted to that kernel, not with this host's.
         args.costs = "linux-2.5.41"
         prof, _, why = profile(args)
-        why = ("default for the published workload: its figures are Linux 2.5.41's, the "
-               "kernel this built-in profile was fitted to (--costs host for this "
-               "machine's)")
+        why = ("default for published: Linux 2.5.41, the kernel its 2002 figures are of; "
+               "--costs host for this machine's")
     else:
         prof, _, why = profile(args)
     results = workloads.run_workload(args.name, configs=configs, quick=args.quick,
@@ -102,13 +105,15 @@ def cmd_run(args) -> int:
     else:
         results["predicted"] = None
         results["predicted_off"] = why
-    print(workloads.format_results(results))
-    if prof is None:
-        print(f"no predicted kernel time: {why}")
+    print(workloads.format_summary(results))
+    if args.full:
+        print()
+        print(workloads.format_results(results))
     if args.name == "published" and prof is not None:
         text, rec = published.report(prof)
-        print()
-        print(fit_width(text))
+        if args.full:
+            print()
+            print(fit_width(text))
         results["predicted_published"] = rec
     if args.json:
         report.write_json(results, args.json, kind="run")

@@ -909,6 +909,85 @@ def _table(header, rows):
     return "\n".join(_r.table(header, rows, left=(0,)))
 
 
+SUMMARY_LINES = 25            # the most lines format_summary prints
+
+
+def format_summary(results):
+    """The answer first, at most SUMMARY_LINES lines: per configuration the predicted
+    kernel time of one iteration and its ratio to copy, the work behind it (entries
+    copied, tables privatized at a first write, copy-on-write copies, page tables at
+    the peak), the simulator's own time; then how sure each figure is."""
+    cfgs = results["configs"]
+    names = list(cfgs)
+    prm = results["params"]
+    pred = results.get("predicted")
+    from ..measure.host import machine_description
+    mach = machine_description()
+    mem = mach.get("memory_bytes")
+    load = mach.get("load_average")
+    shown = ", ".join("%s=%s" % (k, v) for k, v in prm.items()
+                      if k not in ("quick", "warmup", "interleave", "layout", "settle",
+                                   "share_level") and not isinstance(v, bool))
+    out = _r.wrap("lazyvm run %s (%s%s), %s layout, %s (%s cores%s%s)" % (
+        results["workload"], shown, ", --quick" if prm.get("quick") else "",
+        prm.get("layout", "i386"), mach.get("cpu_model"), mach.get("cores"),
+        ", %.1f GiB" % (mem / 2**30) if mem else "",
+        ", load %.2f" % load[0] if load else ""), "", "  ")
+    if pred:
+        out += _r.wrap("predicted kernel time: %s cost profile (%s)"
+                       % (pred["profile"], pred.get("reason") or "--costs"), "", "  ")
+    else:
+        out += _r.wrap("predicted kernel time: none (%s)"
+                       % results.get("predicted_off", "--costs none"), "", "  ")
+    head = ["per iteration"]
+    rows = []
+    if pred:
+        pc = pred["configs"]
+        rows.append(["predicted kernel"] + [_r.ns(pc[c]["kernel_ns_per_iteration"])
+                                            for c in names])
+        rows.append(["  vs copy"] + [_r.x(pc[c]["ratio_vs_copy"]) for c in names])
+    for label, key in (("entries copied", "ptes_copied"),
+                       ("tables privatized", "unshares"), ("cow copies", "cow_copies"),
+                       ("pte_chain slots added", "rmap_adds")):
+        vals = [cfgs[c]["per_iteration"].get(key, 0) for c in names]
+        if key == "rmap_adds" and not any(vals):
+            continue
+        rows.append([label] + [_count(v) for v in vals])
+    rows.append(["page tables (peak)"] + ["{:,}".format(cfgs[c]["page_tables_peak"])
+                                          for c in names])
+    rows.append(["simulator time"] + [_r.ns(cfgs[c]["time_per_iteration_ns"])
+                                      for c in names])
+    out += _r.table(head + names, rows, left=(0,))
+    if pred and "copy" in pc and "share" in pc:
+        a, b = pc["copy"]["kernel_ns_per_iteration"], pc["share"]["kernel_ns_per_iteration"]
+        if a and b:
+            out += _r.wrap("sharing %s %s of predicted kernel time per iteration (share %s "
+                           "copy's)." % ("saves" if b < a else "costs", _r.ns(abs(a - b)),
+                                         _r.x(b / a)), "", "  ")
+    out.append("how sure:")
+    if pred:
+        rel = [pc[c]["kernel_ns_per_iteration_se"] / pc[c]["kernel_ns_per_iteration"]
+               for c in names if pc[c]["kernel_ns_per_iteration"]]
+        out += _r.wrap("- predicted kernel time: exact counts (the same every run) priced "
+                       "by the %s profile, whose own uncertainty is +-%.0f%% here (one "
+                       "standard error)%s." % (
+                           pred["profile"], 100 * max(rel or [0]),
+                           "; its shared-table and pte_chain costs are derived, not "
+                           "measured" if pred["profile"] == "host" else
+                           ": " + (pred.get("profile_description") or "")), "", "  ")
+    wide = [c for c in names for s in cfgs[c]["loops"].values() if s.get("wide")]
+    out += _r.wrap("- simulator time: lazyvm's own time in Python, not a kernel's (each "
+                   "loop's median and quartiles: --full)%s." % (
+                       "; spread wide for " + ", ".join(sorted(set(wide))) if wide
+                       else "; every loop's spread is narrow"), "", "  ")
+    out += _r.wrap("- counts: exact, per iteration of the workload as asked (totals in "
+                   "--json). Linux's own fork is measured by lazyvm compare.", "", "  ")
+    out += _r.wrap("every table (phases with spreads, every counter%s): --full, or --json"
+                   % (", the published figures" if results.get("published") else ""),
+                   "", "")
+    return "\n".join(out)
+
+
 def format_results(results):
     """A readable table of one run_workload() result (or a list of them)."""
     if isinstance(results, (list, tuple)):
