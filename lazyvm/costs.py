@@ -1,6 +1,6 @@
 """Cost profiles: lazyvm's event counts turned into a predicted kernel time (DESIGN.md §8).
 
-A profile gives every event lazyvm counts (PLAN.md's EVENT COUNTERS; the per-level
+A profile gives every event lazyvm counts (the priced counters of Machine.stats(); the per-level
 breakdowns ``unshares_l1``.. and ``tables_dropped_l1``.. are parts of ``unshares`` and
 ``tables_dropped`` and are not priced again) a cost in ns, the cost's uncertainty (one
 standard error, ns) and its source::
@@ -37,7 +37,7 @@ __all__ = ["EVENTS", "FORMAT", "FORMAT_VERSION", "Profile", "load_profile",
 FORMAT = "lazyvm-cost-profile"
 FORMAT_VERSION = 1
 
-# Every priced counter, in the order PLAN.md lists them (exit_vmas last: see above).
+# Every priced counter (exit_vmas last: see above).
 EVENTS = (
     "forks_copy", "forks_share", "exits", "execs", "fork_vmas",
     "tables_allocated", "tables_freed", "tables_copied", "unshares", "unshare_reuses",

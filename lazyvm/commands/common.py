@@ -16,6 +16,7 @@ import sys
 
 from .. import costs
 from ..layout import LAYOUTS
+from ..measure import calibrate
 from ..measure import host as measure
 from ..report import format as report
 
@@ -137,8 +138,6 @@ def default_host_profile(command: str):
     default stays linux-2.5.41)."""
     if os.path.exists(costs.host_profile_path()) or not sys.platform.startswith("linux"):
         return None
-    from ..measure import calibrate
-
     print(f"lazyvm {command}: no host profile yet: measuring this machine's kernel costs "
           "(lazyvm calibrate --quick, about 10 s) ...", file=sys.stderr, flush=True)
     try:

@@ -6,6 +6,8 @@ import sys
 
 from ..measure import published
 from ..report import format as report
+from ..report import replay as replay_report
+from ..report.run import format_results, format_summary
 from ..workloads import builtin as workloads
 from ..workloads import snapshot
 from .common import (UsageError, add_costs_option, add_machine_options, check_outputs,
@@ -105,10 +107,10 @@ def cmd_run(args) -> int:
     else:
         results["predicted"] = None
         results["predicted_off"] = why
-    print(workloads.format_summary(results))
+    print(format_summary(results))
     if args.full:
         print()
-        print(workloads.format_results(results))
+        print(format_results(results))
     if args.name == "published" and prof is not None:
         text, rec = published.report(prof)
         if args.full:
@@ -156,6 +158,6 @@ def _run_external(args, params) -> int:
     sys.stdout.write(text)
     print(f"cost profile: {spec if prof is not None else 'none'} ({why})")
     if args.json:
-        snapshot.write_json(rec, args.json, kind=args.name)
+        replay_report.write_json(rec, args.json, kind=args.name)
         print(f"wrote {args.json}")
     return 0

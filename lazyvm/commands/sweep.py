@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import warnings
 
 from ..workloads import sweep as sw
 from .common import UsageError
@@ -43,7 +44,11 @@ def cmd_sweep(args) -> int:
         if args.plot:
             sw.check_plot(args.plot)
             sw.check_plot_columns(args.x, args.y)
-        points = sw.load_spec(args.spec)
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always", DeprecationWarning)
+            points = sw.load_spec(args.spec)
+        for w in said:                       # e.g. a workload's earlier name
+            print(f"lazyvm sweep: warning: {w.message}", file=sys.stderr)
         sw.check_points(points)
         if args.scheduler:
             sw.check_scheduler(args.scheduler)

@@ -5,7 +5,7 @@ costs, times them, and fits the times by least squares (numpy lstsq) to the coun
 what the kernel does for them; the fitted coefficients, each with its standard error,
 become the "host" cost profile (lazyvm.costs), written to the user cache directory.
 
-The process that forks (the *worker*) is this file run as a script with
+The process that forks (the *worker*) is lazyvm/measure/worker.py run as a script with
 ``python -I -S``: standard library only, no threads, a few dozen VMAs.  It still is not
 a minimal process, so every fork is reported with the counts of what the kernel copies
 for it, read from /proc/self/smaps and /proc/self/pagemap just before:
@@ -39,281 +39,25 @@ slot, one when exit removes it).  Sharing page tables exists in no released kern
 either: its per-table costs are derived from the same primitives (the profile's
 ``source`` says how, event by event).
 
-This module imports only the standard library at the top, so that it can be the worker.
 """
-
-import math
 import json
-import mmap
+import math
 import os
+import statistics
+import subprocess
 import sys
 import time
 
-PAGE = 4096
-REGION = 2 << 20
-_clock = time.perf_counter_ns
-_cpu = time.thread_time_ns            # CLOCK_THREAD_CPUTIME_ID
-_PRESENT = bytes(0 if i < 0x80 else 1 for i in range(256))   # bit 63 of a pagemap entry
-_ANON = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
+import numpy as np
 
+from .. import Machine
+from ..costs import EVENTS, FORMAT_VERSION, Profile, host_profile_path
+from . import worker
+from .fit import CalibrationError, fit_nonneg, predict_fork_ns
+from .host import machine_description
+from ..layout import PAGE_SIZE as PAGE
+from .worker import REGION
 
-def _anon(nbytes, prot=mmap.PROT_READ | mmap.PROT_WRITE):
-    m = mmap.mmap(-1, nbytes, flags=_ANON, prot=prot)
-    try:
-        m.madvise(mmap.MADV_NOHUGEPAGE)
-    except (AttributeError, OSError):
-        pass
-    return m
-
-
-def _touch(m, step=PAGE, write=True):
-    if write:
-        for off in range(0, len(m), step):
-            m[off] = 1
-    else:
-        s = 0
-        for off in range(0, len(m), step):
-            s += m[off]
-        return s
-
-
-def counts():
-    """(V, A, P, T) of this process now (see the module docstring)."""
-    vmas, copied = 0, []
-    cur = None
-    with open("/proc/self/smaps") as f:
-        for line in f:
-            head = line.split(None, 1)[0]
-            if "-" in head and not head.endswith(":"):
-                if cur:
-                    copied.append(cur) if cur[2] else None
-                lo, hi = (int(x, 16) for x in head.split("-"))
-                name = line.split()[-1] if len(line.split()) >= 6 else ""
-                if name == "[vsyscall]":
-                    cur = None
-                    continue
-                vmas += 1
-                cur = [lo, hi, False]
-            elif cur is not None and head == "Anonymous:" and int(line.split()[1]) > 0:
-                cur[2] = True
-            elif cur is not None and head == "VmFlags:" and (
-                    " pf" in line or " mm" in line):
-                cur[2] = True
-    if cur and cur[2]:
-        copied.append(cur)
-    ptes = 0
-    l1, l2, l3 = set(), set(), set()
-    fd = os.open("/proc/self/pagemap", os.O_RDONLY)
-    try:
-        for lo, hi, _ in copied:
-            # read 2 MiB-aligned chunks so that each chunk is one PTE table's entries
-            a = lo
-            while a < hi:
-                b = min(hi, (a // REGION + 1) * REGION)
-                n = (b - a) // PAGE
-                data = os.pread(fd, n * 8, (a // PAGE) * 8)
-                present = data[7::8].translate(_PRESENT).count(1)
-                if present:
-                    ptes += present
-                    l1.add(a >> 21)
-                    l2.add(a >> 30)
-                    l3.add(a >> 39)
-                a = b
-    finally:
-        os.close(fd)
-    return vmas, len(copied), ptes, len(l1) + len(l2) + len(l3)
-
-
-class Shape:
-    """Mappings added to this process: dense pages, sparse pages, many VMAs, mixed."""
-
-    def __init__(self, dense=0, sparse=0, vmas=0, mixed=0, mixed_pages=8):
-        self.maps = []
-        if dense:
-            m = _anon(dense * PAGE)
-            _touch(m)
-            self.maps.append(m)
-        if sparse:
-            m = _anon(sparse * REGION)
-            _touch(m, REGION)
-            self.maps.append(m)
-        for i in range(vmas):                 # untouched: no anon_vma, fork copies no PTE
-            self.maps.append(_anon(PAGE, mmap.PROT_READ if i % 2 else
-                                   mmap.PROT_READ | mmap.PROT_WRITE))
-        for i in range(mixed):                # touched rw areas between PROT_NONE pages
-            m = _anon(mixed_pages * PAGE)
-            _touch(m)
-            self.maps.append(m)
-            self.maps.append(_anon(PAGE, 0))          # PROT_NONE
-
-    def close(self):
-        for m in self.maps:
-            m.close()
-        self.maps = []
-
-
-def _reap(pid):
-    _, status = os.waitpid(pid, 0)
-    if not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0):
-        raise RuntimeError(f"child ended with status {status:#x}")
-
-
-def _reap_cpu(pid):
-    """Reap `pid`; return the CPU time (user + system, ns) the child used in all."""
-    _, status, ru = os.wait4(pid, 0)
-    if not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0):
-        raise RuntimeError(f"child ended with status {status:#x}")
-    return int(round((ru.ru_utime + ru.ru_stime) * 1e9))
-
-
-def job_fork(shape, repeats, warmup=1, execs=0):
-    """Fork `repeats` times.  fork_ns: the CPU time of the forking thread across
-    os.fork() (CLOCK_THREAD_CPUTIME_ID: the kernel's work for the fork, without the time
-    other work on the host preempts it; fork_wall_ns beside it).  exit_ns: the child
-    waits on a pipe, reads its own CPU clock, then _exit()s; the CPU time its rusage
-    reports beyond that reading is its exit.  With execs, fork_exec_ns: the whole CPU
-    time of a child that execs /bin/true, and fork_child_ns: that of a child that exits
-    at once, both from the rusage of wait4."""
-    sh = Shape(**shape)
-    v, a, p, t = counts()
-    fork_ns, wall_ns, exit_ns, exec_ns, child_ns = [], [], [], [], []
-    r, w = os.pipe()
-    br, bw = os.pipe()
-    for k in range(warmup + repeats):
-        t0 = _clock()
-        c0 = _cpu()
-        pid = os.fork()
-        if pid == 0:                  # wait until the parent has taken its time, then exit
-            os.read(r, 1)
-            os.write(bw, b"%23d\n" % _cpu())
-            os._exit(0)
-        c1 = _cpu()
-        t1 = _clock()
-        os.write(w, b"x")
-        before = int(os.read(br, 24))
-        total = _reap_cpu(pid)
-        if k >= warmup:
-            fork_ns.append(c1 - c0)
-            wall_ns.append(t1 - t0)
-            exit_ns.append(total - before)
-    for fd in (r, w, br, bw):
-        os.close(fd)
-    for k in range(execs + (1 if execs else 0)):
-        for do_exec in (True, False):
-            pid = os.fork()
-            if pid == 0:
-                if do_exec:
-                    try:
-                        os.execv("/bin/true", ["true"])
-                    finally:
-                        os._exit(1)
-                os._exit(0)
-            total = _reap_cpu(pid)
-            if k >= 1:
-                (exec_ns if do_exec else child_ns).append(total)
-    again = counts()
-    sh.close()
-    return {"V": v, "A": a, "P": p, "T": t, "counts_after": again, "fork_ns": fork_ns,
-            "fork_wall_ns": wall_ns, "exit_ns": exit_ns, "fork_exec_ns": exec_ns,
-            "fork_child_ns": child_ns}
-
-
-def _passes(m, step, write, fresh_pass):
-    """CPU ns of one pass that faults (fresh_pass) minus one that does not."""
-    t0 = _cpu()
-    fresh_pass()
-    t1 = _cpu()
-    _touch(m, step, write)
-    t2 = _cpu()
-    return (t1 - t0) - (t2 - t1)
-
-
-def job_faults(pages, tables, repeats):
-    """Per-fault ns, each the time of a pass that faults minus the same pass again.
-    Keys: demand_zero (write, fresh dense), sparse (write, one page per 2 MiB: adds a
-    PTE table per fault), zero_page (read, fresh), cow (write after fork, the child
-    alive), cow_reuse (write after the child exited), shmem (a child's read of
-    MAP_SHARED pages fork did not copy), munmap_dense / munmap_sparse (ns per page of
-    unmapping exclusive pages)."""
-    out = {k: [] for k in ("demand_zero", "sparse", "zero_page", "cow", "cow_reuse",
-                           "shmem", "munmap_dense", "munmap_sparse")}
-    for _ in range(repeats):
-        m = _anon(pages * PAGE)
-        out["demand_zero"].append(_passes(m, PAGE, True, lambda: _touch(m)) / pages)
-        t0 = _cpu(); m.close(); t1 = _cpu()
-        out["munmap_dense"].append((t1 - t0) / pages)
-
-        m = _anon(tables * REGION)
-        out["sparse"].append(_passes(m, REGION, True, lambda: _touch(m, REGION)) / tables)
-        t0 = _cpu(); m.close(); t1 = _cpu()
-        out["munmap_sparse"].append((t1 - t0) / tables)
-
-        m = _anon(pages * PAGE)
-        out["zero_page"].append(_passes(m, PAGE, False,
-                                        lambda: _touch(m, PAGE, False)) / pages)
-        m.close()
-
-        m = _anon(pages * PAGE)
-        _touch(m)
-        r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            os.read(r, 1)
-            os._exit(0)
-        out["cow"].append(_passes(m, PAGE, True, lambda: _touch(m)) / pages)
-        os.write(w, b"x")
-        _reap(pid)
-        os.close(r); os.close(w)
-        pid = os.fork()
-        if pid == 0:
-            os._exit(0)
-        _reap(pid)
-        # every page is exclusive again but still write-protected: write faults reuse
-        out["cow_reuse"].append(_passes(m, PAGE, True, lambda: _touch(m)) / pages)
-        m.close()
-
-        s = mmap.mmap(-1, pages * PAGE)       # MAP_SHARED: fork skips its page tables
-        _touch(s)
-        r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            ns = _passes(s, PAGE, False, lambda: _touch(s, PAGE, False))
-            os.write(w, str(ns).encode())
-            os._exit(0)
-        os.close(w)
-        data = b""
-        while True:
-            chunk = os.read(r, 64)
-            if not chunk:
-                break
-            data += chunk
-        os.close(r)
-        _reap(pid)
-        out["shmem"].append(int(data) / pages)
-        s.close()
-    return out
-
-
-def worker_main():
-    """The worker: run the JSON list of jobs on stdin, one JSON line out per job."""
-    jobs = json.loads(sys.stdin.read())
-    for job in jobs:
-        kind = job.pop("kind")
-        name = job.pop("name", kind)
-        if kind == "fork":
-            res = job_fork(**job)
-        elif kind == "faults":
-            res = job_faults(**job)
-        else:
-            raise SystemExit(f"unknown job {kind}")
-        res["name"] = name
-        sys.stdout.write(json.dumps(res) + "\n")
-        sys.stdout.flush()
-
-
-
-# ======================================================================================
-# The calibration proper (runs in the lazyvm process; numpy imported when needed).
 
 FIT_SHAPES = [                              # (name, shape) regressed on (1, V, A, P, T)
     ("bare", {}),
@@ -347,14 +91,9 @@ PIN_NOTE = {"forks_copy": "intercept of the fork", "forks_share": "intercept of 
             "ptes_zapped": "per-PTE of the exit", "tables_freed": "per-table of the exit"}
 
 
-class CalibrationError(RuntimeError):
-    pass
-
-
 def run_worker(jobs, timeout=300):
-    """Run `jobs` in a fresh `python -I -S calibrate.py` worker; return its results."""
-    import subprocess
-    proc = subprocess.run([sys.executable, "-I", "-S", os.path.abspath(__file__)],
+    """Run `jobs` in a fresh `python -I -S worker.py`; return its results."""
+    proc = subprocess.run([sys.executable, "-I", "-S", os.path.abspath(worker.__file__)],
                           input=json.dumps(jobs), capture_output=True, text=True,
                           timeout=timeout, env={"PATH": os.environ.get("PATH", "")})
     if proc.returncode != 0:
@@ -363,76 +102,7 @@ def run_worker(jobs, timeout=300):
     return [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
 
 
-def fit(X, y, weights=None):
-    """Weighted least squares y ~ X b.  Returns dict: coef, se (standard errors,
-    sqrt(diag(s^2 (X'WX)^-1)) with s^2 the weighted residual variance), residuals
-    (y - X b, unweighted), rel_residuals, dof.  With as many rows as columns the
-    standard errors are undefined: NaN."""
-    import numpy as np
-    X = np.asarray(X, dtype=float)
-    y = np.asarray(y, dtype=float)
-    w = np.ones_like(y) if weights is None else np.asarray(weights, dtype=float)
-    sw = np.sqrt(w)
-    Xw, yw = X * sw[:, None], y * sw
-    coef, _, rank, _ = np.linalg.lstsq(Xw, yw, rcond=None)
-    if rank < X.shape[1]:
-        raise CalibrationError(f"the shapes do not separate the costs (rank {rank} "
-                               f"of {X.shape[1]})")
-    res = y - X @ coef
-    dof = X.shape[0] - X.shape[1]
-    if dof > 0:
-        s2 = float(((res * sw) ** 2).sum()) / dof
-        cov = s2 * np.linalg.inv(Xw.T @ Xw)
-        se = np.sqrt(np.diag(cov))
-    else:
-        se = np.full(X.shape[1], np.nan)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rel = np.where(y != 0, res / y, np.nan)
-    return {"coef": coef, "se": se, "residuals": res, "rel_residuals": rel, "dof": dof}
-
-
-def fit_nonneg(X, y, weights=None):
-    """`fit` with every coefficient >= 0: the feasible subset of free coefficients with
-    the least weighted residual (exact for the handful of columns used here; 2**k
-    solves).  Adds "pinned": the columns held at 0.  A pinned column's standard error
-    is the one the unconstrained fit gives it (what the data say about it)."""
-    import itertools
-    import numpy as np
-    X = np.asarray(X, dtype=float)
-    y = np.asarray(y, dtype=float)
-    w = np.ones_like(y) if weights is None else np.asarray(weights, dtype=float)
-    k = X.shape[1]
-    free_all = fit(X, y, w)
-    if (free_all["coef"] >= 0).all():
-        return dict(free_all, pinned=[])
-    best = None
-    for r in range(k - 1, 0, -1):
-        for cols in itertools.combinations(range(k), r):
-            try:
-                f = fit(X[:, cols], y, w)
-            except CalibrationError:
-                continue
-            if (f["coef"] < 0).any():
-                continue
-            rss = float((f["residuals"] ** 2 * w).sum())
-            if best is None or rss < best[0]:
-                best = (rss, cols, f)
-    if best is None:
-        raise CalibrationError("no non-negative fit")
-    _, cols, f = best
-    coef = np.zeros(k)
-    se = np.array(free_all["se"], dtype=float)
-    coef[list(cols)] = f["coef"]
-    se[list(cols)] = f["se"]
-    res = y - X @ coef
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rel = np.where(y != 0, res / y, np.nan)
-    return {"coef": coef, "se": se, "residuals": res, "rel_residuals": rel,
-            "dof": X.shape[0] - len(cols), "pinned": [j for j in range(k) if j not in cols]}
-
-
 def _median(v):
-    import statistics
     return float(statistics.median(v))
 
 
@@ -443,7 +113,6 @@ def _stat(v):
 
 def _se_median(v):
     """Standard error of a median: 1.2533 * sd / sqrt(n) (normal approximation)."""
-    import statistics
     if len(v) < 2:
         return float("nan")
     return 1.2533 * statistics.stdev(v) / math.sqrt(len(v))
@@ -453,7 +122,6 @@ def measure_primitives(quick=False):
     """(miss_ns, miss_se, line_ns, line_se, info): a dependent cache miss (pointer
     chase over 256 MiB in a random cycle, minus the same chase over 16 KiB) and a
     64-byte line write (one byte per line over 256 MiB, already faulted in)."""
-    import numpy as np
     rng = np.random.default_rng(20021010)
     n_big = 1 << (24 if quick else 26)      # uint32 entries: 64 or 256 MiB (> the LLC)
     n_small = 1 << 12                       # 16 KiB: inside L1
@@ -534,7 +202,6 @@ def _rounds(jobs, reps, rounds):
 
 
 def _shape_rows(results):
-    import numpy as np
     X = np.array([[1.0, r["V"], r["A"], r["P"], r["T"]] for r in results])
     fork = np.array([_stat(r["fork_ns"]) for r in results])
     exit_ = np.array([_stat(r["exit_ns"]) for r in results])
@@ -544,7 +211,6 @@ def _shape_rows(results):
 def calibrate(quick=False, validate=False, progress=None):
     """Measure, fit and build the host Profile.  Returns (profile, report) where report
     holds every measured figure (the profile's meta holds the same)."""
-    from lazyvm.costs import Profile
     say = progress or (lambda msg: None)
     t_start = time.perf_counter()
     load_before = _loadavg()
@@ -663,7 +329,6 @@ def calibrate(quick=False, validate=False, progress=None):
     put("swap_ins", miss + 64 * line, math.hypot(miss_se, 64 * line_se),
         m_src + f" + 64 x {l_src}: NOT a swap device; a 4 KiB copy from memory")
 
-    from lazyvm.costs import FORMAT_VERSION
     meta = {
         "host": _host(),
         "made": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -716,26 +381,15 @@ def _fit_meta(f, rows, y, key):
 
 def _host():
     try:
-        from lazyvm.measure.host import machine_description
         return machine_description()
     except Exception as e:                  # the description is informative only
         return {"error": str(e)}
-
-
-def predict_fork_ns(profile, V, A, P, T):
-    """Predicted ns of a copy fork of a process with V VMAs (A of them with an
-    anon_vma), P copied PTEs and T tables (each both copied and allocated)."""
-    c = profile.costs
-    plain = profile.meta.get("fork_vma_no_anon_ns", c["fork_vmas"])
-    return (c["forks_copy"] + plain * (V - A) + c["fork_vmas"] * A
-            + c["ptes_copied"] * P + (c["tables_copied"] + c["tables_allocated"]) * T)
 
 
 def lazyvm_fork_counts(shape):
     """The event counts of a copy fork, in lazyvm (x86_64, no rmap, no contents), of a
     process holding `shape` (the mappings the worker adds, built the same way), or
     None when this lazyvm has no x86_64 layout."""
-    from lazyvm import Machine
     pages = (shape.get("dense", 0) + shape.get("sparse", 0)
              + shape.get("mixed", 0) * (shape.get("mixed_pages", 8) + 1) + 64)
     try:
@@ -751,7 +405,6 @@ def lazyvm_fork_counts(shape):
         n = shape["sparse"]
         a = p.mmap((n + 1) * REGION)
         a = -(-a // REGION) * REGION            # the worker's touches are 2 MiB apart
-        import numpy as np
         p.touch_pages(np.arange(n, dtype=np.uint64) * np.uint64(REGION) + np.uint64(a),
                       write=True)
     for i in range(shape.get("vmas", 0)):
@@ -763,7 +416,6 @@ def lazyvm_fork_counts(shape):
     before = m.stats()
     p.fork()
     after = m.stats()
-    from lazyvm.costs import EVENTS
     return {e: int(after[e]) - int(before[e]) for e in EVENTS if e in after}
 
 
@@ -849,7 +501,6 @@ def format_validate(rows):
                    f"{r['measured_median_ns'] / 1e3:>9.1f} {r['measured_max_ns'] / 1e3:>9.1f}"
                    f"  {100 * r['error']:+.1f}%")
     errs = sorted(abs(r["error"]) for r in rows)
-    import statistics
     out.append(f"  median |error| {100 * statistics.median(errs):.1f}%, largest "
                f"{100 * errs[-1]:.1f}%  (target: 15% median, 30% largest)")
     if all("lazyvm_ns" in r for r in rows):
@@ -899,7 +550,6 @@ def ensure_host_profile(say=None):
     about 10 s) and saved where load_profile("host") reads it when there is none yet.
     Returns (path, seconds the calibration took, or None when the profile was there).
     Raises OSError when it cannot be saved, RuntimeError when the measurement fails."""
-    from lazyvm.costs import host_profile_path
     path = host_profile_path()
     if os.path.exists(path):
         return path, None
@@ -908,6 +558,3 @@ def ensure_host_profile(say=None):
     prof.save(path)
     return path, time.perf_counter() - t0
 
-
-if __name__ == "__main__":
-    worker_main()

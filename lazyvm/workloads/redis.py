@@ -22,7 +22,10 @@ import tempfile
 import threading
 import time
 
+from ..layout import PAGE_SIZE
+from ..report.replay import format_replay
 from . import snapshot
+from .replay import load_costs, replay
 
 __all__ = ["run_redis_bgsave", "format_redis", "DEFAULTS", "RedisMissing"]
 
@@ -295,7 +298,7 @@ def run_redis_bgsave(params=None):
     if pers.get("rdb_last_bgsave_status") != "ok":
         raise snapshot.SnapshotError(f"BGSAVE failed: {pers.get('rdb_last_bgsave_status')}")
     cost_notes = []
-    rec = snapshot.replay(snap, layout=p["layout"], costs=_costs(p["costs"], cost_notes),
+    rec = replay(snap, layout=p["layout"], costs=_costs(p["costs"], cost_notes),
                           configs=p["configs"], repeats=p["repeats"])
     rec["notes"].extend(cost_notes)
     redis = {"version": _version(server), "port": port, "bgsave_reply": reply,
@@ -323,7 +326,7 @@ def _costs(name, notes):
     if name is None:
         return None
     try:
-        return snapshot.load_costs(name)
+        return load_costs(name)
     except snapshot.SnapshotError as e:
         notes.append(f"no predicted kernel time: {e}")
         return None
@@ -342,8 +345,8 @@ def _compare(rec):
     """The replay against the kernel's and Redis's own figures."""
     h, r = rec["captured"], rec["redis"]
     out = {}
-    cow_bytes = (h["cow_pages"] or 0) * snapshot.PAGE
-    new_bytes = (h["child_new_pages"] or 0) * snapshot.PAGE
+    cow_bytes = (h["cow_pages"] or 0) * PAGE_SIZE
+    new_bytes = (h["child_new_pages"] or 0) * PAGE_SIZE
     out["cow_bytes"] = cow_bytes
     out["cow_plus_child_new_bytes"] = cow_bytes + new_bytes
     if r.get("rdb_last_cow_size"):
@@ -378,7 +381,7 @@ def format_redis(rec):
              f"{rec['params']['value_size']} B, RSS {_mb(r['used_memory_rss'])}, BGSAVE "
              f"under a redis-benchmark SET load ({rec['params']['clients']} clients, "
              f"pipeline {rec['params']['pipeline']}), {r['bgsave_s']} s", ""]
-    lines.append(snapshot.format_replay(rec).rstrip("\n"))
+    lines.append(format_replay(rec).rstrip("\n"))
     lines.append("")
     lines.append("against Redis and the kernel:")
     rows = [("figure", "Redis / kernel", "capture / replay")]

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from lazyvm import commands as cli
-from lazyvm.workloads import builtin, compare
+from lazyvm.report import compare
 
 LIMIT = 25
 TINY = {"fork_exit": ["-p", "pages=64", "-p", "iterations=3"],

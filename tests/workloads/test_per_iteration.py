@@ -5,7 +5,8 @@ predicted figures are the same from run to run."""
 import pytest
 
 from lazyvm import costs
-from lazyvm.workloads.builtin import format_results, predicted, run_workload
+from lazyvm.report.run import format_results
+from lazyvm.workloads.builtin import predicted, run_workload
 
 EVENTS = costs.EVENTS
 
