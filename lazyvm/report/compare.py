@@ -413,8 +413,9 @@ def plot(record: dict, path: str):
     fig, axes = plt.subplots(1, 2 if with_pred else 1,
                              figsize=(15, 6) if with_pred else (8, 5.5), squeeze=False)
     _r.draw_lines(axes[0][0], xs, series, "touched pages (4 KiB)",
-                  "fork latency, median and quartiles (µs)",
-                  "simulator time: fork latency vs pages\n"
+                  "warm fork: median and quartiles of forks that each follow an "
+                  "untimed one (µs)",
+                  "measured: warm fork vs pages (lazyvm's own time; Linux's fork())\n"
                   f"{mach.get('cpu_model')}, {mach.get('cores')} cores, "
                   f"lazyvm {record['lazyvm_version']}, {_r.build_text(record['build'])}",
                   styles)
