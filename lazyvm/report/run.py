@@ -84,7 +84,7 @@ def format_summary(results):
         rows.append([label] + [_count(v) for v in vals])
     rows.append(["page tables (peak)"] + ["{:,}".format(cfgs[c]["page_tables_peak"])
                                           for c in names])
-    rows.append(["simulator time"] + [_r.ns(cfgs[c]["time_per_iteration_ns"])
+    rows.append(["simulator time (median)"] + [_r.ns(cfgs[c]["time_per_iteration_ns"])
                                       for c in names])
     out += _r.table(head + names, rows, left=(0,))
     if pred and "copy" in pc and "share" in pc:

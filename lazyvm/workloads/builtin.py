@@ -198,14 +198,15 @@ class _Meter:
                 if self.loops.get(lp)}
 
     def _per_iteration_time(self):
-        """Mean ns of one iteration of the workload as asked: each loop's mean time per
-        iteration, weighted by the iterations asked of it."""
+        """ns of one iteration of the workload as asked: each loop's median time per
+        iteration, weighted by the iterations asked of it (a median, so that an
+        outlier iteration does not move it)."""
         w = self._weights()
         asked = sum(a for _, a in w.values())
         if not asked:
             return 0
-        return int(round(sum(sum(self.loops[lp]) / ran * a for lp, (ran, a) in w.items())
-                         / asked))
+        return int(round(sum(_m.spread(self.loops[lp])["median"] * a
+                             for lp, (_, a) in w.items()) / asked))
 
     def _per_iteration_counts(self):
         """{counter: float}: each counter per iteration of the workload as asked (each
