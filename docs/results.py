@@ -8,7 +8,8 @@ quartiles, per size and configuration, beside this machine's own fork()), the fi
 and the host, time, build and load average the runs recorded.  ``--quick`` makes the
 i386 run quick too.  Run it from the checkout's top directory with lazyvm installed (or
 built in place), on a machine as quiet as you can find: every figure here is one run's,
-and a shared machine moves them by more than their spreads.
+and a shared machine moves them by more than their spreads.  The part of the old file
+from the heading "## Earlier runs" on is kept, below the new runs.
 """
 import argparse
 import json
@@ -19,6 +20,7 @@ import tempfile
 import time
 
 CONFIGS = ("copy", "copy+rmap", "share", "share+rmap")
+EARLIER = "## Earlier runs"
 
 
 def run_compare(args):
@@ -102,6 +104,11 @@ def main():
                      "lazyvm compare" + (" --quick" if a.quick else ""), rec, text)
     lines += section("x86_64", "lazyvm compare --quick --layout x86_64", rec64, text64)
     lines += [f"(Both runs took {time.time() - t0:.0f} s.)", ""]
+    if os.path.exists(a.out):
+        with open(a.out) as f:
+            old = f.read()
+        if EARLIER in old:
+            lines += [old[old.index(EARLIER):].rstrip("\n"), ""]
     with open(a.out, "w") as f:
         f.write("\n".join(lines))
     print(f"wrote {a.out}")
