@@ -28,7 +28,7 @@ def run_compare(args):
     with tempfile.TemporaryDirectory(prefix="lazyvm-results-") as tmp:
         out = os.path.join(tmp, "fork.json")
         proc = subprocess.run([sys.executable, "-m", "lazyvm", "compare", *args,
-                               "--no-progress", "--json", out],
+                               "--full", "--no-progress", "--json", out],
                               capture_output=True, text=True, cwd=tmp)
         if proc.returncode != 0:
             raise SystemExit(f"lazyvm compare {' '.join(args)} failed:\n{proc.stderr}")

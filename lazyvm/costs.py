@@ -298,25 +298,57 @@ def event_counts(stats: dict) -> dict:
     return {e: int(stats[e]) for e in EVENTS if e in stats}
 
 
+def _per_iteration_ns(prof: Profile, counts: dict, iterations) -> "float | None":
+    """Predicted ns of one iteration: of counts["per_iteration"] (a run_workload
+    configuration's counters per iteration) when there is one, else of the totals
+    divided by `iterations`; None without either."""
+    per = counts.get("per_iteration") if isinstance(counts, dict) else None
+    if isinstance(per, dict):
+        return sum(float(per.get(e, 0)) * float(prof.costs[e]) for e in EVENTS)
+    if not iterations:
+        return None
+    return float(Fraction(prof.kernel_ns(counts)) / int(iterations))
+
+
+def _per_iteration_se(prof: Profile, counts: dict, iterations) -> "float | None":
+    """The profile's uncertainty (one standard error) of _per_iteration_ns."""
+    per = counts.get("per_iteration") if isinstance(counts, dict) else None
+    if isinstance(per, dict):
+        return math.sqrt(sum((float(per.get(e, 0)) * float(prof.uncertainty[e])) ** 2
+                             for e in EVENTS))
+    if not iterations:
+        return None
+    return prof.uncertainty_ns(counts) / int(iterations)
+
+
 def predict(counts: dict, profile, iterations: int | None = None) -> dict:
     """The predicted kernel time of `counts` (event counters over a run, e.g. a
-    run_workload configuration's differences): {"profile", "kernel_ns" (int),
-    "kernel_ns_se", "kernel_ns_per_iteration" (int, or None without iterations),
-    "missing" (priced events `counts` lacks: they count 0)}."""
+    run_workload configuration's differences): {"profile", "kernel_ns" (int, the
+    total), "kernel_ns_se", "kernel_ns_per_iteration" (float ns per iteration, or None
+    without iterations), "missing" (priced events `counts` lacks: they count 0)}.
+    The per-iteration figure is the one to compare across runs and configurations: a
+    total moves with the number of iterations run."""
     prof = load_profile(profile)
     ns = prof.kernel_ns(counts)
     return {"profile": prof.name, "kernel_ns": ns,
             "kernel_ns_se": prof.uncertainty_ns(counts),
-            "kernel_ns_per_iteration": (ns // iterations) if iterations else None,
+            "kernel_ns_per_iteration": _per_iteration_ns(prof, counts, iterations),
+            "kernel_ns_per_iteration_se": _per_iteration_se(prof, counts, iterations),
             "missing": prof.missing(counts)}
 
 
 def predict_configs(configs: dict, profile, base: str = "copy") -> dict:
     """predict() for each {config name: counts} (counts may be a run_workload config
-    result: its "iterations" is used), plus "ratio_vs_<base>": kernel_ns / base's."""
+    result: its "per_iteration" counts or its "iterations" are used), plus
+    "ratio_vs_<base>": this configuration's predicted kernel time per iteration / the
+    base's (totals when no configuration has iterations), so that configurations
+    which ran different numbers of iterations compare like with like."""
     prof = load_profile(profile)
     out = {name: predict(c, prof, c.get("iterations")) for name, c in configs.items()}
-    b = out.get(base, {}).get("kernel_ns")
+    key = ("kernel_ns_per_iteration"
+           if all(r["kernel_ns_per_iteration"] is not None for r in out.values())
+           else "kernel_ns")
+    b = out.get(base, {}).get(key)
     for name, r in out.items():
-        r[f"ratio_vs_{base}"] = (r["kernel_ns"] / b) if b else None
+        r[f"ratio_vs_{base}"] = (r[key] / b) if b else None
     return out

@@ -11,8 +11,9 @@ subcommand is a module of this package with ``add_parser(subparsers)`` and its h
     lazyvm calibrate | capture | replay | show | sweep ...   (see their --help)
 
 ``--costs`` names the cost profile of the predicted kernel time (lazyvm.costs): "host",
-"linux-2.5.41", a path, or "none"; by default "host" when lazyvm calibrate wrote one,
-else "linux-2.5.41".  A profile that does not load is a one-line error before any run.
+"linux-2.5.41", a path, or "none"; by default "host", which a quick calibration makes on
+the first run when lazyvm calibrate has not.  A profile that does not load is a one-line
+error before any run.
 
 Also ``python -m lazyvm ...``.  :func:`main` returns the exit status: 0, 2 for any
 mistake on the command line (one line on stderr, never a traceback), 130 on Ctrl-C.
@@ -25,6 +26,7 @@ package: it is the top floor.
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import os
 import sys
@@ -72,7 +74,11 @@ def main(argv=None) -> int:
     if args.command == "bench":
         args.pytest_args = extra
     elif extra:
-        parser.error("unrecognized arguments: " + " ".join(extra))
+        # The subcommand's parser, so that the message names it (lazyvm compare: ...).
+        sub = next((a.choices[args.command] for a in parser._actions
+                    if isinstance(a, argparse._SubParsersAction)
+                    and args.command in a.choices), parser)
+        sub.error("unrecognized arguments: " + " ".join(extra))
     if args.command is None:
         parser.print_help()
         return 2

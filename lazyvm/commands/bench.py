@@ -55,5 +55,5 @@ def cmd_bench(args) -> int:
     # The benchmarks import the lazyvm this command runs, wherever it was imported from.
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [str(_PACKAGE_PARENT)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
-    print(f"+ (cd {bench}; " + " ".join(cmd[1:]) + ")", file=sys.stderr)
+    print(f"+ (cd {bench}; " + " ".join(cmd) + ")", file=sys.stderr)
     return subprocess.call(cmd, cwd=str(bench), env=env)

@@ -6,7 +6,7 @@ import sys
 import time
 
 from ..workloads.snapshot import SnapshotError, capture
-from .common import UsageError, positive_float
+from .common import UsageError, check_outputs, positive_float
 
 
 def add_parser(sub) -> None:
@@ -38,6 +38,7 @@ def _pid(text):
 
 def cmd_capture(args) -> int:
     pid = _pid(args.pid)
+    check_outputs(args)
     t0 = time.perf_counter()
 
     def ready():                       # the watch for the fork has begun
@@ -55,12 +56,12 @@ def cmd_capture(args) -> int:
     print(f"captured {h['name']} (pid {pid}): {len(snap.vma_start)} VMAs, "
           f"{h['present_pages']} present pages ({h['zero_pages']} ZERO_PAGE), "
           f"VmPTE {h['vm_pte_kb']} kB, RSS {h['rss_pages']} pages, "
-          f"read in {snap.meta['capture_s']:.3f} s"
+          f"/proc read in {snap.meta['capture_s']:.3f} s"
           + (f"; copied on write while child {snap.meta['child_pid']} lived: "
              f"{h['cow_pages']} pages (parent {snap.meta['cow_by_parent']}, child "
              f"{snap.meta['cow_by_child']}, unknown {snap.meta['cow_side_unknown']}), "
              f"{snap.meta['polls']} polls" if args.cow else "")
-          + f" in {time.perf_counter() - t0:.2f} s -> {args.out}")
+          + f"; {time.perf_counter() - t0:.2f} s in all; wrote {args.out}")
     for note in snap.meta.get("notes", []):
         print(f"note: {note}")
     return 0

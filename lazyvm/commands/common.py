@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import argparse
 import ast
+import os
 import shutil
+import sys
 
 from .. import costs
 from ..layout import LAYOUTS
+from ..measure import calibrate
 from ..measure import host as measure
 from ..report import format as report
 
@@ -107,18 +110,46 @@ def param(text: str) -> tuple:
 
 def add_costs_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--costs", metavar="PROFILE",
-                   help="cost profile for the predicted kernel time: host (made by "
-                        "lazyvm calibrate), linux-2.5.41, a JSON file, or none (default: "
-                        "host when there is one, else linux-2.5.41)")
+                   help="cost profile for the predicted kernel time: host (this "
+                        "machine's, made by lazyvm calibrate; the default, made by a quick "
+                        "calibration on the first run), linux-2.5.41 (the 2002 kernel), a "
+                        "JSON file, or none")
 
 
 def profile(args):
     """(Profile or None, spec, why) for --costs, or UsageError (one line) when it does
-    not load: called before anything is measured."""
+    not load: called before anything is measured.  Without --costs it is this
+    machine's host profile; when there is none yet, a quick calibration makes it now
+    (default_host_profile)."""
+    why_default = None
+    if args.costs is None:
+        why_default = default_host_profile(args.command)
     try:
-        return costs.choose_profile(args.costs)
+        prof, spec, why = costs.choose_profile(args.costs)
     except ValueError as e:                   # costs.ProfileError
         raise UsageError(f"--costs: {e}") from None
+    return prof, spec, (why_default or why)
+
+
+def default_host_profile(command: str):
+    """Make the host profile with a quick calibration when there is none yet (on Linux),
+    saying so on stderr; returns the reason to print beside the figures, or None when
+    the profile was already there (or cannot be made on this system, where the
+    default stays linux-2.5.41)."""
+    if os.path.exists(costs.host_profile_path()) or not sys.platform.startswith("linux"):
+        return None
+    print(f"lazyvm {command}: no host profile yet: measuring this machine's kernel costs "
+          "(lazyvm calibrate --quick, about 10 s) ...", file=sys.stderr, flush=True)
+    try:
+        path, took = calibrate.ensure_host_profile()
+    except (OSError, RuntimeError) as e:
+        raise UsageError(f"the quick calibration failed ({e}): give --costs "
+                         "linux-2.5.41 or --costs none") from None
+    print(f"lazyvm {command}: saved the host profile to {path} ({took:.0f} s); lazyvm "
+          "calibrate makes a fuller one, --costs linux-2.5.41 predicts the 2002 kernel",
+          file=sys.stderr, flush=True)
+    return (f"default: this machine's host profile, made just now by a quick "
+            f"calibration ({path})")
 
 
 def add_machine_options(p: argparse.ArgumentParser) -> None:
@@ -144,6 +175,8 @@ def check_outputs(args) -> None:
     try:
         if getattr(args, "json", None):
             report.check_output(args.json, "--json")
+        if getattr(args, "out", None):
+            report.check_output(args.out, "--out")
         if getattr(args, "plot", None):
             report.check_plot(args.plot)
     except ValueError as e:

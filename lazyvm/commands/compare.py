@@ -30,6 +30,10 @@ def add_parser(sub) -> None:
     cp.add_argument("--plot", metavar="FILE.png",
                     help="draw fork latency against pages with quartile error bars "
                          "(.png, .svg or .pdf; needs matplotlib)")
+    cp.add_argument("--full", action="store_true",
+                    help="after the summary, every table: the simulator's own times with "
+                         "spreads, the predicted fork and fork+exit, the findings beside "
+                         "the published figures")
     cp.add_argument("--check", action="store_true",
                     help="run Machine.check() on every machine after measuring it")
     cp.add_argument("--no-progress", action="store_true",
@@ -42,6 +46,10 @@ def add_parser(sub) -> None:
 def cmd_compare(args) -> int:
     check_outputs(args)
     opts = machine_options(args)
+    try:
+        compare.check_sizes(args.sizes, args.quick, opts["layout"])
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     prof, _, why = profile(args)
     try:
         record = compare.run_compare(sizes=args.sizes, repeats=args.repeats,
@@ -50,7 +58,9 @@ def cmd_compare(args) -> int:
                                      **opts)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    sys.stdout.write(compare_report.format_report(record))
+    sys.stdout.write(compare_report.format_summary(record))
+    if args.full:
+        sys.stdout.write("\n" + compare_report.format_report(record))
     if args.json:
         compare_report.write_json(record, args.json)
         print(f"wrote {args.json}")

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 
 from ..layout import LAYOUTS
 from ..report.replay import format_replay, plot_replay, write_json
 from ..workloads.replay import replay
 from ..workloads.snapshot import Snapshot, SnapshotError
-from .common import UsageError
+from .common import UsageError, add_costs_option, check_outputs, profile
 
 
 def add_parser(sub) -> None:
@@ -21,20 +20,22 @@ def add_parser(sub) -> None:
                     "counters beside the kernel's recorded figures.")
     rp.add_argument("file", metavar="FILE", help="a snapshot written by lazyvm capture")
     rp.add_argument("--layout", choices=tuple(LAYOUTS), default=None,
-                    help="paging layout (default x86_64 when the core has it, else i386)")
-    rp.add_argument("--costs", metavar="PROFILE",
-                    help="predict kernel time with a cost profile (host, linux-2.5.41, "
-                         "or a JSON file)")
+                    help="paging layout (default x86_64: the captured process's own "
+                         "addresses; i386 and pae relocate it into 3 GiB)")
+    add_costs_option(rp)
     rp.add_argument("--configs", metavar="NAME,NAME",
                     help="configurations (default copy,copy+rmap,share,share+rmap)")
     rp.add_argument("--repeats", type=int, default=3, metavar="R",
                     help="forks timed per configuration (median; default 3)")
     rp.add_argument("--json", metavar="F", help="write every figure to F as JSON")
-    rp.add_argument("--plot", metavar="F", help="draw the configurations to F (PNG)")
+    rp.add_argument("--plot", metavar="F",
+                    help="draw the configurations to F (.png, .svg or .pdf; needs "
+                         "matplotlib)")
     rp.set_defaults(handler=cmd_replay)
 
 
 def cmd_replay(args) -> int:
+    check_outputs(args)
     try:
         snap = Snapshot.load(args.file)
     except SnapshotError as e:
@@ -44,13 +45,13 @@ def cmd_replay(args) -> int:
         configs = [c for c in args.configs.replace(" ", "").split(",") if c]
     if args.repeats is not None and args.repeats < 1:
         raise UsageError("--repeats must be at least 1")
-    if args.plot and importlib.util.find_spec("matplotlib") is None:
-        raise UsageError("--plot needs matplotlib: pip install matplotlib")
+    prof, _, why = profile(args)
     try:
-        rec = replay(snap, layout=args.layout, costs=args.costs, configs=configs,
+        rec = replay(snap, layout=args.layout, costs=prof, configs=configs,
                      repeats=args.repeats)
     except SnapshotError as e:
         raise UsageError(str(e)) from None
+    rec["costs_reason"] = why
     sys.stdout.write(format_replay(rec))
     if args.json:
         write_json(rec, args.json)

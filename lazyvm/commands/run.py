@@ -7,7 +7,7 @@ import sys
 from ..measure import published
 from ..report import format as report
 from ..report import replay as replay_report
-from ..report.run import format_results
+from ..report.run import format_results, format_summary
 from ..workloads import builtin as workloads
 from ..workloads import snapshot
 from .common import (UsageError, add_costs_option, add_machine_options, check_outputs,
@@ -29,6 +29,10 @@ def add_parser(sub) -> None:
     rp.add_argument("--configs", metavar="NAME,NAME",
                     help="configurations to run (copy, copy+rmap, share, share+rmap; "
                          "default all)")
+    rp.add_argument("--full", action="store_true",
+                    help="after the summary, every table: phases with spreads, every "
+                         "counter, and for published the 2002 figures beside the "
+                         "prediction")
     rp.add_argument("--check", action="store_true",
                     help="run Machine.check() after every iteration (untimed)")
     add_costs_option(rp)
@@ -74,16 +78,6 @@ def cmd_run(args) -> int:
     if args.name in workloads.EXTERNAL:
         return _run_external(args, params)
     opts = machine_options(args)
-    if args.name == "published" and args.costs is None:
-        # The published figures are Linux 2.5.41's: by default they are predicted with
-        # the profile fitted to that kernel, not with this host's.
-        args.costs = "linux-2.5.41"
-        prof, _, why = profile(args)
-        why = ("default for the published workload: its figures are Linux 2.5.41's, the "
-               "kernel this built-in profile was fitted to (--costs host for this "
-               "machine's)")
-    else:
-        prof, _, why = profile(args)
     try:
         workloads.check_params(args.name, params, args.quick, opts["layout"])
     except ValueError as e:
@@ -96,6 +90,15 @@ def cmd_run(args) -> int:
             raise UsageError(f"unknown configuration {', '.join(bad) or '(none)'}: use "
                              + ", ".join(workloads.CONFIGS))
     check_outputs(args)
+    if args.name == "published" and args.costs is None:
+        # The published figures are Linux 2.5.41's: by default they are predicted with
+        # the profile fitted to that kernel, not with this host's.
+        args.costs = "linux-2.5.41"
+        prof, _, why = profile(args)
+        why = ("default for published: Linux 2.5.41, the kernel its 2002 figures are of; "
+               "--costs host for this machine's")
+    else:
+        prof, _, why = profile(args)
     results = workloads.run_workload(args.name, configs=configs, quick=args.quick,
                                      check=args.check, settle=True, costs=prof,
                                      **opts, **params)
@@ -104,13 +107,15 @@ def cmd_run(args) -> int:
     else:
         results["predicted"] = None
         results["predicted_off"] = why
-    print(format_results(results))
-    if prof is None:
-        print(f"no predicted kernel time: {why}")
+    print(format_summary(results))
+    if args.full:
+        print()
+        print(format_results(results))
     if args.name == "published" and prof is not None:
         text, rec = published.report(prof)
-        print()
-        print(fit_width(text))
+        if args.full:
+            print()
+            print(fit_width(text))
         results["predicted_published"] = rec
     if args.json:
         report.write_json(results, args.json, kind="run")
@@ -132,8 +137,6 @@ def _run_external(args, params) -> int:
         raise UsageError("give the cost profile once: --costs or -p costs=")
     if "costs" in params:
         args.costs = params["costs"]
-    prof, spec, why = profile(args)
-    params["costs"] = None if prof is None else spec
     if args.configs:
         try:
             params.update(workloads.check_external_params(
@@ -145,6 +148,8 @@ def _run_external(args, params) -> int:
     if args.check:
         params["check"] = True
     check_outputs(args)
+    prof, spec, why = profile(args)
+    params["costs"] = None if prof is None else spec
     try:
         text, rec = workloads.EXTERNAL[args.name].run(params)
     except (snapshot.SnapshotError, OSError, RuntimeError) as e:
@@ -153,6 +158,6 @@ def _run_external(args, params) -> int:
     sys.stdout.write(text)
     print(f"cost profile: {spec if prof is not None else 'none'} ({why})")
     if args.json:
-        replay_report.write_json(rec, args.json)
+        replay_report.write_json(rec, args.json, kind=args.name)
         print(f"wrote {args.json}")
     return 0

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .. import view
 from ..view import scenario as sc_mod
+from ..report import format as report
 from ..workloads.builtin import WORKLOADS
 from .common import UsageError
 
@@ -59,9 +60,20 @@ def cmd_show(args) -> int:
     if not (args.html or args.svg or args.png):
         default = Path(Path(args.scenario).stem + ".html")
         args.html = str(default)
+    if args.step is not None and (args.svg or args.png) is None:
+        raise UsageError("--step chooses the step of --svg or --png; give one of them")
+    try:
+        for flag in ("html", "svg", "png"):
+            if getattr(args, flag):
+                report.check_output(getattr(args, flag), "--" + flag)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     try:
         what = _scenario(args.scenario)
         scen = sc_mod.load(what)
+        if args.step is not None and not 1 <= args.step <= len(scen["step"]):
+            raise UsageError(f"--step must be 1..{len(scen['step'])} for this scenario, "
+                             f"not {args.step}")
         step = args.step if args.step is not None else len(scen["step"])
         if args.html:
             Path(args.html).write_text(view.page_html(scen, name=args.scenario),

@@ -26,7 +26,9 @@ def add_parser(sub) -> None:
     p.add_argument("--out", required=True, metavar="FILE", help="results, .parquet or .csv")
     p.add_argument("--plot", metavar="F.png", help="draw --y against --x")
     p.add_argument("--x", metavar="PARAM", default="pages")
-    p.add_argument("--y", metavar="FIGURE", default="sim_ns")
+    p.add_argument("--y", metavar="FIGURE", default="sim_ns_median",
+                   help="a column of the results (default sim_ns_median: the simulator's "
+                        "fork through exit, median of the point's repeats)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=cmd_sweep)
 
@@ -38,11 +40,18 @@ def cmd_sweep(args) -> int:
         if args.scheduler and args.executor != "dask":
             raise sw.SpecError("--scheduler needs --executor dask")
         sw.check_out(args.out)
+        sw.check_writable(args.out, "--out")
+        if args.plot:
+            sw.check_plot(args.plot)
+            sw.check_plot_columns(args.x, args.y)
         with warnings.catch_warnings(record=True) as said:
             warnings.simplefilter("always", DeprecationWarning)
             points = sw.load_spec(args.spec)
         for w in said:                       # e.g. a workload's earlier name
             print(f"lazyvm sweep: warning: {w.message}", file=sys.stderr)
+        sw.check_points(points)
+        if args.scheduler:
+            sw.check_scheduler(args.scheduler)
         t0 = time.perf_counter()
         df = sw.sweep(points, args.out, executor=args.executor, workers=args.workers,
                       scheduler=args.scheduler,

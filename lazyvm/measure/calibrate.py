@@ -51,7 +51,7 @@ import time
 import numpy as np
 
 from .. import Machine
-from ..costs import EVENTS, FORMAT_VERSION, Profile
+from ..costs import EVENTS, FORMAT_VERSION, Profile, host_profile_path
 from . import worker
 from .fit import CalibrationError, fit_nonneg, predict_fork_ns
 from .host import machine_description
@@ -276,8 +276,8 @@ def calibrate(quick=False, validate=False, progress=None):
         f"per-anon_vma coefficients of the {regr} (lazyvm's VMAs are anonymous memory; "
         "a VMA without anon_vma costs the per-VMA coefficient alone, in meta)")
     put("exit_vmas", e[1] + e[2], math.hypot(es[1], es[2]), "measured: per-VMA plus "
-        f"per-anon_vma coefficients of the {erg} "
-        "(lazyvm does not count the VMAs an exit tears down)")
+        f"per-anon_vma coefficients of the {erg} (lazyvm counts the VMAs an exit or "
+        "exec tears down as exit_vmas)")
     put("ptes_copied", b[3], bs[3], f"measured: per-PTE coefficient of the {regr}")
     put("ptes_zapped", e[3], es[3], f"measured: per-PTE coefficient of the {erg} "
         "(pages still mapped by the parent: a reference dropped, not a page freed)")
@@ -544,4 +544,20 @@ def format_compare(rows):
     n = sum(r["in_uncertainties"] > 1 for r in rows)
     out.append(f"  {n} of {len(rows)} costs moved by more than their uncertainty")
     return "\n".join(out)
+
+
+# -- the default profile ------------------------------------------------------------
+
+def ensure_host_profile(say=None):
+    """The host profile, made now by a quick calibration (``lazyvm calibrate --quick``,
+    about 10 s) and saved where load_profile("host") reads it when there is none yet.
+    Returns (path, seconds the calibration took, or None when the profile was there).
+    Raises OSError when it cannot be saved, RuntimeError when the measurement fails."""
+    path = host_profile_path()
+    if os.path.exists(path):
+        return path, None
+    t0 = time.perf_counter()
+    prof, _ = calibrate(quick=True, progress=say)
+    prof.save(path)
+    return path, time.perf_counter() - t0
 

@@ -142,6 +142,12 @@ def machine_options(layout: str = "i386", share_level: int = 1) -> dict:
     if layout != "i386":
         out["layout"] = layout
     if share_level != 1:
+        top = LAYOUTS[layout].max_share_level
+        if not 1 <= share_level <= top:
+            why = (" (a pae PDPT entry has no RW bit to write-protect a shared pmd table)"
+                   if layout == "pae" else "")
+            raise ValueError(f"--share-level {share_level}: {layout} shares at level "
+                             f"1{'..' + str(top) if top > 1 else ''} only{why}")
         out["share_level"] = share_level
     return out
 
@@ -151,6 +157,23 @@ def layout_limits(layout: str = "i386") -> tuple:
     there is and the most memory a Machine may have (lazyvm.layout's table)."""
     info = LAYOUTS[layout]
     return info.task_size // PAGE_SIZE, info.max_memory
+
+
+def host_memory_bytes() -> Optional[int]:
+    """This machine's physical memory in bytes (None where the system does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_host_memory(need: int, what: str) -> None:
+    """Raise ValueError (one line) when `what` needs more than this machine's memory:
+    the simulated frames a run touches are backed by the host's."""
+    have = host_memory_bytes()
+    if have and need > have:
+        raise ValueError(f"{what} needs about {need / 2**30:,.1f} GiB of simulated memory, "
+                         f"more than this machine's {have / 2**30:,.1f} GiB")
 
 
 def memory_for(frames: int, layout: str = "i386") -> int:

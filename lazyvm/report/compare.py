@@ -28,6 +28,10 @@ PREDICTED_SPREAD = ("no spread: the counts are exact and deterministic, so the p
 
 
 
+def _div(a, b):
+    return a / b if b else None
+
+
 def _mark(s: dict) -> str:
     """'' for a settled spread, '~' for one still wide after the extra repeats."""
     return "~" if s.get("wide") else ""
@@ -35,18 +39,17 @@ def _mark(s: dict) -> str:
 
 def format_table(record: dict) -> str:
     """The main table: one row per size x configuration, Linux first."""
-    head = ("pages", "config", "fork", "q1-q3", "ns/page", "Linux/this", "c+r/this",
-            "n", "tables", "nodes", "frames")
+    head = ("pages", "config", "warm fork", "q1-q3", "ns/page", "Linux/this", "n",
+            "tables", "nodes", "frames")
     rows = []
     for e in record["results"]:
         n = e["pages"]
         lin = e[LINUX]
         ls = lin["fork_ns_spread"]
-        cr = e["configs"]["copy+rmap"]["fork_ns_spread"]
         tables = lin.get("vmpte_kb")
         med, q = _r.ns_spread(ls)
         rows.append((f"{n:,}", LINUX, med, q + _mark(ls), f"{lin['ns_per_page']:.1f}",
-                     "1x", _r.x(_m.ratio(cr, ls)["ratio"]), str(ls["n"]),
+                     "1x", str(ls["n"]),
                      (f"{tables // 4:,}*" if tables is not None else "-"), "-", "-"))
         for name in CONFIG_NAMES:
             c = e["configs"][name]
@@ -54,8 +57,7 @@ def format_table(record: dict) -> str:
             d = c["first_fork"]["delta"]
             med, q = _r.ns_spread(s)
             rows.append(("", name, med, q + _mark(s), f"{c['ns_per_page']:.2f}",
-                         _r.x(e["ratios"]["linux_over"][name]["ratio"]),
-                         _r.x(e["ratios"]["copy_rmap_over"][name]["ratio"]), str(s["n"]),
+                         _r.x(e["ratios"]["linux_over"][name]["ratio"]), str(s["n"]),
                          _r.integer(d.get("page_tables")),
                          _r.integer(d.get("pte_chain_nodes")),
                          _r.integer(d.get("frames_used"))))
@@ -67,11 +69,11 @@ def format_table(record: dict) -> str:
     p = record["parameters"]
     lines += [""]
     lines += _r.wrap(
-        "fork: median of the timed forks, each right after an untimed one (warm caches, "
+        "warm fork: median of the timed forks, each right after an untimed one (warm caches, "
         "as Linux's back-to-back forks), the four configurations interleaved round-robin; "
         "q1-q3: its quartiles, in the median's unit; n: forks timed. ns/page = fork / "
-        "pages. Linux/this: this machine's fork() time / this row's; c+r/this: "
-        "copy+rmap's / this row's (ratios of medians; their ranges are in the JSON).")
+        "pages. Linux/this: this machine's fork() time / this row's (a ratio of medians; "
+        "its range and copy+rmap's ratio to each row are in the JSON).")
     lines += _r.wrap(
         f"A spread is wide when q3 - q1 exceeds {p['wide_spread']:.0%} of the median; "
         f"such a row gets more forks, up to {p['max_repeat_factor']}x as many. {extra} "
@@ -97,8 +99,8 @@ def format_predicted(record: dict) -> str:
     out = _r.wrap(f"Predicted kernel time, {pred['profile']} cost profile ({pred['reason']})"
                   f": {pred.get('description') or ''}")
     out.append("")
-    head = ("pages", "config", "kernel fork", "+-", "fork+exit", "vs copy", "c+r/this",
-            "timed fork", "timed vs copy")
+    head = ("pages", "config", "predicted fork", "+-", "fork+exit", "vs copy", "c+r/this",
+            "sim warm fork", "vs copy")
     rows = []
     for e in record["results"]:
         p = e.get("predicted")
@@ -117,13 +119,13 @@ def format_predicted(record: dict) -> str:
     out += _r.table(head, rows, left=(1,), blank_before=0)
     out.append("")
     out += _r.wrap(
-        "kernel fork, fork+exit: the events the simulator counted in one fork (and one "
+        "predicted fork, fork+exit: the events the simulator counted in one fork (and one "
         "fork+exit) of this size, times the profile's cost of each; +-: the profile's "
         "uncertainty (one standard error) of the fork. " + PREDICTED_SPREAD[0].upper()
         + PREDICTED_SPREAD[1:] + ". vs copy: this row's predicted fork / copy's; "
-        "c+r/this: copy+rmap's / this row's. timed fork: the simulator's median fork "
+        "c+r/this: copy+rmap's / this row's. sim warm fork: the simulator's median fork "
         "(its own time, with the spread of the table above); * Linux: this machine's "
-        "measured fork of this Python process (median), and in kernel fork its "
+        "measured warm fork of this Python process (median), and in predicted fork its "
         "prediction from the process's own VMAs, PTEs and tables (a host's profile only)."
         " This machine's kernel copies, so it is to be set beside the copy rows; it also "
         "copies this Python process's own mappings, which the simulated process has not.")
@@ -141,7 +143,9 @@ def format_findings(record: dict) -> str:
     rows = []
     for e in results:
         lin, r = e[LINUX], e["ratios"]
-        rows.append((f"{e['pages']:,}", f"{lin['ns_per_page_marginal']:.1f}",
+        marg = lin["ns_per_page_marginal"]
+        rows.append((f"{e['pages']:,}",
+                     f"{marg:.1f}" if marg > 0 else "below noise",
                      f"{e['configs']['copy']['ns_per_page']:.2f}",
                      _r.x_range(r["copy_rmap_over_copy"]),
                      _r.x_range(r["copy_rmap_over_share_rmap"]),
@@ -150,19 +154,19 @@ def format_findings(record: dict) -> str:
     out += _r.wrap("Simulator time: ratios of the medians, with the range they take when "
                    "both figures lie inside their quartiles. c+r = copy+rmap, s+r = "
                    "share+rmap. Linux ns/page: the marginal cost, (fork with the N pages - "
-                   "fork of the same process without them) / N.")
+                   "fork of the same process without them) / N; below noise where the "
+                   "difference is not above zero (the spread of the two medians hides it).")
     pred = record.get("predicted") or {}
     if any(e.get("predicted") for e in results):
         out.append("")
-        head = ("pages", "c+r/copy", "c+r/s+r", "c+r/s+r fork+exit", "copy/share",
-                "s+r/c+r")
+        head = ("pages", "c+r/copy", "c+r/s+r", "c+r/s+r fork+exit", "copy/share")
         rows = []
         for e in results:
             r = e["predicted"]["ratios"]
             rows.append((f"{e['pages']:,}", _r.x(r["copy_rmap_over_copy"]),
                          _r.x(r["copy_rmap_over_share_rmap"]),
                          _r.x(r["copy_rmap_over_share_rmap_fork_exit"]),
-                         _r.x(r["copy_over_share"]), _r.x(r["share_rmap_over_copy_rmap"])))
+                         _r.x(r["copy_over_share"])))
         out += _r.table(head, rows, left=())
         out += _r.wrap(f"Predicted kernel time ({pred.get('profile')}): the same ratios "
                        "from the counted events, exact (no range). The findings below set "
@@ -222,8 +226,133 @@ def format_findings(record: dict) -> str:
     return "\n".join(out)
 
 
+SUMMARY_LINES = 25            # the most lines format_summary prints
+
+
+def _group_line(rule: str, groups) -> str:
+    """A line over a table's header naming groups of columns: `rule` is the table's
+    line of dashes, `groups` (title, number of columns) from the left."""
+    spans = [len(r) for r in rule.split("  ")]
+    out, col = "", 0
+    for title, n in groups:
+        width = sum(spans[col:col + n]) + 2 * (n - 1)
+        out += (title.center(width) if title else " " * width) + "  "
+        col += n
+    return out.rstrip()
+
+
+def _profile_sureness(record: dict) -> str:
+    """One line on how far the predicted figures can be trusted: what the profile is,
+    its own uncertainty at the largest size, and how it was made."""
+    pred = record.get("predicted") or {}
+    top = record["results"][-1]
+    c = (top.get("predicted") or {}).get("configs", {}).get("copy")
+    rel = (f" (+-{100 * c['fork_ns_se'] / c['fork_ns']:.0f}% at {top['pages']:,} pages, "
+           f"one standard error)" if c and c["fork_ns"] else "")
+    if pred.get("profile") == "host":
+        how = ("exact counts priced by this machine's kernel costs, fitted to real forks"
+               + rel + "; pte_chains and shared tables exist in no released kernel, so "
+               "their costs come from measured cache misses")
+    else:
+        how = (f"exact counts priced by the {pred.get('profile')} profile" + rel + ": "
+               + (pred.get("description") or ""))
+    return how
+
+
+def host_like_name(pred: dict) -> bool:
+    """Whether a run's "predicted" record was priced by a host's profile."""
+    return pred.get("profile") == "host" or any(
+        "x86-64 kernel" in n for n in pred.get("notes", ()))
+
+
+def format_summary(record: dict) -> str:
+    """The answer first, at most SUMMARY_LINES lines: per size what sharing page tables
+    saves at fork and costs at the first write (predicted kernel time), the page
+    tables the child owns, and this machine's measured fork beside them; then one line
+    on how sure each figure is."""
+    mach = record["machine"]
+    p = record["parameters"]
+    pred = record.get("predicted") or {}
+    mem = mach.get("memory_bytes")
+    load = mach.get("load_average")
+    layout = p.get("layout", "i386")
+    out = _r.wrap(
+        f"lazyvm {record['lazyvm_version']} compare: fork of N touched pages, {layout} "
+        f"layout, {mach.get('cpu_model')} ({mach.get('cores')} cores"
+        + (f", {mem / (1 << 30):.1f} GiB" if mem else "")
+        + (f", load {load[0]:.2f}" if load else "") + ")")
+    if pred.get("profile"):
+        out += _r.wrap(f"predicted kernel time: {pred['profile']} cost profile "
+                       f"({pred['reason']})", "", "  ")
+        groups = (("", 1), ("predicted kernel fork", 4), ("first write", 2),
+                  ("child's tables", 2), ("Linux fork", 1))
+        head = ("pages", "copy", "share", "c+rmap", "s+rmap", "copy", "share", "copy",
+                "share", "measured")
+    else:
+        out += _r.wrap(f"predicted kernel time: none ({pred.get('reason')})", "", "  ")
+        groups = (("", 1), ("child's tables", 2), ("Linux fork", 1))
+        head = ("pages", "copy", "share", "measured")
+    rows = []
+    for e in record["results"]:
+        lin = e[LINUX]["fork_ns_spread"]
+        linux = f"{_r.ns(lin['median'])}"
+        tab = [f"{e['configs'][n]['first_fork']['delta'].get('page_tables', 0) * 4:,} kB"
+               for n in ("copy", "share")]
+        if pred.get("profile"):
+            pc = e["predicted"]["configs"]
+            rows.append((f"{e['pages']:,}", *(_r.ns(pc[n]["fork_ns"]) for n in
+                                              ("copy", "share", "copy+rmap", "share+rmap")),
+                         _r.ns(pc["copy"]["first_write_ns"]),
+                         _r.ns(pc["share"]["first_write_ns"]), *tab, linux))
+        else:
+            rows.append((f"{e['pages']:,}", *tab, linux))
+    table = _r.table(head, rows, left=())
+    out.append(_group_line(table[1], groups))
+    out += table
+    top = record["results"][-1]
+    if pred.get("profile"):
+        pc = top["predicted"]["configs"]
+        saved = pc["copy"]["fork_ns"] - pc["share"]["fork_ns"]
+        extra = pc["share"]["first_write_ns"] - pc["copy"]["first_write_ns"]
+        tables = top["configs"]["copy"]["first_fork"]["delta"].get("page_tables", 0)
+        if saved > 0:
+            line = (f"at {top['pages']:,} pages sharing saves {_r.ns(saved)} of kernel time "
+                    f"per fork ({_r.x(_div(pc['copy']['fork_ns'], pc['share']['fork_ns']))}"
+                    f" less than copying)")
+        else:
+            line = f"at {top['pages']:,} pages sharing saves nothing at fork"
+        if extra > 0 and tables:
+            line += (f" and costs {_r.ns(extra)} more at the first write under each shared "
+                     f"table (it copies that table's entries): ")
+            line += (f"sharing is ahead while the child writes under fewer than about "
+                     f"{int(saved // extra):,} of its {tables:,} tables"
+                     if saved // extra < tables else
+                     f"sharing is ahead even if the child writes under all {tables:,} "
+                     f"tables")
+        out += _r.wrap(line + ".", "", "  ")
+    out.append("how sure:")
+    if pred.get("profile"):
+        out += _r.wrap("- predicted kernel time: " + _profile_sureness(record) + ".",
+                       "", "  ")
+        if host_like_name(pred) and layout != "x86_64":
+            out += _r.wrap(f"- the host profile prices this machine's x86-64 kernel; these "
+                           f"counts are {layout}'s (--layout x86_64 counts the work this "
+                           f"kernel does).", "", "  ")
+    lin = top[LINUX]["fork_ns_spread"]
+    out += _r.wrap(
+        f"- Linux fork: fork() of this Python process holding the N pages, warm median "
+        f"of {lin['n']} (at {top['pages']:,} pages {_r.ns(lin['median'])}, q1-q3 "
+        f"{_r.ns_spread(lin)[1]}); this kernel copies: set it beside copy.", "", "  ")
+    out += _r.wrap("- tables: the page tables the child owns after the fork (x 4 KiB), "
+                   "counted exactly.", "", "  ")
+    out += _r.wrap("every table (the simulator's own times with spreads, fork+exit, the "
+                   "findings beside the published figures): --full, or --json", "", "")
+    return "\n".join(out) + "\n"
+
+
 def format_report(record: dict) -> str:
-    """Everything `lazyvm compare` prints: header, table, findings."""
+    """Everything `lazyvm compare --full` prints after the summary: header, table,
+    predicted kernel time, findings."""
     mach = record["machine"]
     mem = mach.get("memory_bytes")
     p = record["parameters"]
@@ -284,8 +413,9 @@ def plot(record: dict, path: str):
     fig, axes = plt.subplots(1, 2 if with_pred else 1,
                              figsize=(15, 6) if with_pred else (8, 5.5), squeeze=False)
     _r.draw_lines(axes[0][0], xs, series, "touched pages (4 KiB)",
-                  "fork latency, median and quartiles (µs)",
-                  "simulator time: fork latency vs pages\n"
+                  "warm fork: median and quartiles of forks that each follow an "
+                  "untimed one (µs)",
+                  "measured: warm fork vs pages (lazyvm's own time; Linux's fork())\n"
                   f"{mach.get('cpu_model')}, {mach.get('cores')} cores, "
                   f"lazyvm {record['lazyvm_version']}, {_r.build_text(record['build'])}",
                   styles)

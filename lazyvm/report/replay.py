@@ -4,9 +4,8 @@ capture)."""
 
 from __future__ import annotations
 
-import json
-
 from ..layout import LAYOUTS
+from . import format as _r
 
 __all__ = ["format_replay", "write_json", "plot_replay"]
 
@@ -17,16 +16,18 @@ def _ms(ns):
 
 def format_replay(rec):
     """The replay as text: one row per configuration, the kernel's figures below."""
-    h = rec["host"]
+    h = rec["captured"]
     lines = [f"replay of {h.get('name') or '?'} (pid {h.get('pid')}) on {rec['layout']}"
              f"{', costs ' + rec['costs'] if rec.get('costs') else ''}: "
              f"{h['present_pages']} present pages, {rec['write_set']} pages written after "
              "the fork", ""]
-    head = ("config", "fork ms", "kernel ms", "cow copies", "unshares", "ptes copied",
-            "tables P", "tables C", "peak frames", "peak nodes")
+    head = ("config", "sim fork ms", "q1-q3", "kernel ms", "cow copies", "unshares",
+            "ptes copied", "tables P", "tables C", "peak frames", "peak nodes")
     rows = [head]
     for name, c in rec["configs"].items():
-        rows.append((name, _ms(c["fork_ns"]), _ms(c["kernel_ns"]), c["cow_copies"],
+        rows.append((name, _ms(c["fork_ns_median"]),
+                     f"{_ms(c['fork_ns_q1'])}-{_ms(c['fork_ns_q3'])}",
+                     _ms(c["kernel_ns"]), c["cow_copies"],
                      _fmt_unshares(c), c["ptes_copied"], c["page_tables"],
                      c["child_page_tables"], c["frames_peak"], c["pte_chain_nodes_peak"]))
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(head))]
@@ -34,6 +35,10 @@ def format_replay(rec):
         lines.append("  ".join(str(v).rjust(w) if i else str(v).ljust(w)
                                for i, (v, w) in enumerate(zip(r, widths))))
     lines.append("")
+    lines += _r.wrap(f"sim fork: the simulator's own time, median of {rec.get('repeats')} "
+                     "forks of the built process (q1-q3: their quartiles; each one in the "
+                     "JSON); kernel: the fork's counted events priced by the cost profile "
+                     "(predicted kernel time, exact: no spread)")
     lines.append(f"the write set reaches {rec['write_set_leaf_tables']} of the "
                  f"{rec['leaf_tables']} leaf tables "
                  f"({LAYOUTS[rec['layout']].table_span(1) >> 20} MiB "
@@ -68,10 +73,11 @@ def _fmt_unshares(c):
     return f"{c['unshares']} (" + "/".join(str(lv[k]) for k in sorted(lv)) + ")"
 
 
-def write_json(rec, path):
-    with open(path, "w") as f:
-        json.dump(rec, f, indent=2, sort_keys=True, default=int)
-        f.write("\n")
+def write_json(rec, path, kind="replay"):
+    """`rec` as JSON under the envelope every command's JSON starts with (docs/JSON.md:
+    format lazyvm-KIND, version, time, host: the machine that ran the replay, build);
+    the captured process is under "captured"."""
+    _r.write_json(rec, path, kind=kind)
 
 
 def plot_replay(rec, path):
@@ -83,7 +89,7 @@ def plot_replay(rec, path):
 
     names = list(rec["configs"])
     cs = [rec["configs"][n] for n in names]
-    panels = [("fork (simulated) ms", [c["fork_ns"] / 1e6 for c in cs]),
+    panels = [("simulated fork ms (median)", [c["fork_ns_median"] / 1e6 for c in cs]),
               ("ptes copied", [c["ptes_copied"] for c in cs]),
               ("unshares", [c["unshares"] for c in cs]),
               ("page tables parent/child", [c["page_tables"] + c["child_page_tables"]
@@ -95,7 +101,7 @@ def plot_replay(rec, path):
         ax.bar(names, vals, color=["#777", "#444", "#3a7", "#185"][:len(names)])
         ax.set_title(title, fontsize=9)
         ax.tick_params(axis="x", labelsize=7, rotation=20)
-    h = rec["host"]
+    h = rec["captured"]
     fig.suptitle(f"replay of {h.get('name')} ({rec['layout']}): VmPTE {h.get('vm_pte_kb')} kB,"
                  f" copied on write {h.get('cow_pages')}", fontsize=10)
     fig.tight_layout()

@@ -109,6 +109,10 @@ def load(name_or_path):
     if name_or_path in BUILTIN:
         return validate(BUILTIN[name_or_path], name_or_path)
     path = Path(name_or_path)
+    if path.suffix in (".toml", ".py") and not path.exists():
+        raise ScenarioError(f"{name_or_path}: no such file")
+    if path.is_dir():
+        raise ScenarioError(f"{name_or_path}: is a directory, not a .toml or .py file")
     if not path.is_file():
         raise ScenarioError(f"no scenario {name_or_path!r}: built-ins are "
                             f"{', '.join(BUILTIN)}, or give a .toml or .py file")

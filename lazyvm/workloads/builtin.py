@@ -110,6 +110,9 @@ class _Meter:
         self.loops = {}              # loop -> [ns per iteration, ...]
         self.iterations = 0
         self.counters = dict.fromkeys(COUNTER_KEYS, 0)
+        self.asked = {}              # loop -> iterations asked for (without settle's)
+        self.loop_counters = {}      # loop -> {counter: difference over its iterations}
+        self._seg = None             # the loop of the measured segment under way
         self.peaks = dict.fromkeys(PEAK_KEYS, 0)
         self._on = False
         self._before = None
@@ -120,6 +123,7 @@ class _Meter:
         for _ in range(self.warmup):
             yield
         self._begin()
+        self._seg = None
         try:
             done, limit = 0, n
             while done < limit:
@@ -134,6 +138,8 @@ class _Meter:
                                                     "settled": not wide}
         finally:
             self._end()
+            if self._seg is not None:
+                self.asked[self._seg] = self.asked.get(self._seg, 0) + n
 
     def _begin(self):
         self.m.reset_peaks()
@@ -145,8 +151,11 @@ class _Meter:
             return
         after = self.m.stats()
         self._on = False
+        seg = self.loop_counters.setdefault(self._seg, dict.fromkeys(COUNTER_KEYS, 0))
         for k in COUNTER_KEYS:
-            self.counters[k] += int(after[k]) - int(self._before[k])
+            d = int(after[k]) - int(self._before[k])
+            self.counters[k] += d
+            seg[k] += d
         for k in PEAK_KEYS:
             self.peaks[k] = max(self.peaks[k], int(after[k]))
 
@@ -161,6 +170,7 @@ class _Meter:
             self.loops.setdefault(loop, []).append(ns)
             self.iterations += 1
             self._last = loop
+            self._seg = loop
         if self.check:
             self.m.check()
 
@@ -169,13 +179,47 @@ class _Meter:
         total = sum(sum(v) for v in self.phases.values())
         out["iterations"] = self.iterations
         out["time_ns"] = int(total)
-        out["time_per_iteration_ns"] = int(total // max(1, self.iterations))
+        out["iterations_asked"] = sum(self.asked.values())
+        out["time_per_iteration_ns"] = self._per_iteration_time()
+        out["per_iteration"] = self._per_iteration_counts()
         out["phases"] = {k: _summary(v) for k, v in self.phases.items()}
         out["loops"] = {k: _summary(v) for k, v in self.loops.items()}
         out.update(self.counters)
         out.update(self.peaks)
         if self.settle:
             out["settle"] = self.settled
+        return out
+
+
+    def _weights(self):
+        """{loop: (iterations run, iterations asked)}: a loop that ran more iterations
+        for a wide spread weighs in per iteration, as often as it was asked for."""
+        return {lp: (len(self.loops.get(lp, ())), self.asked[lp]) for lp in self.asked
+                if self.loops.get(lp)}
+
+    def _per_iteration_time(self):
+        """ns of one iteration of the workload as asked: each loop's median time per
+        iteration, weighted by the iterations asked of it (a median, so that an
+        outlier iteration does not move it)."""
+        w = self._weights()
+        asked = sum(a for _, a in w.values())
+        if not asked:
+            return 0
+        return int(round(sum(_m.spread(self.loops[lp])["median"] * a
+                             for lp, (_, a) in w.items()) / asked))
+
+    def _per_iteration_counts(self):
+        """{counter: float}: each counter per iteration of the workload as asked (each
+        loop's difference divided by the iterations it ran, weighted by the iterations
+        asked of it), so that configurations which ran different numbers of iterations
+        compare like with like."""
+        w = self._weights()
+        asked = sum(a for _, a in w.values())
+        out = {}
+        for k in COUNTER_KEYS:
+            v = sum(self.loop_counters[lp][k] / ran * a for lp, (ran, a) in w.items()
+                    if lp in self.loop_counters)
+            out[k] = (v / asked) if asked else 0.0
         return out
 
 
@@ -705,6 +749,7 @@ def check_params(name, params, quick=False, layout="i386"):
         raise ValueError("workload %s with these parameters needs about %d MiB of "
                          "simulated memory, more than %s's %d MiB"
                          % (name, need >> 20, layout, max_memory >> 20))
+    _m.check_host_memory(need, "workload %s with these parameters" % name)
     return q
 
 
@@ -776,8 +821,9 @@ def predicted(results, profile):
     a, b = cfgs.get("share+rmap"), cfgs.get("copy+rmap")
     return {"profile": prof.name, "profile_description": prof.description,
             "configs": cfgs,
-            "share_rmap_over_copy_rmap": (a["kernel_ns"] / b["kernel_ns"]
-                                          if a and b and b["kernel_ns"] else None),
+            "share_rmap_over_copy_rmap": (
+                a["kernel_ns_per_iteration"] / b["kernel_ns_per_iteration"]
+                if a and b and b["kernel_ns_per_iteration"] else None),
             "spread": "none: the counts are exact and deterministic, so the prediction "
                       "is; kernel_ns_se is the profile's own uncertainty"}
 

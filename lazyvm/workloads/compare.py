@@ -161,6 +161,13 @@ class SimFork:
             "exit_ns": t3 - t2,
             "delta": {k: s1[k] - s0[k] for k in FORK_COUNTERS if k in s0 and k in s1},
         }
+        # The events of the child's first write to one of its pages after a fork: a
+        # copy-on-write copy, and under a shared table also the table's privatization.
+        c = p.fork(mode=mode)
+        s3 = m.stats()
+        c.write(self.addr, b"\x01")
+        self.events["first_write"] = _events(s3, m.stats())
+        c.exit()
         self.forks, self.exits, self.cold = [], [], []
 
     def _fork_exit(self) -> tuple:
@@ -374,6 +381,25 @@ def findings(results: list, slopes: dict) -> list:
     return out
 
 
+def check_sizes(sizes=None, quick: bool = False, layout: str = "i386") -> list:
+    """The sizes a run measures (the defaults when None), sorted, each checked against
+    the layout's user space and memory limit and this machine's memory; ValueError
+    (one line) for the first that does not fit."""
+    user_pages, max_memory = _m.layout_limits(layout)
+    if sizes is None:
+        sizes = QUICK_SIZES if quick else DEFAULT_SIZES
+    sizes = sorted(set(int(n) for n in sizes))
+    for n in sizes:
+        if not 1 <= n <= user_pages:
+            raise ValueError(f"size {n:,} pages: must be 1..{user_pages:,} (the user "
+                             f"space of {layout})")
+        if n + 2 * (-(-n // 512)) + 4096 > max_memory // PAGE_SIZE:
+            raise ValueError(f"size {n:,} pages: more than the {max_memory >> 20:,} MiB "
+                             f"a {layout} machine may have")
+        _m.check_host_memory(machine_memory(n, layout), f"size {n:,} pages")
+    return sizes
+
+
 def run_compare(sizes=None, repeats=None, quick: bool = False, progress: bool = True,
                 check: bool = False, layout: str = "i386", share_level: int = 1,
                 costs=None, costs_reason: str | None = None) -> dict:
@@ -390,17 +416,8 @@ def run_compare(sizes=None, repeats=None, quick: bool = False, progress: bool = 
     prof = load_profile(costs) if costs is not None else None
     counter = count_this_process if prof is not None else None
     options = _m.machine_options(layout, share_level)
-    user_pages, max_memory = _m.layout_limits(layout)
-    if sizes is None:
-        sizes = QUICK_SIZES if quick else DEFAULT_SIZES
-    sizes = sorted(set(int(n) for n in sizes))
-    for n in sizes:
-        if not 1 <= n <= user_pages:
-            raise ValueError(f"size {n:,} pages: must be 1..{user_pages:,} (the user "
-                             f"space of {layout})")
-        if n + 2 * (-(-n // 512)) + 4096 > max_memory // PAGE_SIZE:
-            raise ValueError(f"size {n:,} pages: more than the {max_memory >> 20:,} MiB "
-                             f"a {layout} machine may have")
+    user_pages, _ = _m.layout_limits(layout)
+    sizes = check_sizes(sizes, quick, layout)
     reps = {n: (repeats if repeats else default_repeats(n, quick)) for n in sizes}
 
     record = _r.envelope("compare")
@@ -483,6 +500,8 @@ def predicted_size(entry: dict, prof) -> dict:
         ev = cfg[name]["events"]
         pc[name] = {"fork_ns": prof.kernel_ns(ev["fork"]),
                     "fork_ns_se": prof.uncertainty_ns(ev["fork"]),
+                    "first_write_ns": prof.kernel_ns(ev.get("first_write", {})),
+                    "first_write_ns_se": prof.uncertainty_ns(ev.get("first_write", {})),
                     "fork_exit_ns": prof.kernel_ns(ev["fork_exit"]),
                     "fork_exit_ns_se": prof.uncertainty_ns(ev["fork_exit"]),
                     "sim_fork_ns_median": cfg[name]["fork_ns_median"]}

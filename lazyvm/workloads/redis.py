@@ -35,7 +35,7 @@ DEFAULTS = {
     "requests": 20_000_000,   # redis-benchmark -n: an upper bound; stopped after BGSAVE
     "clients": 4,             # redis-benchmark -c
     "pipeline": 16,           # redis-benchmark -P
-    "layout": None,           # replay layout (x86_64 when the core has it, else i386)
+    "layout": None,           # replay layout (default x86_64, this machine's)
     "costs": "host",          # cost profile for the predicted kernel time (None: none)
     "repeats": 3,             # forks timed per configuration
     "timeout": 300.0,         # seconds for the whole BGSAVE
@@ -343,7 +343,7 @@ def _version(server):
 
 def _compare(rec):
     """The replay against the kernel's and Redis's own figures."""
-    h, r = rec["host"], rec["redis"]
+    h, r = rec["captured"], rec["redis"]
     out = {}
     cow_bytes = (h["cow_pages"] or 0) * PAGE_SIZE
     new_bytes = (h["child_new_pages"] or 0) * PAGE_SIZE
@@ -376,7 +376,7 @@ def _mb(b):
 
 def format_redis(rec):
     """The replay table and, below it, Redis's and the kernel's figures beside it."""
-    r, h, cmp_ = rec["redis"], rec["host"], rec["comparison"]
+    r, h, cmp_ = rec["redis"], rec["captured"], rec["comparison"]
     lines = [f"redis-bgsave: redis {r['version']}, {rec['params']['keys']} keys of "
              f"{rec['params']['value_size']} B, RSS {_mb(r['used_memory_rss'])}, BGSAVE "
              f"under a redis-benchmark SET load ({rec['params']['clients']} clients, "
@@ -404,7 +404,8 @@ def format_redis(rec):
                      f"{un['latest_fork_usec']} us", "(a BGSAVE before: no load, no capture)"))
     rows.append(("fork time", f"latest_fork_usec {r['latest_fork_usec']} us",
                  f"predicted {kns / 1000:.0f} us (copy, {rec['costs']})" if kns else
-                 f"simulated {copy.get('fork_ns', 0) / 1000:.0f} us (copy; no cost model)"))
+                 f"simulated {copy.get('fork_ns_median', 0) / 1000:.0f} us (copy, median; "
+                 "no cost model)"))
     w = [max(len(x[i]) for x in rows) for i in range(3)]
     for row in rows:
         lines.append("  " + "  ".join(v.ljust(w[i]) for i, v in enumerate(row)))

@@ -16,7 +16,7 @@ from .. import Machine
 from ..costs import load_profile
 from ..layout import LAYOUTS, PAGE_SIZE as PAGE
 from ..machine import CONFIGS
-from ..measure.host import memory_for
+from ..measure.host import check_host_memory, memory_for, spread
 from .snapshot import _NONE, F_PRESENT, LEAF_SPAN, SIDE_CHILD, SnapshotError
 
 __all__ = ["replay", "load_costs"]
@@ -36,6 +36,10 @@ def _memory_for(snap, layout, npages_written):
     if mem > limit:
         raise SnapshotError(f"the replay needs {mem >> 20} MiB of simulated memory, more "
                             f"than {layout} allows ({limit >> 20} MiB)")
+    try:
+        check_host_memory(mem, "the replay")
+    except ValueError as e:
+        raise SnapshotError(str(e)) from None
     return memory_for(frames, layout)
 
 
@@ -82,7 +86,8 @@ def replay(snap, layout=None, costs=None, configs=None, repeats=3, use_trace=Tru
                      "replay does not write them")
     record = {"snapshot": {"pid": snap.meta.get("pid"), "name": snap.meta.get("name")},
               "layout": layout, "memory": memory, "costs": _costs_name(costs),
-              "host": snap.host(), "configs": {}, "notes": notes,
+              "captured": snap.host(), "repeats": repeats, "configs": {},
+              "notes": notes,
               "write_set": int(writable.sum())}
     wa, ws = wset[writable], snap.cow_side[writable]
     # What the write set reaches: leaf tables (the span one leaf table maps) written,
@@ -126,8 +131,12 @@ def replay(snap, layout=None, costs=None, configs=None, repeats=3, use_trace=Tru
         pt, ct = dict(p.stats()), dict(c.stats())
         kernel_ns = fork.get("kernel_ns")
         kernel_total = total.get("kernel_ns")
+        sp = spread(times)
         rec = {"fork_mode": fork_mode, "rmap": rmap,
-               "fork_ns": int(sorted(times)[len(times) // 2]), "fork_ns_all": times,
+               "fork_ns_median": int(sp["median"]), "fork_ns_q1": int(sp["q1"]),
+               "fork_ns_q3": int(sp["q3"]), "fork_ns_min": int(sp["min"]),
+               "fork_ns_max": int(sp["max"]), "fork_ns_all": times,
+               "first_fork_ns": times[0],
                "kernel_ns": kernel_ns, "kernel_ns_fork_and_writes": kernel_total,
                "write_ns": write_ns, "build_ns": build_ns, "trace_engine": traced,
                "cow_copies": writes.get("cow_copies", 0),

@@ -97,6 +97,9 @@ def read_maps(pid):
     except PermissionError:
         raise SnapshotError(f"may not read /proc/{pid}/maps: it needs the same user as "
                             f"process {pid} or root (and ptrace access)") from None
+    if not lines:
+        raise SnapshotError(f"process {pid} has no user address space (a kernel thread, "
+                            "or it is exiting): nothing to capture")
     rows = []
     for line in lines:
         fields = line.split(None, 5)
@@ -213,6 +216,9 @@ class _Pagemap:
         except PermissionError:
             raise SnapshotError(f"may not read /proc/{pid}/pagemap: it needs the same "
                                 f"user as process {pid} or root") from None
+        except ProcessLookupError:
+            raise SnapshotError(f"process {pid} has no user address space (a kernel "
+                                "thread, or it is exiting): nothing to capture") from None
 
     def read(self, ranges):
         """Entries of each (start, end) range, concatenated, and whether all were read."""

@@ -25,8 +25,10 @@ then the child exits.  The workloads are those of ``lazyvm run`` (one registry,
 lazyvm.workloads.builtin.WORKLOADS) that say what a sweep point does; the names
 ``fork-write-exit``, ``parent-writes`` and ``fork-exec`` are still read, with a
 DeprecationWarning naming the new one.  A row holds the point's parameters, every
-``m.stats()`` counter after the child's exit, the simulator's wall time per phase
-(``fork_ns``, ``write_ns``, ``exit_ns``, ``sim_ns``), ``kernel_ns`` (everything, set-up
+``m.stats()`` counter after the child's first exit, the simulator's wall time: the
+first fork of the fresh process (``first_fork_ns``) and each phase's median, quartiles
+and extremes over ``repeats`` warm rounds (``fork_ns_median``, ``write_ns_q1``,
+``exit_ns_max``, ``sim_ns_median``, ...: TIME_COLUMNS), ``kernel_ns`` (everything, set-up
 included) and ``kernel_ns_run`` (fork to exit) when the Machine has a cost profile,
 and ``error`` (empty unless the point failed).  Results are one
 pandas DataFrame written to Parquet or CSV (by extension).  Re-running with the same
@@ -61,7 +63,9 @@ from .. import Machine
 from ..costs import load_profile
 from ..layout import LAYOUTS, PAGE_SIZE as PAGE
 from ..machine import check_machine_args
+from ..measure import host as _host
 from ..measure.host import memory_for
+from ..report import format as report
 from .builtin import WORKLOADS as REGISTRY
 
 WORKLOADS = tuple(name for name, w in REGISTRY.items() if w.sweep)
@@ -95,7 +99,13 @@ PARAMS = {
     "share_level": (lambda v: _is_int(v) and v >= 1, "an integer >= 1", 1),
     "costs": (lambda v: isinstance(v, str), "a cost profile name or path", ""),
     "contents": (lambda v: isinstance(v, bool), "true or false", True),
+    "repeats": (lambda v: _is_int(v) and 1 <= v <= 1000, "an integer from 1 to 1000", 5),
 }
+# The timed phases of a point; each has `_median`, `_q1`, `_q3`, `_min`, `_max` columns
+# over the point's `repeats` warm rounds, and `first_fork_ns` is the cold first fork.
+PHASES = ("fork", "write", "exit", "sim")
+TIME_COLUMNS = ("first_fork_ns",) + tuple(f"{ph}_ns_{s}" for ph in PHASES
+                                          for s in ("median", "q1", "q3", "min", "max"))
 PARAM_ORDER = tuple(PARAMS)
 
 
@@ -143,8 +153,8 @@ def _check_machine(point, where):
     except (TypeError, ValueError) as e:
         raise SpecError(f"{where}: {e}") from None
     if point["pages"] * PAGE > lay.task_size:
-        raise SpecError(f"{where}: pages = {point['pages']} is more than the "
-                        f"{lay.task_size >> 30} GiB of {point['layout']} user space holds")
+        raise SpecError(f"{where}: pages = {point['pages']:,} is more than the "
+                        f"{lay.task_size // PAGE:,} pages of {point['layout']}'s user space")
 
 
 _COSTS_OK: set = set()
@@ -164,17 +174,20 @@ def _check_costs(spec, where):
 
 def point_key(point):
     """The identity of a point: its parameters, canonically."""
-    p = {k: point[k] for k in PARAM_ORDER}
+    p = {k: point.get(k) for k in PARAM_ORDER}
     p["write_fraction"] = float(p["write_fraction"])
     p["pages"], p["seed"], p["memory"], p["share_level"] = (
         int(p["pages"]), int(p["seed"]), int(p["memory"]), int(p["share_level"]))
     p["rmap"], p["contents"] = bool(p["rmap"]), bool(p["contents"])
+    rep = point.get("repeats")
+    p["repeats"] = None if rep is None or (isinstance(rep, float) and math.isnan(rep)) \
+        else int(rep)
     p["costs"] = "" if p["costs"] is None or (isinstance(p["costs"], float)
                                               and math.isnan(p["costs"])) else str(p["costs"])
     return json.dumps(p, sort_keys=True)
 
 
-_INTS = ("pages", "seed", "memory", "share_level")
+_INTS = ("pages", "seed", "memory", "share_level", "repeats")
 _BOOLS = ("rmap", "contents")
 
 
@@ -189,6 +202,8 @@ def _done_point(rec, where):
             v = v.item()
         if k == "costs" and (v is None or (isinstance(v, float) and math.isnan(v))):
             v = ""
+        if k == "repeats" and (v is None or (isinstance(v, float) and math.isnan(v))):
+            v = PARAMS[k][2]                  # a file from before points took repeats
         if k in _INTS and isinstance(v, float) and v.is_integer():
             v = int(v)                        # a column that held a missing value
         if k == "write_fraction" and _is_int(v):
@@ -278,8 +293,67 @@ def _memory_for(point):
     return memory_for(frames, point["layout"])
 
 
+def check_points(points):
+    """Every point against this build and this machine, before any runs: the memory it
+    needs within the layout's limit and this machine's memory (normalise has checked
+    its pages against the layout's user space).  Raises SpecError naming the first point that fails."""
+    for i, p in enumerate(points, 1):
+        where = f"SPEC point {i} (pages={p['pages']:,}, layout={p['layout']})"
+        max_memory = _host.layout_limits(p["layout"])[1]   # pages: checked by normalise
+        need = p["memory"] or _memory_for(p)
+        if need > max_memory:
+            raise SpecError(f"{where}: needs {need >> 20:,} MiB of simulated memory, more "
+                            f"than {p['layout']}'s {max_memory >> 20:,} MiB")
+        try:
+            _host.check_host_memory(need, where)
+        except ValueError as e:
+            raise SpecError(str(e)) from None
+
+
+def result_columns():
+    """Every column a row of a sweep can have: the parameters, the counters of
+    Machine.stats(), the times and the rest."""
+    return (PARAM_ORDER + ("error",) + tuple(Machine(memory=4 << 20).stats())
+            + TIME_COLUMNS + ("kernel_ns_run", "pages_written", "machine_memory"))
+
+
+def check_plot_columns(x, y):
+    """--x must be a parameter, --y a column of the results."""
+    if x not in PARAM_ORDER:
+        raise SpecError(f"--x {x!r} is not a parameter (parameters: "
+                        f"{', '.join(PARAM_ORDER)})")
+    cols = result_columns()
+    if y not in cols:
+        near = [c for c in cols if c.startswith(y)]
+        raise SpecError(f"--y {y!r} is not a column of the results"
+                        + (f" (did you mean {', '.join(near[:3])}?)" if near else
+                           " (e.g. sim_ns_median, fork_ns_median, first_fork_ns, "
+                           "ptes_copied, kernel_ns)"))
+
+
+def check_scheduler(address, timeout=5.0):
+    """A Dask scheduler address that answers: tcp://HOST:PORT (or tls://), reachable
+    within `timeout` seconds.  Raises SpecError in one line."""
+    import re
+    import socket
+    m = re.fullmatch(r"(tcp|tls)://\[?([^\]/]+?)\]?:(\d+)/?", address or "")
+    if not m:
+        raise SpecError(f"--scheduler {address!r}: not a Dask scheduler address "
+                        "(tcp://HOST:PORT)")
+    host, port = m.group(2), int(m.group(3))
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as e:
+        why = e.strerror or str(e) or type(e).__name__
+        raise SpecError(f"--scheduler {address}: no scheduler answers there ({why})") \
+            from None
+
+
 def run_point(point):
-    """Run one point in this process; return its row (a dict)."""
+    """Run one point in this process; return its row (a dict).  The fork, the writes
+    and the exit run 1 + `repeats` times: the first is the cold first fork of a fresh
+    process (`first_fork_ns`; the counters are of it), the `repeats` after it are warm
+    and give each phase's median, quartiles and extremes."""
     row = dict(point)
     kw = {"fork_mode": point["fork_mode"], "rmap": point["rmap"],
           "memory": point["memory"] or _memory_for(point), "layout": point["layout"],
@@ -299,22 +373,32 @@ def run_point(point):
     rng = np.random.default_rng(point["seed"])
     idx = rng.choice(n, size=k, replace=False) if k else np.zeros(0, np.int64)
     addrs = a + idx.astype(np.int64) * PAGE
-    t0 = clock()
-    c = p.fork()
-    t1 = clock()
-    if kind == "exec":
-        c.exec()
-    elif k:
-        (p if kind == "parent" else c).touch_pages(addrs, write=True)
-    t2 = clock()
-    c.exit()
-    t3 = clock()
-    stats = m.stats()
-    row.update({key: int(v) for key, v in stats.items()})
-    if "kernel_ns" in stats:                # the fork, the writes and the exit alone
-        row["kernel_ns_run"] = int(stats["kernel_ns"]) - int(before["kernel_ns"])
-    row.update({"fork_ns": t1 - t0, "write_ns": t2 - t1, "exit_ns": t3 - t2,
-                "sim_ns": t3 - t0, "pages_written": k, "machine_memory": kw["memory"]})
+    times = {ph: [] for ph in PHASES}
+    for r in range(1 + int(point.get("repeats") or 1)):
+        t0 = clock()
+        c = p.fork()
+        t1 = clock()
+        if kind == "exec":
+            c.exec()
+        elif k:
+            (p if kind == "parent" else c).touch_pages(addrs, write=True)
+        t2 = clock()
+        c.exit()
+        t3 = clock()
+        if r == 0:
+            stats = m.stats()
+            row.update({key: int(v) for key, v in stats.items()})
+            if "kernel_ns" in stats:        # the fork, the writes and the exit alone
+                row["kernel_ns_run"] = int(stats["kernel_ns"]) - int(before["kernel_ns"])
+            row["first_fork_ns"] = t1 - t0
+            continue
+        for ph, ns in zip(PHASES, (t1 - t0, t2 - t1, t3 - t2, t3 - t0)):
+            times[ph].append(ns)
+    for ph, xs in times.items():
+        sp = _host.spread(xs)
+        for s in ("median", "q1", "q3", "min", "max"):
+            row[f"{ph}_ns_{s}"] = int(sp[s])
+    row.update({"pages_written": k, "machine_memory": kw["memory"]})
     return row
 
 
@@ -407,6 +491,20 @@ def check_out(path):
                             ".csv)") from None
 
 
+def check_writable(path, what):
+    try:
+        report.check_output(path, what)
+    except ValueError as e:
+        raise SpecError(str(e)) from None
+
+
+def check_plot(path):
+    try:
+        report.check_plot(path)
+    except ValueError as e:
+        raise SpecError(str(e)) from None
+
+
 def _frame(rows):
     import pandas as pd
     df = pd.DataFrame(rows)
@@ -497,7 +595,11 @@ def _run_dask(todo, workers, scheduler, collect):
     import dask
     cluster = None
     if scheduler:
-        client = Client(scheduler)
+        try:
+            client = Client(scheduler, timeout="10s")
+        except (OSError, ValueError, TimeoutError) as e:
+            raise SpecError(f"--scheduler {scheduler}: no Dask scheduler answers there "
+                            f"({' '.join(str(e).split()) or type(e).__name__})") from None
     else:
         # Fork the workers from this process, which has lazyvm, numpy and distributed
         # imported already: the cluster is up in ~0.3 s instead of ~2 s for spawned

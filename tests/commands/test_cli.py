@@ -61,7 +61,7 @@ def lazyvm_cmd(args, cwd, timeout=120):
 def quick_run(tmp_path_factory):
     d = tmp_path_factory.mktemp("compare")
     js, png = d / "q.json", d / "q.png"
-    args = ["compare", "--quick", "--json", str(js)]
+    args = ["compare", "--full", "--quick", "--json", str(js)]
     if HAVE_MPL:
         args += ["--plot", str(png)]
     proc = lazyvm_cmd(args, d)
@@ -168,7 +168,7 @@ def test_every_figure_positive(quick_run):
 def test_text_table(quick_run):
     out, rec, _, _ = quick_run
     header = next(line for line in out.splitlines() if " config " in line)
-    for col in ("pages", "config", "fork", "q1-q3", "ns/page", "Linux/this", "c+r/this",
+    for col in ("pages", "config", "fork", "q1-q3", "ns/page", "Linux/this",
                 "tables", "nodes", "frames"):
         assert col in header, col
     for e in rec["results"]:
@@ -179,7 +179,8 @@ def test_text_table(quick_run):
     # Findings, not a grade of the project's own speed goals.
     assert "NOT met" not in out and "Targets" not in out
     # Which build ran, in the header.
-    assert re.search(r"(checked|optimized) build|build not reported", out.splitlines()[0])
+    assert re.search(r"(checked|optimized) build|build not reported",
+                     next(ln for ln in out.splitlines() if "simulator (" in ln))
 
 
 def test_report_lines_at_most_100_columns(quick_run):
@@ -383,7 +384,7 @@ def test_readme_uses_the_real_workload_names():
 
 def test_run_json_has_the_envelope(tmp_path, capsys):
     js = tmp_path / "r.json"
-    assert cli.main(["run", "small_fork", "--quick", "-p", "iterations=20",
+    assert cli.main(["run", "--full", "small_fork", "--quick", "-p", "iterations=20",
                      "--configs", "copy,share", "--json", str(js)]) == 0
     out = capsys.readouterr().out
     assert all(len(line) <= WIDTH for line in out.splitlines())
@@ -404,18 +405,18 @@ def test_run_json_has_the_envelope(tmp_path, capsys):
 @pytest.mark.parametrize("layout", ["pae", "x86_64"])
 def test_compare_runs_in_every_layout(layout, tmp_path):
     js = tmp_path / "l.json"
-    proc = lazyvm_cmd(["compare", "--sizes", "1k,4k", "--repeats", "3", "--layout", layout,
+    proc = lazyvm_cmd(["compare", "--full", "--sizes", "1k,4k", "--repeats", "3", "--layout", layout,
                        "--json", str(js)], tmp_path)
     assert proc.returncode == 0, proc.stderr
     rec = json.loads(js.read_text())
     assert rec["parameters"]["layout"] == layout
-    assert f"({layout})" in proc.stdout.splitlines()[0] + proc.stdout.splitlines()[1]
+    assert f"{layout} layout" in proc.stdout.splitlines()[0]
 
 
 @pytest.mark.skipif("share_level" not in MACHINE_KW,
                     reason="needs the Machine(share_level=...) keyword, not in this core yet")
 def test_run_with_share_level(capsys):
-    assert cli.main(["run", "fork_exit", "--quick", "--layout", "x86_64",
+    assert cli.main(["run", "--full", "fork_exit", "--quick", "--layout", "x86_64",
                      "--share-level", "2", "-p", "iterations=2"]) == 0
     assert "share_level=2" in capsys.readouterr().out
 
@@ -618,7 +619,7 @@ def test_same_compare_twice_gives_identical_predictions(tmp_path):
     recs = []
     for i in range(2):
         js = tmp_path / f"{i}.json"
-        proc = lazyvm_cmd(["compare", "--quick", "--sizes", "1k,3k", "--repeats", "3",
+        proc = lazyvm_cmd(["compare", "--full", "--quick", "--sizes", "1k,3k", "--repeats", "3",
                            "--costs", "linux-2.5.41", "--json", str(js)], tmp_path)
         assert proc.returncode == 0, proc.stderr
         recs.append(json.loads(js.read_text()))
@@ -665,7 +666,7 @@ def test_a_profile_that_does_not_load_is_one_line_before_anything_runs(
 def test_run_kernel_ns_is_the_profile_of_the_counts(tmp_path, capsys):
     from lazyvm.costs import load_profile
     js = tmp_path / "r.json"
-    assert cli.main(["run", "small_fork", "--quick", "-p", "iterations=20",
+    assert cli.main(["run", "--full", "small_fork", "--quick", "-p", "iterations=20",
                      "--costs", "linux-2.5.41", "--json", str(js)]) == 0
     out = capsys.readouterr().out
     rec = json.loads(js.read_text())
@@ -685,19 +686,20 @@ def test_run_kernel_ns_is_the_profile_of_the_counts(tmp_path, capsys):
     assert pc["copy"]["ratio_vs_copy"] == 1.0
     # the child writes under every table it shares: each one is privatized
     assert rec["configs"]["share"]["unshares"] == 3 * rec["configs"]["share"]["iterations"]
-    assert "predicted kernel (" in out and "predicted vs copy" in out
+    assert "predicted kernel/iteration (" in out
     assert "linux-2.5.41 cost profile" in " ".join(out.split())
     assert all(len(line) <= WIDTH for line in out.splitlines())
 
 
 def test_run_costs_none_turns_prediction_off(tmp_path, capsys):
     js = tmp_path / "r.json"
-    assert cli.main(["run", "fork_exit", "--quick", "-p", "iterations=2", "--configs",
+    assert cli.main(["run", "--full", "fork_exit", "--quick", "-p", "iterations=2", "--configs",
                      "copy", "--costs", "none", "--json", str(js)]) == 0
     out = capsys.readouterr().out
     rec = json.loads(js.read_text())
     assert rec["predicted"] is None and "none" in rec["predicted_off"]
-    assert "predicted kernel (" not in out and "no predicted kernel time" in out
+    assert "predicted kernel/iteration" not in out
+    assert "predicted kernel time: none (prediction off (--costs none))" in out
 
 
 def test_run_published_prints_the_published_report(tmp_path, capsys, monkeypatch):
@@ -709,7 +711,7 @@ def test_run_published_prints_the_published_report(tmp_path, capsys, monkeypatch
         return "REPORT: " + "words " * 40, {"profile": profile.name, "cells": []}
     monkeypatch.setattr(published, "report", report)
     js = tmp_path / "p.json"
-    assert cli.main(["run", "published", "--quick", "-p", "big_iterations=1", "-p",
+    assert cli.main(["run", "--full", "published", "--quick", "-p", "big_iterations=1", "-p",
                      "small_iterations=2", "--configs", "copy+rmap,share+rmap",
                      "--json", str(js)]) == 0
     out = capsys.readouterr().out
@@ -808,7 +810,7 @@ def test_a_host_profile_predicts_this_machines_fork_from_its_own_counts(tmp_path
     path = tmp_path / "h.json"
     prof.save(str(path))
     js = tmp_path / "c.json"
-    proc = lazyvm_cmd(["compare", "--quick", "--sizes", "2k", "--repeats", "3", "--costs",
+    proc = lazyvm_cmd(["compare", "--full", "--quick", "--sizes", "2k", "--repeats", "3", "--costs",
                        str(path), "--json", str(js)], tmp_path)
     assert proc.returncode == 0, proc.stderr
     rec = json.loads(js.read_text())

@@ -24,7 +24,7 @@ def run():
 @needs_redis
 def test_bgsave_captured_and_replayed(run):
     text, rec = run
-    h, r, cmp_ = rec["host"], rec["redis"], rec["comparison"]
+    h, r, cmp_ = rec["captured"], rec["redis"], rec["comparison"]
     assert r["rdb_last_cow_size"] > 0 and r["latest_fork_usec"] > 0
     assert h["cow_pages"] > 0 and h["vm_pte_kb"] > 0
     # The captured set against Redis's own count (its child's Private_Dirty summed from

@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 import pytest
-from subproc import LAZYVM_ENV, NEUTRAL_CWD
+from subproc import LAZYVM_ENV, LAZYVM_PARENT, NEUTRAL_CWD
 
 from lazyvm import Machine
 from lazyvm.machine import CONFIGS
@@ -332,7 +332,7 @@ def test_replay_writes_the_captured_set(cow_capture):
         assert c["page_tables"] > 0 and c["child_page_tables"] > 0
     copy, share = rec["configs"]["copy"], rec["configs"]["share"]
     assert copy["unshares"] == 0 and share["unshares"] > 0
-    assert copy["ptes_copied"] == copy["ptes_copied_fork"] >= rec["host"]["present_pages"] - 1
+    assert copy["ptes_copied"] == copy["ptes_copied_fork"] >= rec["captured"]["present_pages"] - 1
     assert share["ptes_copied_fork"] == 0
     assert rec["configs"]["copy+rmap"]["pte_chain_nodes_peak"] > 0
     assert copy["pte_chain_nodes_peak"] == 0
@@ -344,7 +344,7 @@ def test_replay_writes_the_captured_set(cow_capture):
 def test_replay_x86_64_matches_the_kernel(cow_capture):
     _, snap = cow_capture
     rec = rp.replay(snap, layout="x86_64", repeats=1)
-    h = rec["host"]
+    h = rec["captured"]
     tables = rec["configs"]["copy"]["page_tables"]
     assert abs(tables - h["vm_pte_kb"] / 4) <= 0.03 * h["vm_pte_kb"] / 4 + 1
     assert rec["configs"]["copy"]["cow_copies"] == len(snap.cow_addr)
@@ -371,9 +371,13 @@ def test_json_fields(cow_capture, tmp_path):
     replay_report.write_json(rec, tmp_path / "r.json")
     d = json.loads((tmp_path / "r.json").read_text())
     for k in ("vm_pte_kb", "rss_pages", "cow_pages"):
-        assert isinstance(d["host"][k], int), k
+        assert isinstance(d["captured"][k], int), k
+    # the envelope: "host" is the machine that ran the replay, as in every command's JSON
+    assert d["format"] == "lazyvm-replay" and d["format_version"] >= 2
+    assert {"lazyvm_version", "time", "build"} <= set(d) and "cores" in d["host"]
     for name in ("copy", "share"):
-        for k in ("page_tables", "cow_copies", "unshares", "ptes_copied", "fork_ns"):
+        for k in ("page_tables", "cow_copies", "unshares", "ptes_copied", "fork_ns_median",
+                  "fork_ns_q1", "fork_ns_q3", "fork_ns_min", "fork_ns_max", "first_fork_ns"):
             assert isinstance(d["configs"][name][k], int), (name, k)
         assert "kernel_ns" in d["configs"][name]
 
@@ -492,13 +496,15 @@ def test_capture_without_root_uses_the_exclusive_bit():
     if not setpriv:
         pytest.skip("setpriv (util-linux) is needed to drop to an unprivileged user")
     drop = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
-    checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    # The lazyvm these tests import (installed, or a checkout built in place), never the
+    # source tree beside this file, whose core may not be built.
+    checkout = LAZYVM_PARENT
     probe = subprocess.run(drop + [sys.executable, "-c", f"import sys; sys.path.insert(0, "
                                    f"{checkout!r}); import numpy, lazyvm.workloads.snapshot"],
                            capture_output=True, text=True, timeout=60, cwd="/")
     if probe.returncode:
-        pytest.skip("user 65534 cannot run this interpreter or read this checkout: "
-                    + probe.stderr.strip().splitlines()[-1])
+        pytest.skip(f"user 65534 cannot import lazyvm from {checkout} with "
+                    f"{sys.executable}: " + probe.stderr.strip().splitlines()[-1])
     d = tempfile.mkdtemp(prefix="lazyvm-nonroot-")
     try:
         os.chmod(d, 0o755)

@@ -14,7 +14,7 @@ from lazyvm import Machine  # noqa: E402
 from lazyvm.workloads import sweep as sw  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-TIMES = ("fork_ns", "write_ns", "exit_ns", "sim_ns")
+TIMES = sw.TIME_COLUMNS
 
 SMALL = {"grid": {"fork_mode": ["copy", "share"], "rmap": [False, True],
                   "write_fraction": [0.0, 0.5]},
@@ -98,7 +98,7 @@ def test_a_results_file_with_old_names_resumes(tmp_path):
     sw.write_results(df, out)
     again = sw.sweep(pts, out, progress=False)
     assert list(again["workload"]) == ["snapshot"] and len(again) == 1
-    assert again["sim_ns"].iloc[0] == df["sim_ns"].iloc[0]       # not run again
+    assert again["sim_ns_median"].iloc[0] == df["sim_ns_median"].iloc[0]       # not run again
 
 
 def test_point_runner_counts():
@@ -146,8 +146,8 @@ def test_resume_skips_done_points_and_retries_failed(tmp_path):
     assert list(df2["pages"]) == [64, 128, 256, 4096]
     # the two done points were not run again: their measured times are unchanged
     for pages in (64, 128):
-        assert df2.loc[df2.pages == pages, "sim_ns"].item() == \
-            df1.loc[df1.pages == pages, "sim_ns"].item()
+        assert df2.loc[df2.pages == pages, "sim_ns_median"].item() == \
+            df1.loc[df1.pages == pages, "sim_ns_median"].item()
     assert sw.read_results(out).shape[0] == 4
     # CSV round trip keeps the keys
     csv = tmp_path / "r.csv"
