@@ -1,6 +1,6 @@
 """Cost profiles: lazyvm's event counts turned into a predicted kernel time (DESIGN.md §8).
 
-A profile gives every event lazyvm counts (PLAN.md's EVENT COUNTERS; the per-level
+A profile gives every event lazyvm counts (its event counters; the per-level
 breakdowns ``unshares_l1``.. and ``tables_dropped_l1``.. are parts of ``unshares`` and
 ``tables_dropped`` and are not priced again) a cost in ns, the cost's uncertainty (one
 standard error, ns) and its source::
@@ -16,7 +16,8 @@ an exit and an exec; ``faults`` is the cost every fault pays, ``demand_zero``,
 ``cow_copies``... what such a fault costs beyond it.  The counters overlap the way the
 kernel's work does (``tables_copied`` are also ``tables_allocated``), so each cost is the
 part of the work its counter adds.  ``exit_vmas`` prices the VMAs an exit or exec tears
-down.  A counter a stats() dict lacks counts 0 (``Profile.missing`` names it).
+down; ``fork_anon_vmas`` and ``exit_anon_vmas`` what those of them with an anon_vma add
+(every private VMA but a PROT_NONE guard: Machine counts them).  A counter a stats() dict lacks counts 0 (``Profile.missing`` names it).
 
 The JSON format (``FORMAT``, version ``FORMAT_VERSION``) is described in docs/COSTS.md.
 """
@@ -38,13 +39,14 @@ __all__ = ["EVENTS", "FORMAT", "FORMAT_VERSION", "Profile", "load_profile",
 FORMAT = "lazyvm-cost-profile"
 FORMAT_VERSION = 1
 
-# Every priced counter, in the order PLAN.md lists them (exit_vmas last: see above).
+# Every priced counter (the VMA counters last: see above).
 EVENTS = (
     "forks_copy", "forks_share", "exits", "execs", "fork_vmas",
     "tables_allocated", "tables_freed", "tables_copied", "unshares", "unshare_reuses",
     "tables_dropped", "ptes_copied", "ptes_zapped", "rmap_adds", "rmap_removes",
     "share_wrprotects", "faults", "demand_zero", "zero_page_maps", "cow_copies",
     "cow_reuses", "shmem_faults", "swap_outs", "swap_ins", "exit_vmas",
+    "fork_anon_vmas", "exit_anon_vmas",
 )
 
 BUILTIN = ("linux-2.5.41",)

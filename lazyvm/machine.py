@@ -220,6 +220,9 @@ class Machine(_Uncopyable):
         self._scan_cursor = 0
         self._shm_live = 0           # shared objects ever made and not yet released
         self._shm_holes: List[Tuple[int, int]] = []   # index ranges of released objects
+        # VMAs with an anon_vma duplicated by forks / torn down by exits and execs (the
+        # compiled core counts every VMA: fork_vmas, exit_vmas)
+        self._anon_vmas = {"fork_anon_vmas": 0, "exit_anon_vmas": 0}
         self._lock = threading.RLock()
 
     def __repr__(self) -> str:
@@ -285,6 +288,7 @@ class Machine(_Uncopyable):
         (1, 1)
         """
         out: Dict[str, int] = self._core.stats()
+        out.update(self._anon_vmas)
         if self.costs is not None:
             out["kernel_ns"] = int(self.costs.kernel_ns(out))
         return out
@@ -597,6 +601,9 @@ class Process(_Uncopyable):
         self.machine._retarget(self._vmas, new)
         self._vmas = new
         self._varr = vmalib.vma_array(new) if arr is None else arr
+        # the VMAs Linux gives an anon_vma: private ones that can be accessed (a
+        # PROT_NONE guard never faults, so it has none; a shared one is shmem's)
+        self._nanon = sum(1 for v in new if v.shm is None and v.prot)
 
     def _access(self, addr: int, length: int, write: bool) -> List[Tuple[int, int, int]]:
         """The VMA pieces of [addr, addr+length), or SegmentationFault if any byte is
@@ -943,6 +950,7 @@ class Process(_Uncopyable):
                 if not isinstance(mode, str):
                     raise TypeError(f"fork mode must be a str, not {type(mode).__name__}")
                 raise ValueError(f"fork mode must be one of {FORK_MODES}, not {mode!r}")
+            m._anon_vmas["fork_anon_vmas"] += self._nanon
             return m._add(pgd, self._vmas, self._varr)
 
     @_serialized
@@ -955,6 +963,7 @@ class Process(_Uncopyable):
         """
         core = self._live()
         core.exit_mm(self.pgd, self._varr, False)
+        self.machine._anon_vmas["exit_anon_vmas"] += self._nanon
         self._set_vmas([], _NO_VMAS)
 
     def exit(self) -> None:
@@ -968,6 +977,7 @@ class Process(_Uncopyable):
         with m._lock:
             core = self._live()
             core.exit_mm(self.pgd, self._varr, True)
+            m._anon_vmas["exit_anon_vmas"] += self._nanon
             self._set_vmas([], _NO_VMAS)
             self.alive = False
             del m._procs[self.pid]

@@ -77,11 +77,12 @@ def _touch(m, step=PAGE, write=True):
         return s
 
 
-def counts():
-    """(V, A, P, T) of this process now (see the module docstring)."""
+def counts(pid="self"):
+    """(V, A, P, T) of this process (or of process `pid`) now (see the module
+    docstring)."""
     vmas, copied = 0, []
     cur = None
-    with open("/proc/self/smaps") as f:
+    with open(f"/proc/{pid}/smaps") as f:
         for line in f:
             head = line.split(None, 1)[0]
             if "-" in head and not head.endswith(":"):
@@ -103,7 +104,7 @@ def counts():
         copied.append(cur)
     ptes = 0
     l1, l2, l3 = set(), set(), set()
-    fd = os.open("/proc/self/pagemap", os.O_RDONLY)
+    fd = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY)
     try:
         for lo, hi, _ in copied:
             # read 2 MiB-aligned chunks so that each chunk is one PTE table's entries
@@ -152,6 +153,48 @@ class Shape:
         self.maps = []
 
 
+def llc_bytes():
+    """The size of the last-level cache (the highest level in sysfs), or 32 MiB when
+    sysfs does not say."""
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    best = (0, 0)
+    try:
+        for d in os.listdir(base):
+            if not d.startswith("index"):
+                continue
+            with open(os.path.join(base, d, "level")) as f:
+                level = int(f.read())
+            with open(os.path.join(base, d, "size")) as f:
+                text = f.read().strip()
+            mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+            size = int(text.rstrip("KMG")) * mult
+            best = max(best, (level, size))
+    except (OSError, ValueError):
+        pass
+    return best[1] or (32 << 20)
+
+
+class Evictor:
+    """A MAP_SHARED anonymous buffer (fork copies none of its PTEs, and smaps counts
+    none of it as Anonymous) read end to end before each timed fork, so that the fork
+    finds its page tables and struct pages out of the cache, as a fork larger than the
+    cache does: the cold convention."""
+
+    def __init__(self, nbytes):
+        self.buf = mmap.mmap(-1, nbytes) if nbytes else None
+        if self.buf is not None:
+            for off in range(0, nbytes, PAGE):
+                self.buf[off] = 1
+
+    def __call__(self):
+        if self.buf is not None:
+            self.buf.find(b"\x02")          # reads every byte: memchr, no allocation
+
+    def close(self):
+        if self.buf is not None:
+            self.buf.close()
+
+
 def _reap(pid):
     _, status = os.waitpid(pid, 0)
     if not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0):
@@ -166,20 +209,23 @@ def _reap_cpu(pid):
     return int(round((ru.ru_utime + ru.ru_stime) * 1e9))
 
 
-def job_fork(shape, repeats, warmup=1, execs=0):
+def job_fork(shape, repeats, warmup=1, execs=0, evict=0):
     """Fork `repeats` times.  fork_ns: the CPU time of the forking thread across
     os.fork() (CLOCK_THREAD_CPUTIME_ID: the kernel's work for the fork, without the time
     other work on the host preempts it; fork_wall_ns beside it).  exit_ns: the child
     waits on a pipe, reads its own CPU clock, then _exit()s; the CPU time its rusage
     reports beyond that reading is its exit.  With execs, fork_exec_ns: the whole CPU
     time of a child that execs /bin/true, and fork_child_ns: that of a child that exits
-    at once, both from the rusage of wait4."""
+    at once, both from the rusage of wait4.  With evict (bytes), a buffer that size is
+    read before each timed fork (Evictor)."""
+    ev = Evictor(evict)
     sh = Shape(**shape)
     v, a, p, t = counts()
     fork_ns, wall_ns, exit_ns, exec_ns, child_ns = [], [], [], [], []
     r, w = os.pipe()
     br, bw = os.pipe()
     for k in range(warmup + repeats):
+        ev()
         t0 = _clock()
         c0 = _cpu()
         pid = os.fork()
@@ -213,6 +259,7 @@ def job_fork(shape, repeats, warmup=1, execs=0):
                 (exec_ns if do_exec else child_ns).append(total)
     again = counts()
     sh.close()
+    ev.close()
     return {"V": v, "A": a, "P": p, "T": t, "counts_after": again, "fork_ns": fork_ns,
             "fork_wall_ns": wall_ns, "exit_ns": exit_ns, "fork_exec_ns": exec_ns,
             "fork_child_ns": child_ns}
@@ -313,6 +360,106 @@ def worker_main():
 
 
 # ======================================================================================
+# The fixed cost of a fork, measured in a minimal process: a small static C program.
+
+HELPER_C = r"""
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+
+static long long ns(clockid_t c) {
+    struct timespec t;
+    clock_gettime(c, &t);
+    return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+/* usage: helper FORKS EVICT_BYTES.  Prints "ready", waits for a line on stdin (the
+   caller reads /proc/PID/smaps and pagemap meanwhile), then forks FORKS + 1 times
+   (the first a warm-up), each child _exit(0)ing at once, and prints per fork the
+   forking thread's CPU ns and the wall ns across fork(). */
+int main(int argc, char **argv) {
+    int n = argc > 1 ? atoi(argv[1]) : 10;
+    size_t evict = argc > 2 ? (size_t)atoll(argv[2]) : 0;
+    volatile unsigned char *buf = NULL;
+    char line[16];
+    if (evict) {
+        buf = mmap(NULL, evict, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        if (buf == MAP_FAILED) return 2;
+        for (size_t i = 0; i < evict; i += 4096) buf[i] = 1;
+    }
+    printf("ready\n");
+    fflush(stdout);
+    if (!fgets(line, sizeof line, stdin)) return 3;
+    for (int k = 0; k <= n; k++) {
+        unsigned long sum = 0;
+        if (buf) for (size_t i = 0; i < evict; i += 64) sum += buf[i];
+        long long c0 = ns(CLOCK_THREAD_CPUTIME_ID), w0 = ns(CLOCK_MONOTONIC);
+        pid_t pid = fork();
+        if (pid == 0) _exit(0);
+        long long c1 = ns(CLOCK_THREAD_CPUTIME_ID), w1 = ns(CLOCK_MONOTONIC);
+        if (pid < 0) return 4;
+        int status;
+        waitpid(pid, &status, 0);
+        if (k) printf("%lld %lld %lu\n", c1 - c0, w1 - w0, sum & 1);
+    }
+    return 0;
+}
+"""
+
+
+def build_helper(directory):
+    """Compile HELPER_C with the host's C compiler (cc -static -O2, else dynamic -O2)
+    into `directory`.  Returns (path, how) or (None, why not)."""
+    import shutil
+    import subprocess
+    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if cc is None:
+        return None, "no C compiler (cc, gcc, clang) on PATH"
+    src = os.path.join(directory, "forkfixed.c")
+    exe = os.path.join(directory, "forkfixed")
+    with open(src, "w") as f:
+        f.write(HELPER_C)
+    errors = []
+    for how, flags in (("static", ["-static", "-O2"]), ("dynamic", ["-O2"])):
+        r = subprocess.run([cc, *flags, "-o", exe, src], capture_output=True, text=True)
+        if r.returncode == 0:
+            return exe, f"{os.path.basename(cc)} {' '.join(flags)} ({how})"
+        errors.append((r.stderr.strip().splitlines() or ["?"])[-1])
+    return None, "the C compiler failed: " + "; ".join(errors)
+
+
+def run_helper(exe, forks, evict=0, timeout=120):
+    """Run the compiled helper: its (V, A, P, T) read from /proc while it waits, and
+    the CPU and wall ns of each of its `forks` forks."""
+    import subprocess
+    proc = subprocess.Popen([exe, str(forks), str(evict)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        if proc.stdout.readline().strip() != "ready":
+            raise CalibrationError("the fork helper did not start")
+        v, a, p, t = counts(proc.pid)
+        out, _ = proc.communicate("go\n", timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if proc.returncode != 0:
+        raise CalibrationError(f"the fork helper failed (status {proc.returncode})")
+    cpu, wall = [], []
+    for line in out.splitlines():
+        c, w, _ = line.split()
+        cpu.append(int(c))
+        wall.append(int(w))
+    return {"name": "C helper", "V": v, "A": a, "P": p, "T": t, "fork_ns": cpu,
+            "fork_wall_ns": wall}
+
+
+# ======================================================================================
 # The calibration proper (runs in the lazyvm process; numpy imported when needed).
 
 FIT_SHAPES = [                              # (name, shape) regressed on (1, V, A, P, T)
@@ -320,6 +467,8 @@ FIT_SHAPES = [                              # (name, shape) regressed on (1, V, 
     ("dense 4096", {"dense": 4096}),
     ("dense 16384", {"dense": 16384}),
     ("dense 65536", {"dense": 65536}),
+    ("dense 131072", {"dense": 131072}),      # 512 MiB
+    ("dense 524288", {"dense": 524288}),      # 2 GiB
     ("sparse 256", {"sparse": 256}),
     ("sparse 1024", {"sparse": 1024}),
     ("sparse 2048", {"sparse": 2048}),
@@ -335,6 +484,8 @@ HELD_OUT = [                                # never in the fit: --validate only
     ("mixed 1000 VMAs x 8 pages", {"mixed": 1000, "mixed_pages": 8}),
     ("1 GiB", {"dense": 262144}),
 ]
+# --quick (CI): the shapes up to 256 MiB, no eviction, about 6 s
+QUICK_FIT_SHAPES = [(n, sh) for n, sh in FIT_SHAPES if sh.get("dense", 0) <= 65536]
 REPEATS, QUICK_REPEATS = 24, 8
 ROUNDS, QUICK_ROUNDS = 3, 2
 FAULT_PAGES, FAULT_TABLES = 8192, 512
@@ -385,10 +536,12 @@ def fit(X, y, weights=None):
         cov = s2 * np.linalg.inv(Xw.T @ Xw)
         se = np.sqrt(np.diag(cov))
     else:
+        cov = np.full((X.shape[1], X.shape[1]), np.nan)
         se = np.full(X.shape[1], np.nan)
     with np.errstate(divide="ignore", invalid="ignore"):
         rel = np.where(y != 0, res / y, np.nan)
-    return {"coef": coef, "se": se, "residuals": res, "rel_residuals": rel, "dof": dof}
+    return {"coef": coef, "se": se, "cov": cov, "residuals": res, "rel_residuals": rel,
+            "dof": dof}
 
 
 def fit_nonneg(X, y, weights=None):
@@ -405,6 +558,8 @@ def fit_nonneg(X, y, weights=None):
     free_all = fit(X, y, w)
     if (free_all["coef"] >= 0).all():
         return dict(free_all, pinned=[])
+    # the covariance: the free columns' from their fit, a pinned column's variance the
+    # unconstrained fit's, uncorrelated with the rest
     best = None
     for r in range(k - 1, 0, -1):
         for cols in itertools.combinations(range(k), r):
@@ -424,10 +579,12 @@ def fit_nonneg(X, y, weights=None):
     se = np.array(free_all["se"], dtype=float)
     coef[list(cols)] = f["coef"]
     se[list(cols)] = f["se"]
+    cov = np.diag(se ** 2)
+    cov[np.ix_(list(cols), list(cols))] = f["cov"]
     res = y - X @ coef
     with np.errstate(divide="ignore", invalid="ignore"):
         rel = np.where(y != 0, res / y, np.nan)
-    return {"coef": coef, "se": se, "residuals": res, "rel_residuals": rel,
+    return {"coef": coef, "se": se, "cov": cov, "residuals": res, "rel_residuals": rel,
             "dof": X.shape[0] - len(cols), "pinned": [j for j in range(k) if j not in cols]}
 
 
@@ -441,12 +598,19 @@ def _stat(v):
     return float(min(v))
 
 
-def _se_median(v):
-    """Standard error of a median: 1.2533 * sd / sqrt(n) (normal approximation)."""
+def _se_min(v, resamples=400):
+    """Standard error of the minimum of the samples v: the standard deviation of the
+    minimum over bootstrap resamples (a fixed seed, so a rerun on the same samples
+    gives the same figure).  It reflects the spread of the lowest samples, where a
+    minimum lives, not the spread of the whole set that a median's formula uses."""
+    import random
     import statistics
+    v = [float(x) for x in v]
     if len(v) < 2:
         return float("nan")
-    return 1.2533 * statistics.stdev(v) / math.sqrt(len(v))
+    rng = random.Random(20021010 + len(v))
+    mins = [min(rng.choices(v, k=len(v))) for _ in range(resamples)]
+    return statistics.pstdev(mins)
 
 
 def measure_primitives(quick=False):
@@ -491,15 +655,16 @@ def measure_primitives(quick=False):
             lines.append(t)
     buf_bytes = buf.size
     del buf
-    return (_stat(misses), _se_median(misses), _stat(lines), _se_median(lines),
+    return (_stat(misses), _se_min(misses), _stat(lines), _se_min(lines),
             {"cache_miss_samples_ns": misses, "line_write_samples_ns": lines, "chase_steps": steps,
              "chase_bytes": n_big * 4, "line_write_bytes": int(buf_bytes)})
 
 
-def _rounds(jobs, reps, rounds):
+def _rounds(jobs, reps, rounds, helper=None):
     """Run `jobs` in `rounds` rounds (each shape built afresh each round, its forks split
     between the rounds) so that a slow spell of the host falls on every shape alike;
-    the samples of a shape are concatenated."""
+    the samples of a shape are concatenated.  helper: (executable, evict bytes) of the
+    compiled minimal process, run after the worker in each round ("C helper")."""
     per = [reps // rounds + (1 if k < reps % rounds else 0) for k in range(rounds)]
     merged = {}
     for k in range(rounds):
@@ -511,7 +676,10 @@ def _rounds(jobs, reps, rounds):
                 if j.get("execs"):
                     j["execs"] = max(1, j["execs"] // rounds)
             rj.append(j)
-        for r in run_worker(rj):
+        out = run_worker(rj)
+        if helper is not None:
+            out.append(run_helper(helper[0], per[k], helper[1]))
+        for r in out:
             old = merged.get(r["name"])
             if old is None:
                 merged[r["name"]] = r
@@ -529,7 +697,8 @@ def _rounds(jobs, reps, rounds):
                 old[key] = round(sum(c[i] for c in old["rounds"]) / len(old["rounds"]))
             for key in ("fork_ns", "fork_wall_ns", "exit_ns", "fork_exec_ns",
                         "fork_child_ns"):
-                old[key] += r[key]
+                if key in r:
+                    old[key] += r[key]
     return merged
 
 
@@ -541,44 +710,36 @@ def _shape_rows(results):
     return X, fork, exit_
 
 
-def calibrate(quick=False, validate=False, progress=None):
-    """Measure, fit and build the host Profile.  Returns (profile, report) where report
-    holds every measured figure (the profile's meta holds the same)."""
-    from lazyvm.costs import Profile
-    say = progress or (lambda msg: None)
-    t_start = time.perf_counter()
-    load_before = _loadavg()
-    reps = QUICK_REPEATS if quick else REPEATS
-    jobs = [{"kind": "fork", "name": "bare", "shape": {}, "repeats": reps,
-             "execs": max(3, reps // 2)}]
-    jobs += [{"kind": "fork", "name": n, "shape": s, "repeats": reps}
-             for n, s in FIT_SHAPES[1:]]
-    jobs.append({"kind": "faults", "pages": FAULT_PAGES // (4 if quick else 1),
-                 "tables": FAULT_TABLES // (4 if quick else 1),
-                 "repeats": 1 if quick else 3})
-    if validate:
-        jobs += [{"kind": "fork", "name": n, "shape": s, "repeats": reps}
-                 for n, s in HELD_OUT]
-    rounds = QUICK_ROUNDS if quick else ROUNDS
-    say(f"timing {len(jobs)} jobs in a separate process, {rounds} round(s), {reps} forks "
-        "per shape in all")
-    results = _rounds(jobs, reps, rounds)
-    say("measuring a cache miss and a line write")
-    miss, miss_se, line, line_se, prim = measure_primitives(quick)
+def stretch_of(rows, floor_ns=1_000_000):
+    """The wall/CPU stretch of forks: for each fork of each row, its wall time over the
+    row's minimum CPU time (the fork's own cost), over the rows whose fork costs at
+    least floor_ns of CPU (below it the clocks' own overhead dominates; all rows if
+    none does).  {"median", "q1", "q3", "min", "max", "n"}."""
+    import statistics
+    big = [r for r in rows if r["fork_ns"] and min(r["fork_ns"]) >= floor_ns] or rows
+    ratios = sorted(w / min(r["fork_ns"]) for r in big for w in r["fork_wall_ns"]
+                    if min(r["fork_ns"]) > 0)
+    if not ratios:
+        return {"median": 1.0, "q1": 1.0, "q3": 1.0, "min": 1.0, "max": 1.0, "n": 0}
+    q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
+    return {"median": float(statistics.median(ratios)), "q1": float(q[0]),
+            "q3": float(q[2]), "min": float(ratios[0]), "max": float(ratios[-1]),
+            "n": len(ratios)}
 
-    fit_res = [results[n] for n, _ in FIT_SHAPES]
-    X, y_fork, y_exit = _shape_rows(fit_res)
-    ff = fit_nonneg(X, y_fork, 1.0 / y_fork ** 2)  # relative least squares, costs >= 0
-    fe = fit_nonneg(X, y_exit, 1.0 / y_exit ** 2)
-    fl = results["faults"]
-    med = {k: _stat(v) for k, v in fl.items() if k != "name"}
-    sem = {k: _se_median(v) for k, v in fl.items() if k != "name"}
-    bare = results["bare"]
-    exec_extra = _stat(bare["fork_exec_ns"]) - _stat(bare["fork_child_ns"])
-    exec_se = math.hypot(_se_median(bare["fork_exec_ns"]), _se_median(bare["fork_child_ns"]))
 
+def host_costs(ff, fe, faults, exec_ns, prim, helper=None, regr_shapes=0):
+    """The host profile's costs from the fits and the measured figures.
+
+    ff, fe: fit_nonneg results of the fork fit on (1, V, A, P, T[, Py]) and the exit fit
+    on (1, V, A, P, T); faults: {kind: (min ns, se)}; exec_ns: (ns, se); prim: (miss,
+    miss_se, line, line_se, info); helper: how the C helper was built (its row pins the
+    intercept; the Py column carries the interpreter's os.fork overhead), or None.
+    Returns (costs, uncertainty, source, covariance block, pinned)."""
+    import numpy as np
+    from lazyvm.costs import event_covariance
+    miss, miss_se, line, line_se, info = prim
     c, u, s = {}, {}, {}
-    names = ("intercept", "per-VMA", "per-anon_vma", "per-PTE", "per-table")
+    names = ("intercept", "per-VMA", "per-anon_vma", "per-PTE", "per-table", "per-Python")
     pinned = [f"{names[j]} of the fork fit" for j in ff["pinned"]]
     pinned += [f"{names[j]} of the exit fit" for j in fe["pinned"]]
 
@@ -589,27 +750,38 @@ def calibrate(quick=False, validate=False, progress=None):
         u[event] = round(float(se), 2) if math.isfinite(se) else round(abs(float(ns)), 2)
         s[event] = source
 
-    regr = "fork regression on (1, V, A, P, T) over %d shapes" % len(FIT_SHAPES)
-    erg = "exit regression (the child's CPU time from its last reading until reaped) on (1, V, A, P, T)"
+    regr = f"fork regression on (1, V, A, P, T) over {regr_shapes} shapes"
+    erg = ("exit regression (the child's CPU time from its last reading until reaped) on "
+           "(1, V, A, P, T)")
     b, e = ff["coef"], fe["coef"]
     bs, es = ff["se"], fe["se"]
-    tbl_alloc = med["sparse"] - med["demand_zero"]
-    tbl_alloc_se = math.hypot(sem["sparse"], sem["demand_zero"])
-    put("forks_copy", b[0], bs[0], f"measured: intercept of the {regr} (a process with "
-        "no VMA, PTE or table; includes the interpreter's os.fork wrapper)")
+    dz, dz_se = faults["demand_zero"]
+    sp, sp_se = faults["sparse"]
+    tbl_alloc, tbl_alloc_se = sp - dz, math.hypot(sp_se, dz_se)
+    if helper:
+        put("forks_copy", b[0], bs[0], "measured: the fork of a minimal process, a static C "
+            f"program ({helper}) whose forks are a row of the {regr} with the worker's "
+            "interpreter overhead in a column of its own: the intercept is its fork less "
+            "its own VMAs, PTEs and tables")
+    else:
+        put("forks_copy", b[0], bs[0], f"measured: intercept of the {regr} (a process with "
+            "no VMA, PTE or table; includes the interpreter's os.fork wrapper: no C "
+            "compiler for the minimal helper), its covariance with the slopes in the "
+            "profile's covariance block")
     put("forks_share", b[0], bs[0], "= forks_copy: a share fork does the same fixed work "
         "(no released kernel shares tables)")
     put("exits", e[0], es[0], f"measured: intercept of the {erg}")
-    put("execs", exec_extra, exec_se, "measured: CPU time of a child that execs "
+    put("execs", exec_ns[0], exec_ns[1], "measured: CPU time of a child that execs "
         "/bin/true minus that of a child that exits at once (includes loading and "
         "running /bin/true)")
-    put("fork_vmas", b[1] + b[2], math.hypot(bs[1], bs[2]), "measured: per-VMA plus "
-        f"per-anon_vma coefficients of the {regr} (lazyvm's VMAs are anonymous memory; "
-        "a VMA without anon_vma costs the per-VMA coefficient alone, in meta)")
-    put("exit_vmas", e[1] + e[2], math.hypot(es[1], es[2]), "measured: per-VMA plus "
-        f"per-anon_vma coefficients of the {erg} "
-        "(lazyvm 0.2.0 does not count VMAs torn down yet)")
-    put("ptes_copied", b[3], bs[3], f"measured: per-PTE coefficient of the {regr}")
+    put("fork_vmas", b[1], bs[1], f"measured: per-VMA coefficient of the {regr} (every "
+        "VMA)")
+    put("fork_anon_vmas", b[2], bs[2], f"measured: per-anon_vma coefficient of the {regr} "
+        "(what a VMA with an anon_vma adds: its chain is duplicated)")
+    put("exit_vmas", e[1], es[1], f"measured: per-VMA coefficient of the {erg}")
+    put("exit_anon_vmas", e[2], es[2], f"measured: per-anon_vma coefficient of the {erg}")
+    put("ptes_copied", b[3], bs[3], f"measured: per-PTE coefficient of the {regr}, "
+        "cold (the cache evicted before each fork)")
     put("ptes_zapped", e[3], es[3], f"measured: per-PTE coefficient of the {erg} "
         "(pages still mapped by the parent: a reference dropped, not a page freed)")
     alloc_note = ""
@@ -619,27 +791,32 @@ def calibrate(quick=False, validate=False, progress=None):
     put("tables_allocated", tbl_alloc, tbl_alloc_se, "measured: write fault one page per "
         "2 MiB minus write fault on dense pages (the fault that allocates a PTE table)"
         + alloc_note)
-    put("tables_copied", b[4] - tbl_alloc, math.hypot(bs[4], tbl_alloc_se),
+    copied = b[4] - tbl_alloc
+    copied_note = ""
+    if copied < 0:
+        copied_note = (f"; the difference measured {copied:.0f} ns (the fork's per-table "
+                       "cost is below a fault's table allocation), held at 0")
+        copied = 0.0
+    put("tables_copied", copied, math.hypot(bs[4], tbl_alloc_se),
         f"measured: per-table coefficient of the {regr} minus tables_allocated (a table "
-        "copied is also counted allocated)")
+        "copied is also counted allocated)" + copied_note)
     put("tables_freed", e[4], es[4], f"measured: per-table coefficient of the {erg}")
     put("faults", 0.0, 0.0, "0 by construction: every fault is priced by its kind "
         "(demand_zero, zero_page_maps, cow_copies, cow_reuses, shmem_faults, swap_ins, "
         "unshares)")
-    put("demand_zero", med["demand_zero"], sem["demand_zero"], "measured: write fault on "
-        "a fresh private page, per page (a faulting pass minus a second pass; the "
-        "minimum over the passes, as for every fault below)")
-    put("zero_page_maps", med["zero_page"], sem["zero_page"], "measured: read fault on a "
-        "fresh private page (maps the zero page), per page")
-    put("cow_copies", med["cow"], sem["cow"], "measured: write fault on a page shared "
-        "with a live child (copy-on-write copy), per page")
-    put("cow_reuses", med["cow_reuse"], sem["cow_reuse"], "measured: write fault on a "
-        "write-protected page whose child has exited (reused in place), per page")
-    put("shmem_faults", med["shmem"], sem["shmem"], "measured: a child's read faults on "
-        "MAP_SHARED pages fork did not copy, per page (fault-around maps up to 16 "
-        "pages per fault)")
+    put("demand_zero", dz, dz_se, "measured: write fault on a fresh private page, per "
+        "page (a faulting pass minus a second pass; the minimum over the passes, as for "
+        "every fault below)")
+    put("zero_page_maps", *faults["zero_page"], "measured: read fault on a fresh private "
+        "page (maps the zero page), per page")
+    put("cow_copies", *faults["cow"], "measured: write fault on a page shared with a live "
+        "child (copy-on-write copy), per page")
+    put("cow_reuses", *faults["cow_reuse"], "measured: write fault on a write-protected "
+        "page whose child has exited (reused in place), per page")
+    put("shmem_faults", *faults["shmem"], "measured: a child's read faults on MAP_SHARED "
+        "pages fork did not copy, per page (fault-around maps up to 16 pages per fault)")
     m_src = (f"derived: one dependent cache miss ({miss:.1f} ns, pointer chase over "
-             f"{prim['chase_bytes'] >> 20} MiB)")
+             f"{info['chase_bytes'] >> 20} MiB)")
     l_src = f"a 64-byte line write ({line:.2f} ns)"
     put("rmap_adds", miss + line / NRPTE, math.hypot(miss_se, line_se / NRPTE),
         m_src + f" + {l_src} / {NRPTE} slots per node: Morton 2002, 'an extra two "
@@ -663,29 +840,116 @@ def calibrate(quick=False, validate=False, progress=None):
     put("swap_ins", miss + 64 * line, math.hypot(miss_se, 64 * line_se),
         m_src + f" + 64 x {l_src}: NOT a swap device; a 4 KiB copy from memory")
 
-    from lazyvm.costs import FORMAT_VERSION
+    # the covariance of the fitted costs: fork parameters, then exit's, then the table
+    # allocation (measured apart, independent of both fits)
+    kf, ke = len(b), len(e)
+    cov = np.zeros((kf + ke + 1, kf + ke + 1))
+    cov[:kf, :kf] = ff["cov"]
+    cov[kf:kf + ke, kf:kf + ke] = fe["cov"]
+    cov[-1, -1] = tbl_alloc_se ** 2
+    alloc = kf + ke
+    loadings = {"forks_copy": {0: 1.0}, "forks_share": {0: 1.0}, "fork_vmas": {1: 1.0},
+                "fork_anon_vmas": {2: 1.0}, "ptes_copied": {3: 1.0},
+                "tables_copied": {4: 1.0, alloc: -1.0}, "tables_allocated": {alloc: 1.0},
+                "exits": {kf: 1.0}, "exit_vmas": {kf + 1: 1.0},
+                "exit_anon_vmas": {kf + 2: 1.0}, "ptes_zapped": {kf + 3: 1.0},
+                "tables_freed": {kf + 4: 1.0}}
+    block = None
+    if np.isfinite(cov).all():
+        block = event_covariance(loadings, cov.tolist())
+        # the rounded uncertainties are the block's diagonal, to the rounding
+        for i, ev in enumerate(block["events"]):
+            u[ev] = round(math.sqrt(max(block["ns2"][i][i], 0.0)), 2)
+    return c, u, s, block, pinned
+
+
+def calibrate(quick=False, validate=False, progress=None, helper=True):
+    """Measure, fit and build the host Profile.  Returns (profile, report) where report
+    holds every measured figure (the profile's meta holds the same).  helper=False
+    skips the compiled minimal-process helper (the intercept then comes from the
+    worker's fit alone)."""
+    import tempfile
+    import numpy as np
+    from lazyvm.costs import Profile, FORMAT_VERSION
+    say = progress or (lambda msg: None)
+    t_start = time.perf_counter()
+    load_before = _loadavg()
+    reps = QUICK_REPEATS if quick else REPEATS
+    shapes = QUICK_FIT_SHAPES if quick else FIT_SHAPES
+    llc = llc_bytes()
+    evict = 0 if quick else 2 * llc
+    jobs = [{"kind": "fork", "name": "bare", "shape": {}, "repeats": reps,
+             "execs": max(3, reps // 2), "evict": evict}]
+    jobs += [{"kind": "fork", "name": n, "shape": sh, "repeats": reps, "evict": evict}
+             for n, sh in shapes[1:]]
+    jobs.append({"kind": "faults", "pages": FAULT_PAGES // (4 if quick else 1),
+                 "tables": FAULT_TABLES // (4 if quick else 1),
+                 "repeats": 1 if quick else 3})
+    if validate:
+        jobs += [{"kind": "fork", "name": n, "shape": sh, "repeats": reps, "evict": evict}
+                 for n, sh in HELD_OUT]
+    rounds = QUICK_ROUNDS if quick else ROUNDS
+    with tempfile.TemporaryDirectory(prefix="lazyvm-calibrate-") as tmp:
+        exe, how = build_helper(tmp) if helper else (None, "not asked for (helper=False)")
+        say(f"timing {len(jobs)} jobs in a separate process, {rounds} round(s), {reps} "
+            f"forks per shape in all; the minimal C helper: {how}; "
+            + (f"{evict >> 20} MiB read before each fork (twice the {llc >> 20} MiB "
+               "last-level cache)" if evict else "no eviction (--quick)"))
+        results = _rounds(jobs, reps, rounds, helper=(exe, evict) if exe else None)
+    say("measuring a cache miss and a line write")
+    miss, miss_se, line, line_se, prim = measure_primitives(quick)
+
+    fit_res = [results[n] for n, _ in shapes]
+    X, y_fork, y_exit = _shape_rows(fit_res)
+    Xf, yf, fork_rows = X, y_fork, list(fit_res)
+    if exe:
+        hr = results["C helper"]
+        Xf = np.column_stack([X, np.ones(len(X))])
+        Xf = np.vstack([Xf, [1.0, hr["V"], hr["A"], hr["P"], hr["T"], 0.0]])
+        yf = np.append(y_fork, _stat(hr["fork_ns"]))
+        fork_rows.append(hr)
+    ff = fit_nonneg(Xf, yf, 1.0 / yf ** 2)      # relative least squares, costs >= 0
+    fe = fit_nonneg(X, y_exit, 1.0 / y_exit ** 2)
+    fl = results["faults"]
+    faults = {k: (_stat(v), _se_min(v)) for k, v in fl.items() if k != "name"}
+    bare = results["bare"]
+    exec_ns = (_stat(bare["fork_exec_ns"]) - _stat(bare["fork_child_ns"]),
+               math.hypot(_se_min(bare["fork_exec_ns"]), _se_min(bare["fork_child_ns"])))
+    c, u, s, cov, pinned = host_costs(ff, fe, faults, exec_ns,
+                                      (miss, miss_se, line, line_se, prim),
+                                      helper=how if exe else None, regr_shapes=len(shapes))
+    stretch = stretch_of(fork_rows)
     meta = {
         "host": _host(),
         "made": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "quick": bool(quick), "repeats": reps,
-        "statistic": "minimum over repeats",
-        "fork_vma_no_anon_ns": float(b[1]), "exit_vma_no_anon_ns": float(e[1]),
-        "fit": {"regressors": ["1", "V", "A", "P", "T"],
-                "fork": _fit_meta(ff, fit_res, y_fork, "fork_ns"),
+        "statistic": "minimum over repeats; uncertainties of a minimum by bootstrap",
+        "cache": {"convention": "cold" if evict else "warm (--quick: no eviction)",
+                  "llc_bytes": llc, "evicted_bytes_before_each_fork": evict},
+        "helper": {"built": how, "row": ({x: results["C helper"][x] for x in "VAPT"}
+                                         | {"min_ns": _stat(results["C helper"]["fork_ns"]),
+                                            "median_ns": _median(results["C helper"]["fork_ns"]),
+                                            "se_min_ns": _se_min(results["C helper"]["fork_ns"])})
+                   if exe else None},
+        "stretch": stretch,
+        "fit": {"regressors": ["1", "V", "A", "P", "T"] + (["Py"] if exe else []),
+                "fork": _fit_meta(ff, fork_rows, yf, "fork_ns"),
                 "exit": _fit_meta(fe, fit_res, y_exit, "exit_ns")},
         "worker_base": {x: bare[x] for x in "VAPT"},
         "fit_pinned_at_0": pinned,
-        "faults": {k: {"min_ns": med[k], "se_ns": sem[k], "samples": fl[k]}
-                   for k in med},
-        "munmap_exclusive_ns_per_page": med["munmap_dense"],
-        "munmap_exclusive_ns_per_table": med["munmap_sparse"],
+        "faults": {k: {"min_ns": faults[k][0], "se_ns": faults[k][1], "samples": fl[k]}
+                   for k in faults},
+        "munmap_exclusive_ns_per_page": faults["munmap_dense"][0],
+        "munmap_exclusive_ns_per_table": faults["munmap_sparse"][0],
         "primitives": {"cache_miss_ns": miss, "cache_miss_se": miss_se,
                        "line_write_ns": line, "line_write_se": line_se, **prim},
     }
+    if exe:
+        meta["python_fork_overhead_ns"] = float(ff["coef"][5])
     prof = Profile(name="host", costs=c, uncertainty=u, source=s, version=FORMAT_VERSION,
                    description=f"this machine's kernel ({meta['host'].get('kernel', '?')},"
                    f" {meta['host'].get('cpu_model', '?')}), made by lazyvm calibrate",
-                   meta=meta)
+                   meta=meta, covariance=cov)
     report = {"profile": prof, "meta": meta, "raw": results}
     if validate:
         report["validate"] = validate_rows(prof, [results[n] for n, _ in HELD_OUT],
@@ -706,6 +970,7 @@ def _loadavg():
 
 def _fit_meta(f, rows, y, key):
     return {"coef": [float(x) for x in f["coef"]], "se": [float(x) for x in f["se"]],
+            "cov": [[float(x) for x in row] for row in f["cov"]],
             "dof": int(f["dof"]),
             "rows": [{"shape": r["name"], **{x: r[x] for x in "VAPT"},
                       "ns": float(yy), "median_ns": _median(r[key]), "residual_ns": float(res),
@@ -723,12 +988,17 @@ def _host():
 
 
 def predict_fork_ns(profile, V, A, P, T):
-    """Predicted ns of a copy fork of a process with V VMAs (A of them with an
+    """Predicted CPU ns of a copy fork of a process with V VMAs (A of them with an
     anon_vma), P copied PTEs and T tables (each both copied and allocated)."""
     c = profile.costs
-    plain = profile.meta.get("fork_vma_no_anon_ns", c["fork_vmas"])
-    return (c["forks_copy"] + plain * (V - A) + c["fork_vmas"] * A
+    return (c["forks_copy"] + c["fork_vmas"] * V + c["fork_anon_vmas"] * A
             + c["ptes_copied"] * P + (c["tables_copied"] + c["tables_allocated"]) * T)
+
+
+def stretch(profile):
+    """The wall/CPU stretch recorded in `profile` (its median), or None."""
+    st = (profile.meta or {}).get("stretch")
+    return float(st["median"]) if isinstance(st, dict) and "median" in st else None
 
 
 def lazyvm_fork_counts(shape):
@@ -768,14 +1038,18 @@ def lazyvm_fork_counts(shape):
 
 
 def validate_rows(profile, results, base=None, shapes=None):
-    """Predicted against measured fork of each held-out result.  "predicted_ns" prices
-    the worker's own counts (V, A, P, T); with `base` (the bare worker's V, A, P, T)
-    and `shapes`, "lazyvm_ns" prices lazyvm's own event counts of the shape
+    """Predicted against measured fork of each held-out result: CPU time (the profile's
+    prediction against the minimum measured) and wall time (the prediction times the
+    run's stretch against the median measured wall time).  "predicted_ns" prices the
+    worker's own counts (V, A, P, T); with `base` (the bare worker's V, A, P, T) and
+    `shapes`, "lazyvm_ns" prices lazyvm's own event counts of the shape
     (profile.kernel_ns, as Machine(costs=...) does) plus the bare worker."""
+    st = stretch(profile) or 1.0
     rows = []
     for k, r in enumerate(results):
         pred = predict_fork_ns(profile, r["V"], r["A"], r["P"], r["T"])
         meas = _stat(r["fork_ns"])
+        wall = _median(r["fork_wall_ns"])
         lz = None
         if base is not None and shapes is not None:
             counts = lazyvm_fork_counts(shapes[k])
@@ -789,7 +1063,13 @@ def validate_rows(profile, results, base=None, shapes=None):
                      "measured_min_ns": float(min(r["fork_ns"])),
                      "measured_max_ns": float(max(r["fork_ns"])),
                      "repeats": len(r["fork_ns"]),
-                     "error": (pred - meas) / meas})
+                     "error": (pred - meas) / meas,
+                     "stretch": st,
+                     "measured_stretch": wall / meas if meas else None,
+                     "predicted_wall_ns": pred * st, "measured_wall_ns": wall,
+                     "measured_wall_min_ns": float(min(r["fork_wall_ns"])),
+                     "measured_wall_max_ns": float(max(r["fork_wall_ns"])),
+                     "wall_error": (pred * st - wall) / wall if wall else None})
         if lz is not None:
             rows[-1]["lazyvm_ns"] = lz["ns"]
             rows[-1]["lazyvm_counts"] = lz["counts"]
@@ -807,13 +1087,29 @@ def format_report(report):
            "worker process: V={V} VMAs (A={A} with anon_vma), P={P} copied PTEs, T={T} "
            "tables (regressed away)".format(**meta["worker_base"]),
            f"{meta['repeats']} forks per shape, the minimum of each; relative least squares",
+           f"cache: {meta['cache']['convention']} ({meta['cache']['evicted_bytes_before_each_fork'] >> 20}"
+           f" MiB read before each fork; last-level cache {meta['cache']['llc_bytes'] >> 20} MiB)",
+           "minimal process: " + (meta["helper"]["built"] if not meta["helper"]["row"] else
+                                  "a static C helper, {} (V={V} A={A} P={P} T={T}): fork "
+                                  "min {min:.1f} us, median {med:.1f} us".format(
+                                      meta["helper"]["built"], **meta["helper"]["row"],
+                                      min=meta["helper"]["row"]["min_ns"] / 1e3,
+                                      med=meta["helper"]["row"]["median_ns"] / 1e3)),
+           "wall/CPU stretch of this run's forks (wall over the shape's minimum CPU): "
+           "median {median:.2f}, quartiles {q1:.2f}-{q3:.2f}, range {min:.2f}-{max:.2f} "
+           "over {n} forks".format(**meta["stretch"]),
            ""]
     for which in ("fork", "exit"):
         f = meta["fit"][which]
+        regs = meta["fit"]["regressors"][1:] if which == "fork" else ["V", "A", "P", "T"]
         terms = " + ".join(f"{c:.{1 if n != 'P' else 2}f} (+-{e:.{1 if n != 'P' else 2}f}) {n}"
-                           for c, e, n in zip(f["coef"][1:], f["se"][1:], "VAPT"))
+                           for c, e, n in zip(f["coef"][1:], f["se"][1:], regs))
+        cov = f.get("cov")
+        corr = ""
+        if cov and cov[0][0] > 0 and cov[3][3] > 0:
+            corr = f", corr(intercept, P) {cov[0][3] / math.sqrt(cov[0][0] * cov[3][3]):+.2f}"
         out.append(f"{which} fit: ns = {f['coef'][0]:.0f} (+-{f['se'][0]:.0f}) + {terms}"
-                   f"   [{f['dof']} dof]")
+                   f"   [{f['dof']} dof{corr}]")
         for r in f["rows"]:
             out.append(f"  {r['shape']:<15} V={r['V']:>5} A={r['A']:>5} P={r['P']:>6} "
                        f"T={r['T']:>5}  min {r['ns'] / 1e3:>8.1f} us (median "
@@ -839,25 +1135,34 @@ def format_report(report):
 
 
 def format_validate(rows):
-    out = ["held-out shapes (not in the fit): predicted vs measured copy fork (measured: "
-           "minimum, median and maximum over the repeats)",
-           f"  {'shape':<26} {'V':>5} {'A':>5} {'P':>7} {'T':>5} {'predicted':>11} "
-           f"{'measured':>11} {'median':>9} {'max':>9}  error"]
-    for r in rows:
-        out.append(f"  {r['shape']:<26} {r['V']:>5} {r['A']:>5} {r['P']:>7} {r['T']:>5} "
-                   f"{r['predicted_ns'] / 1e3:>8.1f} us {r['measured_ns'] / 1e3:>8.1f} us "
-                   f"{r['measured_median_ns'] / 1e3:>9.1f} {r['measured_max_ns'] / 1e3:>9.1f}"
-                   f"  {100 * r['error']:+.1f}%")
-    errs = sorted(abs(r["error"]) for r in rows)
     import statistics
-    out.append(f"  median |error| {100 * statistics.median(errs):.1f}%, largest "
-               f"{100 * errs[-1]:.1f}%  (target: 15% median, 30% largest)")
+    st = rows[0]["stretch"] if rows else 1.0
+    out = ["held-out shapes (not in the fit): predicted vs measured copy fork; CPU: the "
+           "minimum over the repeats (median, maximum beside it); wall: the median, "
+           f"predicted as CPU x the run's stretch {st:.2f}",
+           f"  {'shape':<26} {'P':>7} {'T':>5} {'CPU pred':>9} {'meas':>9} {'median':>9} "
+           f"{'max':>9} {'error':>7}   {'wall pred':>9} {'meas':>9} {'error':>7} "
+           f"{'stretch':>7}"]
+    for r in rows:
+        out.append(f"  {r['shape']:<26} {r['P']:>7} {r['T']:>5} "
+                   f"{r['predicted_ns'] / 1e3:>9.1f} {r['measured_ns'] / 1e3:>9.1f} "
+                   f"{r['measured_median_ns'] / 1e3:>9.1f} {r['measured_max_ns'] / 1e3:>9.1f}"
+                   f" {100 * r['error']:>+6.1f}%   {r['predicted_wall_ns'] / 1e3:>9.1f} "
+                   f"{r['measured_wall_ns'] / 1e3:>9.1f} {100 * r['wall_error']:>+6.1f}% "
+                   f"{r['measured_stretch']:>7.2f}")
+    out.append("  (us)")
+    errs = sorted(abs(r["error"]) for r in rows)
+    werrs = sorted(abs(r["wall_error"]) for r in rows)
+    out.append(f"  CPU: median |error| {100 * statistics.median(errs):.1f}%, largest "
+               f"{100 * errs[-1]:.1f}%  (target: 12% median, 20% largest); wall: median "
+               f"{100 * statistics.median(werrs):.1f}%, largest {100 * werrs[-1]:.1f}%")
     if all("lazyvm_ns" in r for r in rows):
         out.append("the same shapes simulated in lazyvm (x86_64, copy fork), its event "
                    "counts priced by the profile, plus the bare worker:")
         for r in rows:
             c = r["lazyvm_counts"]
             out.append(f"  {r['shape']:<26} fork_vmas={c.get('fork_vmas', 0):>5} "
+                       f"fork_anon_vmas={c.get('fork_anon_vmas', 0):>5} "
                        f"ptes_copied={c.get('ptes_copied', 0):>7} "
                        f"tables_copied={c.get('tables_copied', 0):>5} "
                        f"{r['lazyvm_ns'] / 1e3:>8.1f} us vs {r['measured_ns'] / 1e3:>8.1f} us"

@@ -359,7 +359,7 @@ def fit_2541(cells=None):
         costs[e], unc[e] = 0.0, 0.0
         source[e] = "0: included in tables_allocated (the fit cannot separate allocating " \
                     "a table from copying it)"
-    for e in ("fork_vmas", "exit_vmas"):
+    for e in ("fork_vmas", "exit_vmas", "fork_anon_vmas", "exit_anon_vmas"):
         costs[e], unc[e] = 0.0, 0.0
         source[e] = "0: included in the fixed costs (every McCracken shape has the same VMAs)"
     for e in ("faults", "demand_zero", "zero_page_maps", "cow_copies", "cow_reuses",

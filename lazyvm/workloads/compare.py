@@ -467,7 +467,8 @@ RFC = ("Chih-En Lin, \"Introduce Copy-On-Write to Page Table\", linux-mm RFC v2,
        "(docs/KERNEL-NOTES.md)")
 RFC_512MB_MS = (10.0, 0.625)   # fork of a 512 MB process: default vs COW page tables
 RFC_CHILD_VMPTE_KB = (2096, 44)  # the child of a 1 GB process: VmPTE default vs COW
-FIXED_EVENTS = ("forks_copy", "forks_share", "exits", "execs", "fork_vmas", "exit_vmas")
+FIXED_EVENTS = ("forks_copy", "forks_share", "exits", "execs", "fork_vmas", "exit_vmas",
+                "fork_anon_vmas", "exit_anon_vmas")
 PREDICTED_SPREAD = ("no spread: the counts are exact and deterministic, so the predicted "
                     "figures are too (the same counts always give the same prediction); "
                     "*_se is the profile's own uncertainty, not a spread")
