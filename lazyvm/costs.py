@@ -110,7 +110,9 @@ class Profile:
     def __post_init__(self):
         missing = [e for e in EVENTS if e not in self.costs]
         if missing:
-            raise ProfileError(f"profile {self.name!r} has no cost for {', '.join(missing)}")
+            raise ProfileError(f"profile {self.name!r} has no cost for {', '.join(missing)}"
+                               + (" (made by an older lazyvm: run lazyvm calibrate again)"
+                                  if self.name == "host" else ""))
         unknown = [e for e in self.costs if e not in EVENTS]
         if unknown:
             raise ProfileError(f"profile {self.name!r}: unknown events {', '.join(unknown)}")

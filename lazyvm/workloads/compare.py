@@ -490,7 +490,7 @@ def predicted_size(entry: dict, prof) -> dict:
     prof.kernel_ns(counts)) with their ratios; and, for a host's profile, this machine's
     fork predicted from this process's own counts (V, A, P, T) beside its measured
     median."""
-    from ..measure.calibrate import predict_fork_ns
+    from ..measure.calibrate import predict_fork_ns, stretch
 
     cfg = entry["configs"]
     pc = {}
@@ -523,9 +523,13 @@ def predicted_size(entry: dict, prof) -> dict:
         pb = float(predict_fork_ns(prof, b["V"], b["A"], b["P"], b["T"]))
         meas = lin["fork_ns_median"]
         cpu = lin.get("fork_cpu_ns_median")
+        st = stretch(prof)
+        wall = pf * st if st else None
         out[LINUX] = {"counts": kc, "fork_ns": pf, "baseline_ns": pb,
                       "measured_fork_ns_median": meas,
                       "error": (pf - meas) / meas if meas else None,
+                      "stretch": st, "fork_wall_ns": wall,
+                      "error_wall": (wall - meas) / meas if meas and wall else None,
                       "measured_fork_cpu_ns_median": cpu,
                       "error_cpu": (pf - cpu) / cpu if cpu else None,
                       "marginal_ns_per_page": (pf - pb) / entry["pages"],
@@ -750,6 +754,8 @@ def predicted_findings(results: list, slopes: dict, pred: dict, prof) -> list:
                  lp["fork_ns"] / lp["measured_fork_ns_median"], big["pages"], None, None,
                  None)
         d["predicted_ns"] = lp["fork_ns"]
+        d["predicted_wall_ns"] = lp.get("fork_wall_ns")
+        d["stretch"] = lp.get("stretch")
         d["measured_ns"] = lp["measured_fork_ns_median"]
         d["measured_cpu_ns"] = lp["measured_fork_cpu_ns_median"]
         if d["measured_cpu_ns"]:
@@ -977,10 +983,15 @@ def format_findings(record: dict) -> str:
             val = f"{m['ratio']:.1f} ns ({m['lo']:.1f} to {m['hi']:.1f})"
         elif f["key"] == "linux_predicted":
             cpu = f.get("measured_cpu_ns")
+            pw, st = f.get("predicted_wall_ns"), f.get("stretch")
             val = (f"{_r.ns(f['predicted_ns'])} / {_r.ns(cpu or f['measured_ns'])} = "
                    f"{f['measured']['ratio']:.2f}"
-                   + (f" (wall time {_r.ns(f['measured_ns'])}: "
-                      f"{f['predicted_ns'] / f['measured_ns']:.2f})" if cpu else ""))
+                   + (f" (wall time {_r.ns(f['measured_ns'])}: predicted x the profile's "
+                      f"wall/CPU stretch {st:.2f} = {_r.ns(pw)}, "
+                      f"{pw / f['measured_ns']:.2f})" if pw else
+                      f" (wall time {_r.ns(f['measured_ns'])}: "
+                      f"{f['predicted_ns'] / f['measured_ns']:.2f}, no stretch in the "
+                      "profile)" if cpu else ""))
         else:
             val = _r.x_range(f["measured"])
         label = f" [{basis}]" if basis else ""

@@ -800,6 +800,15 @@ def _kernel_ns_fn(costs, kw):
     return {}, prof.kernel_ns
 
 
+def _stretch(costs):
+    """The wall/CPU stretch the profile's calibration measured (meta "stretch"), or
+    None (no profile, or one without it, such as linux-2.5.41)."""
+    if costs is None:
+        return None
+    from ..measure.calibrate import stretch
+    return stretch(load_costs(costs))
+
+
 def _delta(a, b):
     return {k: b[k] - a.get(k, 0) for k in b if isinstance(b[k], int)}
 
@@ -820,6 +829,7 @@ def replay(snap, layout=None, costs=None, configs=None, repeats=3, use_trace=Tru
         if c not in CONFIGS:
             raise SnapshotError(f"unknown configuration {c!r}: use {', '.join(CONFIGS)}")
     extra, kfn = _kernel_ns_fn(costs, kw)
+    st = _stretch(costs)
     if "layout" in kw:
         extra["layout"] = layout
     if "contents" in kw:
@@ -845,7 +855,11 @@ def replay(snap, layout=None, costs=None, configs=None, repeats=3, use_trace=Tru
     record = {"snapshot": {"pid": snap.meta.get("pid"), "name": snap.meta.get("name")},
               "layout": layout, "memory": memory, "costs": _costs_name(costs),
               "host": snap.host(), "configs": {}, "notes": notes,
-              "write_set": int(writable.sum())}
+              "write_set": int(writable.sum()), "stretch": st}
+    if st:
+        notes.append(f"kernel_wall_ns is kernel_ns (CPU time) x {st:.2f}, the wall/CPU "
+                     "stretch lazyvm calibrate measured in the run that made the profile: "
+                     "compare it with wall-clock figures such as Redis's latest_fork_usec")
     wa, ws = wset[writable], snap.cow_side[writable]
     # What the write set reaches: leaf tables (the span one leaf table maps) written,
     # against the leaf tables the address space has.
@@ -892,6 +906,8 @@ def replay(snap, layout=None, costs=None, configs=None, repeats=3, use_trace=Tru
         rec = {"fork_mode": fork_mode, "rmap": rmap,
                "fork_ns": int(sorted(times)[len(times) // 2]), "fork_ns_all": times,
                "kernel_ns": kernel_ns, "kernel_ns_fork_and_writes": kernel_total,
+               "kernel_wall_ns": (round(kernel_ns * st) if kernel_ns is not None and st
+                                  else None),
                "write_ns": write_ns, "build_ns": build_ns, "trace_engine": traced,
                "cow_copies": writes.get("cow_copies", 0),
                "cow_reuses": writes.get("cow_reuses", 0),
