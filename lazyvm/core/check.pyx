@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""lazyvm._check: the invariants of DESIGN.md section 3, verified over read-only numpy
+"""lazyvm.core.check: the invariants of DESIGN.md section 3, verified over read-only numpy
 views of the core's arrays (Core.views()).  Nothing here changes the machine.
 
 Every frame number read from memory is bounds-checked before it is used, so a corrupted
@@ -18,22 +18,7 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t, int64_t, uint64_t
 
 from lazyvm.errors import InvariantError
 
-cdef enum:
-    F_FREE = 0x001
-    F_RESERVED = 0x002
-    F_PGD = 0x004
-    F_PTABLE = 0x008
-    F_ANON = 0x010
-    F_SHMEM = 0x020
-    F_DIRECT = 0x040
-    F_SWAPCACHE = 0x080
-    _P = 0x001
-    _RW = 0x002
-    _PROTNONE = 0x080
-    ENTRY_USER = 0x067
-    ENTRY_PDPT = 0x001
-
-cdef uint64_t PFN_MASK = 0xFFFFFFFFFF
+from lazyvm.core.defs cimport *
 
 
 def fail(num, msg):
@@ -94,8 +79,8 @@ def check(dict v, list pgds, list shm_ranges):
         for parent, row in frontier:
             for i in np.flatnonzero(row):
                 e = int(row[i])
-                ebits = e & 0xFFF
-                t = (e >> 12) & PFN_MASK
+                ebits = e & FLAGS_MASK
+                t = entry_pfn(e)
                 if level == levels and not top_rw:
                     ok = ebits == ENTRY_PDPT
                 else:
@@ -103,7 +88,7 @@ def check(dict v, list pgds, list shm_ranges):
                 if not ok or (e >> 52) or (not wide and e >> 32):
                     fail(3, f"frame {parent} entry {i} = {e:#x} is not a user table entry")
                 if t >= nf or (flags[t] & (F_PTABLE | F_FREE)) != F_PTABLE \
-                        or ((flags[t] >> 12) & 7) != level - 1:
+                        or ((flags[t] >> F_LEVEL_SHIFT) & 7) != level - 1:
                     fail(3, f"frame {parent} entry {i} points at frame {t}, not a page "
                             f"table of level {level - 1}")
                 users[t] += 1
@@ -115,7 +100,7 @@ def check(dict v, list pgds, list shm_ranges):
                 break
             for i in np.flatnonzero(row):
                 e = int(row[i])
-                t = (e >> 12) & PFN_MASK
+                t = entry_pfn(e)
                 if users[t] > 1 and (e & _RW):
                     fail(4, f"table {t} has {users[t]} users but frame {parent} entry {i} "
                             f"has RW set")
@@ -139,7 +124,7 @@ def check(dict v, list pgds, list shm_ranges):
             if e == 0:
                 continue
             if e & (_P | _PROTNONE):
-                f = <uint32_t>((e >> 12) & PFN_MASK)
+                f = entry_pfn(e)
                 if f == zero:
                     if e & _RW:
                         fail(5, f"ZERO_PAGE mapped writable at table {t} index {i}")
@@ -152,8 +137,8 @@ def check(dict v, list pgds, list shm_ranges):
                 if e & _RW:
                     rwslots[f] += 1
             else:
-                s = <uint32_t>((e >> 8) & 0xFFFFFF)
-                if (e & 0x81) or (e >> 32) or s == 0 or s >= nswp or swap_count[s] < 0:
+                s = swp_offset(e)
+                if (e & (_P | _PROTNONE)) or (e >> 32) or s == 0 or s >= nswp or swap_count[s] < 0:
                     fail(7, f"table {t} index {i}: {e:#x} is not a live swap entry")
                 swapexp[s] += 1
     for base, npages in shm_ranges:
@@ -282,7 +267,7 @@ def _check_rmap(dict v, dict table_rows, int32_t[::1] nslots):
         if t >= nf or tord[t] < 0 or i >= per:
             fail(2, f"frame {frame}: slot ({t}, {i}) is not in a live table")
         e = tab[tord[t], i]
-        if not (e & (_P | _PROTNONE)) or ((e >> 12) & PFN_MASK) != frame:
+        if not (e & (_P | _PROTNONE)) or entry_pfn(e) != frame:
             fail(2, f"frame {frame}: slot ({t}, {i}) holds {e:#x}")
         if mark[<size_t>tord[t] * per + i]:
             fail(2, f"slot ({t}, {i}) is in a chain twice")
@@ -305,14 +290,14 @@ def _check_rmap(dict v, dict table_rows, int32_t[::1] nslots):
                     fail(2, f"frame {f}: chain node {n} is out of the pool or shared")
                 node_seen[n] = 1
                 seen_nodes += 1
-                idx = nodes[n, 0] & 15
+                idx = node_idx(&nodes[n, 0])
                 if idx >= nrpte or (n != link[f] and idx != 0):
                     fail(2, f"frame {f}: node {n} idx {idx} (only the head has free slots)")
                 for k in range(idx, nrpte):
                     slot = int(nodes64[n, 1 + k]) if wide else nodes[n, 1 + k]
                     check_slot(f, slot)
                     chain_len += 1
-                n = nodes[n, 0] >> 4
+                n = node_next(&nodes[n, 0])
         if chain_len != nslots[f]:
             fail(2, f"frame {f}: chain holds {chain_len} slots, {nslots[f]} PTEs map it")
         if not (fl & F_DIRECT):
@@ -328,7 +313,7 @@ def _check_rmap(dict v, dict table_rows, int32_t[::1] nslots):
         if n >= node_hwm or node_seen[n] or steps > node_cap:
             fail(2, f"free chain node {n} is in use or out of the pool")
         steps += 1
-        n = nodes[n, 0] >> 4
+        n = node_next(&nodes[n, 0])
     if steps + (node_cap - node_hwm) != v["node_nfree"] or seen_nodes + steps + 1 != node_hwm:
         fail(2, f"chain pool: {seen_nodes} used + {steps} listed free != "
                 f"{node_hwm - 1} ever used")
