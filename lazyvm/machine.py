@@ -384,8 +384,10 @@ class Machine(_Uncopyable):
             if obj.users != users[key]:
                 raise InvariantError(f"shared object at {obj.base}: {obj.users} users "
                                      f"recorded, {users[key]} VMAs name it")
-        _check_core(self._core.views(), [p.pgd for p in self._procs.values()],
-                    [(o.base, o.npages) for o in objects.values()])
+        procs = list(self._procs.values())
+        _check_core(self._core.views(), [p.pgd for p in procs],
+                    [(o.base, o.npages) for o in objects.values()],
+                    [p._varr for p in procs])
 
     # -- memory pressure ---------------------------------------------------------------
     @_serialized
