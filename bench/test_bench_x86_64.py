@@ -2,12 +2,12 @@
 
 Groups:
     layouts fork 262144 pages   copy fork of 1 GiB (at a 1 GiB boundary on x86_64) in
-                                each layout; issue 9's target: x86_64 <= 1.6x i386
+                                each layout; target: x86_64 <= 1.6x i386
     x86_64 1 GiB share/copy     share+rmap against copy+rmap (target >= 100x)
     x86_64 50 GiB               13,107,200 pages, contents=False, rmap off: copy fork
                                 beside numpy streaming the same PTE bytes (target <= 2x),
                                 share fork at level 1 (<= 1 ms) and level 2 (<= 0.1 ms)
-    per-call                    single-page read, write, translate (issue 8: >= 3x 0.1.0)
+    per-call                    single-page read, write, translate
 """
 import resource
 

@@ -39,7 +39,8 @@ except ModuleNotFoundError as _e:
 
 from .errors import (InvariantError, LazyVMError, OutOfMemory, ProcessExited,  # noqa: E402
                      SegmentationFault)
-from .machine import Machine, Process  # noqa: E402
+from .machine import Machine  # noqa: E402
+from .process import Process  # noqa: E402
 
 __all__ = ["Machine", "Process", "LazyVMError", "SegmentationFault", "OutOfMemory",
            "ProcessExited", "InvariantError", "__version__"]

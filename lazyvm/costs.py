@@ -1,6 +1,6 @@
 """Cost profiles: lazyvm's event counts turned into a predicted kernel time (DESIGN.md §8).
 
-A profile gives every event lazyvm counts (its event counters; the per-level
+A profile gives every event lazyvm counts (the priced counters of Machine.stats(); the per-level
 breakdowns ``unshares_l1``.. and ``tables_dropped_l1``.. are parts of ``unshares`` and
 ``tables_dropped`` and are not priced again) a cost in ns, the cost's uncertainty (one
 standard error, ns) and its source::

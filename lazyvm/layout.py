@@ -28,6 +28,7 @@ VM_READ, VM_WRITE, VM_EXEC, VM_SHARED = 0x1, 0x2, 0x4, 0x8
 
 MAX_SWAP_SLOTS = 1 << 24               # a swap entry keeps 24 bits of offset
 MAX_FRAMES = 1 << 32                   # frame numbers are 32 bits in lazyvm's struct page
+TEXT_BASE = 0x08048000                 # where i386 ELF executables are linked
 
 
 class Layout(NamedTuple):
@@ -65,32 +66,12 @@ LAYOUTS = {
                    0xC0000000, 0x40000000, 1 << 32, 768, 1),
     "pae": Layout("pae", 1, 3, ("pgd", "pmd", "pte"), (4, 512, 512), (30, 21, 12), 8,
                   0xC0000000, 0x40000000, 1 << 36, 3, 1),
-    # 2**46 bytes is the contract; lazyvm keeps frame numbers in 32 bits (16 TiB)
+    # 2**46 bytes is the contract; lazyvm keeps frame numbers in 32 bits (16 TiB), so
+    # x86_64 memory stops at 2**44 bytes here, the one limit every module reads
     "x86_64": Layout("x86_64", 2, 4, ("pgd", "pud", "pmd", "pte"), (512, 512, 512, 512),
                      (39, 30, 21, 12), 8, 0x7FFFFFFFF000, 0x2AAAAAAAB000,
                      MAX_FRAMES * PAGE_SIZE, 256, 3),
 }
-
-# i386 names, kept for the code and tests written against 0.1.0.
-I386 = LAYOUTS["i386"]
-PGDIR_SHIFT = 22
-PGDIR_SIZE = 1 << PGDIR_SHIFT          # 4 MiB: what one i386 page table maps
-PTRS_PER_PTE = 1024
-USER_PTRS_PER_PGD = 768
-TASK_SIZE = I386.task_size
-MMAP_BASE = I386.mmap_base
-MAX_MEMORY = I386.max_memory
-
-
-def pdx(addr: int) -> int:
-    """i386 page-directory index of a virtual address."""
-    return addr >> PGDIR_SHIFT
-
-
-def ptx(addr: int) -> int:
-    """i386 page-table index of a virtual address."""
-    return (addr >> PAGE_SHIFT) & (PTRS_PER_PTE - 1)
-
 
 def parse_prot(prot: str) -> str:
     """Normalise a protection string to "", "r" or "rw" (x means r, so "wx" is "rw").

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from ..report import compare as compare_report
 from ..workloads import compare
 from .common import (UsageError, add_costs_option, add_machine_options, check_outputs,
                      machine_options, positive_int, profile, sizes)
@@ -49,11 +50,11 @@ def cmd_compare(args) -> int:
                                      **opts)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    sys.stdout.write(compare.format_report(record))
+    sys.stdout.write(compare_report.format_report(record))
     if args.json:
-        compare.write_json(record, args.json)
+        compare_report.write_json(record, args.json)
         print(f"wrote {args.json}")
     if args.plot:
-        compare.plot(record, args.plot)
+        compare_report.plot(record, args.plot)
         print(f"wrote {args.plot}")
     return 0

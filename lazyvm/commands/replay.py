@@ -6,8 +6,9 @@ import importlib.util
 import sys
 
 from ..layout import LAYOUTS
-from ..workloads.snapshot import (Snapshot, SnapshotError, format_replay, plot_replay,
-                                  replay, write_json)
+from ..report.replay import format_replay, plot_replay, write_json
+from ..workloads.replay import replay
+from ..workloads.snapshot import Snapshot, SnapshotError
 from .common import UsageError
 
 

@@ -6,6 +6,8 @@ import sys
 
 from ..measure import published
 from ..report import format as report
+from ..report import replay as replay_report
+from ..report.run import format_results
 from ..workloads import builtin as workloads
 from ..workloads import snapshot
 from .common import (UsageError, add_costs_option, add_machine_options, check_outputs,
@@ -102,7 +104,7 @@ def cmd_run(args) -> int:
     else:
         results["predicted"] = None
         results["predicted_off"] = why
-    print(workloads.format_results(results))
+    print(format_results(results))
     if prof is None:
         print(f"no predicted kernel time: {why}")
     if args.name == "published" and prof is not None:
@@ -151,6 +153,6 @@ def _run_external(args, params) -> int:
     sys.stdout.write(text)
     print(f"cost profile: {spec if prof is not None else 'none'} ({why})")
     if args.json:
-        snapshot.write_json(rec, args.json)
+        replay_report.write_json(rec, args.json)
         print(f"wrote {args.json}")
     return 0

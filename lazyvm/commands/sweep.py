@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import warnings
 
 from ..workloads import sweep as sw
 from .common import UsageError
@@ -37,7 +38,11 @@ def cmd_sweep(args) -> int:
         if args.scheduler and args.executor != "dask":
             raise sw.SpecError("--scheduler needs --executor dask")
         sw.check_out(args.out)
-        points = sw.load_spec(args.spec)
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always", DeprecationWarning)
+            points = sw.load_spec(args.spec)
+        for w in said:                       # e.g. a workload's earlier name
+            print(f"lazyvm sweep: warning: {w.message}", file=sys.stderr)
         t0 = time.perf_counter()
         df = sw.sweep(points, args.out, executor=args.executor, workers=args.workers,
                       scheduler=args.scheduler,

@@ -5,7 +5,7 @@ costs, times them, and fits the times by least squares (numpy lstsq) to the coun
 what the kernel does for them; the fitted coefficients, each with its standard error,
 become the "host" cost profile (lazyvm.costs), written to the user cache directory.
 
-The process that forks (the *worker*) is this file run as a script with
+The process that forks (the *worker*) is lazyvm/measure/worker.py run as a script with
 ``python -I -S``: standard library only, no threads, a few dozen VMAs.  It still is not
 a minimal process, so every fork is reported with the counts of what the kernel copies
 for it, read from /proc/self/smaps and /proc/self/pagemap just before:
@@ -39,324 +39,24 @@ slot, one when exit removes it).  Sharing page tables exists in no released kern
 either: its per-table costs are derived from the same primitives (the profile's
 ``source`` says how, event by event).
 
-This module imports only the standard library at the top, so that it can be the worker.
 """
-
-import math
 import json
-import mmap
+import math
 import os
+import statistics
+import subprocess
 import sys
 import time
 
-PAGE = 4096
-REGION = 2 << 20
-_clock = time.perf_counter_ns
-_cpu = time.thread_time_ns            # CLOCK_THREAD_CPUTIME_ID
-_PRESENT = bytes(0 if i < 0x80 else 1 for i in range(256))   # bit 63 of a pagemap entry
-_ANON = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
+import numpy as np
 
-
-def _anon(nbytes, prot=mmap.PROT_READ | mmap.PROT_WRITE):
-    m = mmap.mmap(-1, nbytes, flags=_ANON, prot=prot)
-    try:
-        m.madvise(mmap.MADV_NOHUGEPAGE)
-    except (AttributeError, OSError):
-        pass
-    return m
-
-
-def _touch(m, step=PAGE, write=True):
-    if write:
-        for off in range(0, len(m), step):
-            m[off] = 1
-    else:
-        s = 0
-        for off in range(0, len(m), step):
-            s += m[off]
-        return s
-
-
-def counts(pid="self"):
-    """(V, A, P, T) of this process (or of process `pid`) now (see the module
-    docstring)."""
-    vmas, copied = 0, []
-    cur = None
-    with open(f"/proc/{pid}/smaps") as f:
-        for line in f:
-            head = line.split(None, 1)[0]
-            if "-" in head and not head.endswith(":"):
-                if cur:
-                    copied.append(cur) if cur[2] else None
-                lo, hi = (int(x, 16) for x in head.split("-"))
-                name = line.split()[-1] if len(line.split()) >= 6 else ""
-                if name == "[vsyscall]":
-                    cur = None
-                    continue
-                vmas += 1
-                cur = [lo, hi, False]
-            elif cur is not None and head == "Anonymous:" and int(line.split()[1]) > 0:
-                cur[2] = True
-            elif cur is not None and head == "VmFlags:" and (
-                    " pf" in line or " mm" in line):
-                cur[2] = True
-    if cur and cur[2]:
-        copied.append(cur)
-    ptes = 0
-    l1, l2, l3 = set(), set(), set()
-    fd = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY)
-    try:
-        for lo, hi, _ in copied:
-            # read 2 MiB-aligned chunks so that each chunk is one PTE table's entries
-            a = lo
-            while a < hi:
-                b = min(hi, (a // REGION + 1) * REGION)
-                n = (b - a) // PAGE
-                data = os.pread(fd, n * 8, (a // PAGE) * 8)
-                present = data[7::8].translate(_PRESENT).count(1)
-                if present:
-                    ptes += present
-                    l1.add(a >> 21)
-                    l2.add(a >> 30)
-                    l3.add(a >> 39)
-                a = b
-    finally:
-        os.close(fd)
-    return vmas, len(copied), ptes, len(l1) + len(l2) + len(l3)
-
-
-class Shape:
-    """Mappings added to this process: dense pages, sparse pages, many VMAs, mixed."""
-
-    def __init__(self, dense=0, sparse=0, vmas=0, mixed=0, mixed_pages=8):
-        self.maps = []
-        if dense:
-            m = _anon(dense * PAGE)
-            _touch(m)
-            self.maps.append(m)
-        if sparse:
-            m = _anon(sparse * REGION)
-            _touch(m, REGION)
-            self.maps.append(m)
-        for i in range(vmas):                 # untouched: no anon_vma, fork copies no PTE
-            self.maps.append(_anon(PAGE, mmap.PROT_READ if i % 2 else
-                                   mmap.PROT_READ | mmap.PROT_WRITE))
-        for i in range(mixed):                # touched rw areas between PROT_NONE pages
-            m = _anon(mixed_pages * PAGE)
-            _touch(m)
-            self.maps.append(m)
-            self.maps.append(_anon(PAGE, 0))          # PROT_NONE
-
-    def close(self):
-        for m in self.maps:
-            m.close()
-        self.maps = []
-
-
-def llc_bytes():
-    """The size of the last-level cache (the highest level in sysfs), or 32 MiB when
-    sysfs does not say."""
-    base = "/sys/devices/system/cpu/cpu0/cache"
-    best = (0, 0)
-    try:
-        for d in os.listdir(base):
-            if not d.startswith("index"):
-                continue
-            with open(os.path.join(base, d, "level")) as f:
-                level = int(f.read())
-            with open(os.path.join(base, d, "size")) as f:
-                text = f.read().strip()
-            mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
-            size = int(text.rstrip("KMG")) * mult
-            best = max(best, (level, size))
-    except (OSError, ValueError):
-        pass
-    return best[1] or (32 << 20)
-
-
-class Evictor:
-    """A MAP_SHARED anonymous buffer (fork copies none of its PTEs, and smaps counts
-    none of it as Anonymous) read end to end before each timed fork, so that the fork
-    finds its page tables and struct pages out of the cache, as a fork larger than the
-    cache does: the cold convention."""
-
-    def __init__(self, nbytes):
-        self.buf = mmap.mmap(-1, nbytes) if nbytes else None
-        if self.buf is not None:
-            for off in range(0, nbytes, PAGE):
-                self.buf[off] = 1
-
-    def __call__(self):
-        if self.buf is not None:
-            self.buf.find(b"\x02")          # reads every byte: memchr, no allocation
-
-    def close(self):
-        if self.buf is not None:
-            self.buf.close()
-
-
-def _reap(pid):
-    _, status = os.waitpid(pid, 0)
-    if not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0):
-        raise RuntimeError(f"child ended with status {status:#x}")
-
-
-def _reap_cpu(pid):
-    """Reap `pid`; return the CPU time (user + system, ns) the child used in all."""
-    _, status, ru = os.wait4(pid, 0)
-    if not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0):
-        raise RuntimeError(f"child ended with status {status:#x}")
-    return int(round((ru.ru_utime + ru.ru_stime) * 1e9))
-
-
-def job_fork(shape, repeats, warmup=1, execs=0, evict=0):
-    """Fork `repeats` times.  fork_ns: the CPU time of the forking thread across
-    os.fork() (CLOCK_THREAD_CPUTIME_ID: the kernel's work for the fork, without the time
-    other work on the host preempts it; fork_wall_ns beside it).  exit_ns: the child
-    waits on a pipe, reads its own CPU clock, then _exit()s; the CPU time its rusage
-    reports beyond that reading is its exit.  With execs, fork_exec_ns: the whole CPU
-    time of a child that execs /bin/true, and fork_child_ns: that of a child that exits
-    at once, both from the rusage of wait4.  With evict (bytes), a buffer that size is
-    read before each timed fork (Evictor)."""
-    ev = Evictor(evict)
-    sh = Shape(**shape)
-    v, a, p, t = counts()
-    fork_ns, wall_ns, exit_ns, exec_ns, child_ns = [], [], [], [], []
-    r, w = os.pipe()
-    br, bw = os.pipe()
-    for k in range(warmup + repeats):
-        ev()
-        t0 = _clock()
-        c0 = _cpu()
-        pid = os.fork()
-        if pid == 0:                  # wait until the parent has taken its time, then exit
-            os.read(r, 1)
-            os.write(bw, b"%23d\n" % _cpu())
-            os._exit(0)
-        c1 = _cpu()
-        t1 = _clock()
-        os.write(w, b"x")
-        before = int(os.read(br, 24))
-        total = _reap_cpu(pid)
-        if k >= warmup:
-            fork_ns.append(c1 - c0)
-            wall_ns.append(t1 - t0)
-            exit_ns.append(total - before)
-    for fd in (r, w, br, bw):
-        os.close(fd)
-    for k in range(execs + (1 if execs else 0)):
-        for do_exec in (True, False):
-            pid = os.fork()
-            if pid == 0:
-                if do_exec:
-                    try:
-                        os.execv("/bin/true", ["true"])
-                    finally:
-                        os._exit(1)
-                os._exit(0)
-            total = _reap_cpu(pid)
-            if k >= 1:
-                (exec_ns if do_exec else child_ns).append(total)
-    again = counts()
-    sh.close()
-    ev.close()
-    return {"V": v, "A": a, "P": p, "T": t, "counts_after": again, "fork_ns": fork_ns,
-            "fork_wall_ns": wall_ns, "exit_ns": exit_ns, "fork_exec_ns": exec_ns,
-            "fork_child_ns": child_ns}
-
-
-def _passes(m, step, write, fresh_pass):
-    """CPU ns of one pass that faults (fresh_pass) minus one that does not."""
-    t0 = _cpu()
-    fresh_pass()
-    t1 = _cpu()
-    _touch(m, step, write)
-    t2 = _cpu()
-    return (t1 - t0) - (t2 - t1)
-
-
-def job_faults(pages, tables, repeats):
-    """Per-fault ns, each the time of a pass that faults minus the same pass again.
-    Keys: demand_zero (write, fresh dense), sparse (write, one page per 2 MiB: adds a
-    PTE table per fault), zero_page (read, fresh), cow (write after fork, the child
-    alive), cow_reuse (write after the child exited), shmem (a child's read of
-    MAP_SHARED pages fork did not copy), munmap_dense / munmap_sparse (ns per page of
-    unmapping exclusive pages)."""
-    out = {k: [] for k in ("demand_zero", "sparse", "zero_page", "cow", "cow_reuse",
-                           "shmem", "munmap_dense", "munmap_sparse")}
-    for _ in range(repeats):
-        m = _anon(pages * PAGE)
-        out["demand_zero"].append(_passes(m, PAGE, True, lambda: _touch(m)) / pages)
-        t0 = _cpu(); m.close(); t1 = _cpu()
-        out["munmap_dense"].append((t1 - t0) / pages)
-
-        m = _anon(tables * REGION)
-        out["sparse"].append(_passes(m, REGION, True, lambda: _touch(m, REGION)) / tables)
-        t0 = _cpu(); m.close(); t1 = _cpu()
-        out["munmap_sparse"].append((t1 - t0) / tables)
-
-        m = _anon(pages * PAGE)
-        out["zero_page"].append(_passes(m, PAGE, False,
-                                        lambda: _touch(m, PAGE, False)) / pages)
-        m.close()
-
-        m = _anon(pages * PAGE)
-        _touch(m)
-        r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            os.read(r, 1)
-            os._exit(0)
-        out["cow"].append(_passes(m, PAGE, True, lambda: _touch(m)) / pages)
-        os.write(w, b"x")
-        _reap(pid)
-        os.close(r); os.close(w)
-        pid = os.fork()
-        if pid == 0:
-            os._exit(0)
-        _reap(pid)
-        # every page is exclusive again but still write-protected: write faults reuse
-        out["cow_reuse"].append(_passes(m, PAGE, True, lambda: _touch(m)) / pages)
-        m.close()
-
-        s = mmap.mmap(-1, pages * PAGE)       # MAP_SHARED: fork skips its page tables
-        _touch(s)
-        r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            ns = _passes(s, PAGE, False, lambda: _touch(s, PAGE, False))
-            os.write(w, str(ns).encode())
-            os._exit(0)
-        os.close(w)
-        data = b""
-        while True:
-            chunk = os.read(r, 64)
-            if not chunk:
-                break
-            data += chunk
-        os.close(r)
-        _reap(pid)
-        out["shmem"].append(int(data) / pages)
-        s.close()
-    return out
-
-
-def worker_main():
-    """The worker: run the JSON list of jobs on stdin, one JSON line out per job."""
-    jobs = json.loads(sys.stdin.read())
-    for job in jobs:
-        kind = job.pop("kind")
-        name = job.pop("name", kind)
-        if kind == "fork":
-            res = job_fork(**job)
-        elif kind == "faults":
-            res = job_faults(**job)
-        else:
-            raise SystemExit(f"unknown job {kind}")
-        res["name"] = name
-        sys.stdout.write(json.dumps(res) + "\n")
-        sys.stdout.flush()
-
+from .. import Machine
+from ..costs import EVENTS, FORMAT_VERSION, Profile, event_covariance
+from . import worker
+from .fit import CalibrationError, fit_nonneg, predict_fork_ns, stretch, stretch_of
+from .host import machine_description
+from ..layout import PAGE_SIZE as PAGE
+from .worker import REGION
 
 
 # ======================================================================================
@@ -442,7 +142,7 @@ def run_helper(exe, forks, evict=0, timeout=120):
     try:
         if proc.stdout.readline().strip() != "ready":
             raise CalibrationError("the fork helper did not start")
-        v, a, p, t = counts(proc.pid)
+        v, a, p, t = worker.counts(proc.pid)
         out, _ = proc.communicate("go\n", timeout=timeout)
     finally:
         if proc.poll() is None:
@@ -460,7 +160,7 @@ def run_helper(exe, forks, evict=0, timeout=120):
 
 
 # ======================================================================================
-# The calibration proper (runs in the lazyvm process; numpy imported when needed).
+# The calibration proper.
 
 FIT_SHAPES = [                              # (name, shape) regressed on (1, V, A, P, T)
     ("bare", {}),
@@ -498,14 +198,9 @@ PIN_NOTE = {"forks_copy": "intercept of the fork", "forks_share": "intercept of 
             "ptes_zapped": "per-PTE of the exit", "tables_freed": "per-table of the exit"}
 
 
-class CalibrationError(RuntimeError):
-    pass
-
-
 def run_worker(jobs, timeout=300):
-    """Run `jobs` in a fresh `python -I -S calibrate.py` worker; return its results."""
-    import subprocess
-    proc = subprocess.run([sys.executable, "-I", "-S", os.path.abspath(__file__)],
+    """Run `jobs` in a fresh `python -I -S worker.py`; return its results."""
+    proc = subprocess.run([sys.executable, "-I", "-S", os.path.abspath(worker.__file__)],
                           input=json.dumps(jobs), capture_output=True, text=True,
                           timeout=timeout, env={"PATH": os.environ.get("PATH", "")})
     if proc.returncode != 0:
@@ -514,82 +209,7 @@ def run_worker(jobs, timeout=300):
     return [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
 
 
-def fit(X, y, weights=None):
-    """Weighted least squares y ~ X b.  Returns dict: coef, se (standard errors,
-    sqrt(diag(s^2 (X'WX)^-1)) with s^2 the weighted residual variance), residuals
-    (y - X b, unweighted), rel_residuals, dof.  With as many rows as columns the
-    standard errors are undefined: NaN."""
-    import numpy as np
-    X = np.asarray(X, dtype=float)
-    y = np.asarray(y, dtype=float)
-    w = np.ones_like(y) if weights is None else np.asarray(weights, dtype=float)
-    sw = np.sqrt(w)
-    Xw, yw = X * sw[:, None], y * sw
-    coef, _, rank, _ = np.linalg.lstsq(Xw, yw, rcond=None)
-    if rank < X.shape[1]:
-        raise CalibrationError(f"the shapes do not separate the costs (rank {rank} "
-                               f"of {X.shape[1]})")
-    res = y - X @ coef
-    dof = X.shape[0] - X.shape[1]
-    if dof > 0:
-        s2 = float(((res * sw) ** 2).sum()) / dof
-        cov = s2 * np.linalg.inv(Xw.T @ Xw)
-        se = np.sqrt(np.diag(cov))
-    else:
-        cov = np.full((X.shape[1], X.shape[1]), np.nan)
-        se = np.full(X.shape[1], np.nan)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rel = np.where(y != 0, res / y, np.nan)
-    return {"coef": coef, "se": se, "cov": cov, "residuals": res, "rel_residuals": rel,
-            "dof": dof}
-
-
-def fit_nonneg(X, y, weights=None):
-    """`fit` with every coefficient >= 0: the feasible subset of free coefficients with
-    the least weighted residual (exact for the handful of columns used here; 2**k
-    solves).  Adds "pinned": the columns held at 0.  A pinned column's standard error
-    is the one the unconstrained fit gives it (what the data say about it)."""
-    import itertools
-    import numpy as np
-    X = np.asarray(X, dtype=float)
-    y = np.asarray(y, dtype=float)
-    w = np.ones_like(y) if weights is None else np.asarray(weights, dtype=float)
-    k = X.shape[1]
-    free_all = fit(X, y, w)
-    if (free_all["coef"] >= 0).all():
-        return dict(free_all, pinned=[])
-    # the covariance: the free columns' from their fit, a pinned column's variance the
-    # unconstrained fit's, uncorrelated with the rest
-    best = None
-    for r in range(k - 1, 0, -1):
-        for cols in itertools.combinations(range(k), r):
-            try:
-                f = fit(X[:, cols], y, w)
-            except CalibrationError:
-                continue
-            if (f["coef"] < 0).any():
-                continue
-            rss = float((f["residuals"] ** 2 * w).sum())
-            if best is None or rss < best[0]:
-                best = (rss, cols, f)
-    if best is None:
-        raise CalibrationError("no non-negative fit")
-    _, cols, f = best
-    coef = np.zeros(k)
-    se = np.array(free_all["se"], dtype=float)
-    coef[list(cols)] = f["coef"]
-    se[list(cols)] = f["se"]
-    cov = np.diag(se ** 2)
-    cov[np.ix_(list(cols), list(cols))] = f["cov"]
-    res = y - X @ coef
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rel = np.where(y != 0, res / y, np.nan)
-    return {"coef": coef, "se": se, "cov": cov, "residuals": res, "rel_residuals": rel,
-            "dof": X.shape[0] - len(cols), "pinned": [j for j in range(k) if j not in cols]}
-
-
 def _median(v):
-    import statistics
     return float(statistics.median(v))
 
 
@@ -617,7 +237,6 @@ def measure_primitives(quick=False):
     """(miss_ns, miss_se, line_ns, line_se, info): a dependent cache miss (pointer
     chase over 256 MiB in a random cycle, minus the same chase over 16 KiB) and a
     64-byte line write (one byte per line over 256 MiB, already faulted in)."""
-    import numpy as np
     rng = np.random.default_rng(20021010)
     n_big = 1 << (24 if quick else 26)      # uint32 entries: 64 or 256 MiB (> the LLC)
     n_small = 1 << 12                       # 16 KiB: inside L1
@@ -703,28 +322,10 @@ def _rounds(jobs, reps, rounds, helper=None):
 
 
 def _shape_rows(results):
-    import numpy as np
     X = np.array([[1.0, r["V"], r["A"], r["P"], r["T"]] for r in results])
     fork = np.array([_stat(r["fork_ns"]) for r in results])
     exit_ = np.array([_stat(r["exit_ns"]) for r in results])
     return X, fork, exit_
-
-
-def stretch_of(rows, floor_ns=1_000_000):
-    """The wall/CPU stretch of forks: for each fork of each row, its wall time over the
-    row's minimum CPU time (the fork's own cost), over the rows whose fork costs at
-    least floor_ns of CPU (below it the clocks' own overhead dominates; all rows if
-    none does).  {"median", "q1", "q3", "min", "max", "n"}."""
-    import statistics
-    big = [r for r in rows if r["fork_ns"] and min(r["fork_ns"]) >= floor_ns] or rows
-    ratios = sorted(w / min(r["fork_ns"]) for r in big for w in r["fork_wall_ns"]
-                    if min(r["fork_ns"]) > 0)
-    if not ratios:
-        return {"median": 1.0, "q1": 1.0, "q3": 1.0, "min": 1.0, "max": 1.0, "n": 0}
-    q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
-    return {"median": float(statistics.median(ratios)), "q1": float(q[0]),
-            "q3": float(q[2]), "min": float(ratios[0]), "max": float(ratios[-1]),
-            "n": len(ratios)}
 
 
 def host_costs(ff, fe, faults, exec_ns, prim, helper=None, regr_shapes=0):
@@ -736,7 +337,6 @@ def host_costs(ff, fe, faults, exec_ns, prim, helper=None, regr_shapes=0):
     intercept; the Py column carries the interpreter's os.fork overhead), or None.
     Returns (costs, uncertainty, source, covariance block, pinned)."""
     import numpy as np
-    from lazyvm.costs import event_covariance
     miss, miss_se, line, line_se, info = prim
     c, u, s = {}, {}, {}
     names = ("intercept", "per-VMA", "per-anon_vma", "per-PTE", "per-table", "per-Python")
@@ -870,13 +470,12 @@ def calibrate(quick=False, validate=False, progress=None, helper=True):
     worker's fit alone)."""
     import tempfile
     import numpy as np
-    from lazyvm.costs import Profile, FORMAT_VERSION
     say = progress or (lambda msg: None)
     t_start = time.perf_counter()
     load_before = _loadavg()
     reps = QUICK_REPEATS if quick else REPEATS
     shapes = QUICK_FIT_SHAPES if quick else FIT_SHAPES
-    llc = llc_bytes()
+    llc = worker.llc_bytes()
     evict = 0 if quick else 2 * llc
     jobs = [{"kind": "fork", "name": "bare", "shape": {}, "repeats": reps,
              "execs": max(3, reps // 2), "evict": evict}]
@@ -981,31 +580,15 @@ def _fit_meta(f, rows, y, key):
 
 def _host():
     try:
-        from lazyvm.measure.host import machine_description
         return machine_description()
     except Exception as e:                  # the description is informative only
         return {"error": str(e)}
-
-
-def predict_fork_ns(profile, V, A, P, T):
-    """Predicted CPU ns of a copy fork of a process with V VMAs (A of them with an
-    anon_vma), P copied PTEs and T tables (each both copied and allocated)."""
-    c = profile.costs
-    return (c["forks_copy"] + c["fork_vmas"] * V + c["fork_anon_vmas"] * A
-            + c["ptes_copied"] * P + (c["tables_copied"] + c["tables_allocated"]) * T)
-
-
-def stretch(profile):
-    """The wall/CPU stretch recorded in `profile` (its median), or None."""
-    st = (profile.meta or {}).get("stretch")
-    return float(st["median"]) if isinstance(st, dict) and "median" in st else None
 
 
 def lazyvm_fork_counts(shape):
     """The event counts of a copy fork, in lazyvm (x86_64, no rmap, no contents), of a
     process holding `shape` (the mappings the worker adds, built the same way), or
     None when this lazyvm has no x86_64 layout."""
-    from lazyvm import Machine
     pages = (shape.get("dense", 0) + shape.get("sparse", 0)
              + shape.get("mixed", 0) * (shape.get("mixed_pages", 8) + 1) + 64)
     try:
@@ -1021,7 +604,6 @@ def lazyvm_fork_counts(shape):
         n = shape["sparse"]
         a = p.mmap((n + 1) * REGION)
         a = -(-a // REGION) * REGION            # the worker's touches are 2 MiB apart
-        import numpy as np
         p.touch_pages(np.arange(n, dtype=np.uint64) * np.uint64(REGION) + np.uint64(a),
                       write=True)
     for i in range(shape.get("vmas", 0)):
@@ -1033,7 +615,6 @@ def lazyvm_fork_counts(shape):
     before = m.stats()
     p.fork()
     after = m.stats()
-    from lazyvm.costs import EVENTS
     return {e: int(after[e]) - int(before[e]) for e in EVENTS if e in after}
 
 
@@ -1196,6 +777,3 @@ def format_compare(rows):
     out.append(f"  {n} of {len(rows)} costs moved by more than their uncertainty")
     return "\n".join(out)
 
-
-if __name__ == "__main__":
-    worker_main()

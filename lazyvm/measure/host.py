@@ -26,25 +26,17 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import inspect
 import mmap
 import os
 import statistics
 import time
 from typing import Callable, Iterator, Optional, Sequence
 
-PAGE_SIZE = 4096
+from ..core import api as _core_api, defs as _core_defs
+from ..layout import LAYOUTS, PAGE_SIZE
+from ..machine import CONFIGS
 
-# name -> (fork_mode, rmap), in the order every report prints them.
-CONFIGS = {
-    "copy": ("copy", False),          # Linux 2.4 copy_page_range
-    "copy+rmap": ("copy", True),      # 2.5 / 2.6.0 with pte_chains
-    "share": ("share", False),        # lazy page-table sharing (the seed)
-    "share+rmap": ("share", True),
-}
 CONFIG_NAMES = tuple(CONFIGS)
-
-LAYOUTS = ("i386", "pae", "x86_64")
 
 # A spread is wide when (q3 - q1) / median exceeds this.
 WIDE = 0.25
@@ -138,58 +130,24 @@ def slope(xs: Sequence[float], ys: Sequence[float]) -> Optional[float]:
 # ---------------------------------------------------------------- machines
 
 
-def machine_keywords() -> set:
-    """The keyword arguments this build's Machine takes."""
-    from ..machine import Machine
-
-    return set(inspect.signature(Machine).parameters)
-
-
 def machine_options(layout: str = "i386", share_level: int = 1) -> dict:
-    """The keywords to give Machine for a layout and share level: none for the defaults
-    (so this works on a core without them); ValueError naming the missing keyword when
-    this build's Machine cannot take what was asked."""
+    """The keywords to give Machine for a layout and share level beyond the defaults
+    (i386, share level 1); ValueError for a layout lazyvm does not have."""
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}: use one of {', '.join(LAYOUTS)}")
-    have = machine_keywords()
     out = {}
     if layout != "i386":
-        if "layout" not in have:
-            raise ValueError(f"layout {layout!r} needs Machine(layout=...), which this "
-                             f"build of lazyvm does not have yet; only i386 runs")
         out["layout"] = layout
     if share_level != 1:
-        if "share_level" not in have:
-            raise ValueError("share level other than 1 needs Machine(share_level=...), "
-                             "which this build of lazyvm does not have yet")
         out["share_level"] = share_level
     return out
 
 
-_LIMITS: dict = {}
-
-
 def layout_limits(layout: str = "i386") -> tuple:
     """(user pages, maximum simulated memory in bytes) of a layout: the largest process
-    there is and the most memory a Machine may have.  Read from lazyvm.layout's table
-    when it has one, else from a small Machine of that layout (its ``m.layout``)."""
-    if layout in _LIMITS:
-        return _LIMITS[layout]
-    if layout == "i386" and "layout" not in machine_keywords():
-        out = (0xC0000000 // PAGE_SIZE, 1 << 32)   # the 0.1.0 core: i386 only
-    else:
-        from .. import layout as _layout
-
-        info = getattr(_layout, "LAYOUTS", {}).get(layout)
-        if info is None:
-            if "layout" not in machine_keywords():
-                raise ValueError(f"layout {layout!r} is not in this build of lazyvm")
-            from ..machine import Machine
-
-            info = Machine(memory=4 << 20, layout=layout).layout
-        out = (int(info.task_size) // PAGE_SIZE, int(info.max_memory))
-    _LIMITS[layout] = out
-    return out
+    there is and the most memory a Machine may have (lazyvm.layout's table)."""
+    info = LAYOUTS[layout]
+    return info.task_size // PAGE_SIZE, info.max_memory
 
 
 def memory_for(frames: int, layout: str = "i386") -> int:
@@ -202,13 +160,9 @@ def memory_for(frames: int, layout: str = "i386") -> int:
 
 def build_info() -> dict:
     """Which compiled core ran: ``debug`` is True for the checked build (LAZYVM_DEBUG=1:
-    bounds and wraparound checks), False for the fast one, None when the core does not
-    say; ``core`` is the file it was loaded from."""
-    from ..core import api, defs
-
-    debug = getattr(defs, "DEBUG_BUILD", None)
-    return {"debug": None if debug is None else bool(debug),
-            "core": getattr(api, "__file__", None)}
+    bounds and wraparound checks), False for the fast one; ``core`` is the file it was
+    loaded from."""
+    return {"debug": bool(_core_defs.DEBUG_BUILD), "core": _core_api.__file__}
 
 
 # ---------------------------------------------------------------- this machine's fork()
@@ -448,26 +402,3 @@ def _cpuinfo() -> dict:
     if "cpu_model" not in info:
         info["cpu_model"] = platform.processor() or platform.machine()
     return info
-
-
-# ---------------------------------------------------------------- published figures
-# Quoted, never measured here: the one home of every published figure a command sets
-# beside its own (docs/KERNEL-NOTES.md gives the context of each).
-
-MCCRACKEN = ("Dave McCracken, \"Fork timing numbers for shared page tables\", "
-             "linux-kernel, 10 Oct 2002; 2.5.41, with rmap")
-LINUS = "Linus Torvalds, linux-kernel, 28 Jan 2002, in the seed thread"
-ON_DEMAND_FORK = "Zhao, Gong, Fonseca: On-demand-fork, EuroSys 2021"
-REDIS_DOC = "Redis documentation (latency of fork on physical machines)"
-
-# McCracken's shapes: ms before (2.5.41, copying, with rmap) and after (shared tables).
-MCCRACKEN_SHAPES = (
-    {"shape": "40 MB fork", "pages": 10240, "before_ms": 28.4, "after_ms": 3.4},
-    {"shape": "40 MB fork+exit", "pages": 10240, "before_ms": 44.2, "after_ms": 4.1},
-    {"shape": "40 MB fork+exec+exit", "pages": 10240, "before_ms": 49.3,
-     "after_ms": 10.7},
-    {"shape": "400 KB fork+exec+exit", "pages": 100, "before_ms": 6.5, "after_ms": 7.7},
-)
-RMAP_FORK_OVERHEAD = 4.0           # Linus: "~300%" slower, i.e. about 4x
-ON_DEMAND_FORK_1GB = 65.0          # fork of 1 GB (262,144 pages), x86-64, vs Linux's
-MODERN_FORK_NS_PER_PAGE = (10e6 / 262144, 16e6 / 262144)   # 10-16 ms per GB touched

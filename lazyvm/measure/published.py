@@ -1,4 +1,5 @@
-"""The 2002 figures, predicted from lazyvm's counts (`lazyvm run published`).
+"""The published figures with their sources, and the 2002 ones predicted from lazyvm's
+counts (`lazyvm run published`).
 
 McCracken's test (linux-kernel, 10 Oct 2002; KERNEL-NOTES.md) allocates a shared memory
 object of 400K, 4M or 40M, touches all of it, then repeats one of three loops: fork
@@ -27,18 +28,19 @@ which side writes the three pages (``WRITER``).
 from __future__ import annotations
 
 import json
-import math
 import statistics
 
-from lazyvm import Machine
-from lazyvm.costs import EVENTS, FORMAT_VERSION, Profile, load_profile
+from .. import Machine
+from ..layout import LAYOUTS, PAGE_SIZE, TEXT_BASE
+from ..machine import CONFIGS as ALL_CONFIGS
+from ..costs import EVENTS, FORMAT_VERSION, Profile, load_profile
+from .fit import fit_nonneg
 
 __all__ = ["MCCRACKEN", "run_cell", "cell_counts", "fit_2541", "report",
            "small_process", "odf"]
 
-PAGE = 4096
-USER_TOP = 0xC0000000
-TEXT_BASE = 0x08048000
+PAGE = PAGE_SIZE
+USER_TOP = LAYOUTS["i386"].task_size
 LIB_BASE = 0x40000000
 
 # McCracken's process, 2002 (i386, glibc 2.2/2.3): (address or None = right after the
@@ -102,74 +104,53 @@ MCCRACKEN = {
 }
 MORTON_RMAP_MS = 0.5                 # per fork/exec/exit cycle
 MORTON_CELL = ("4M", "fork+exec+exit")   # the cycle it is applied to (see fit_2541)
-CONFIGS = {"copy+rmap": "copy", "share+rmap": "share"}
+# the two configurations McCracken's kernels stand for: name -> fork mode (rmap on)
+CONFIGS = {name: ALL_CONFIGS[name][0] for name in ("copy+rmap", "share+rmap")}
+
+# The figures other commands set beside their own, with their sources
+# (docs/KERNEL-NOTES.md gives the context of each).  Quoted, never measured here.
+MCCRACKEN_SOURCE = ("Dave McCracken, \"Fork timing numbers for shared page tables\", "
+                    "linux-kernel, 10 Oct 2002; 2.5.41, with rmap")
+LINUS_SOURCE = "Linus Torvalds, linux-kernel, 28 Jan 2002, in the seed thread"
+ON_DEMAND_FORK_SOURCE = "Zhao, Gong, Fonseca: On-demand-fork, EuroSys 2021"
+REDIS_DOC_SOURCE = "Redis documentation (latency of fork on physical machines)"
+
+# McCracken's shapes as the reports show them: ms before (2.5.41, copying, with rmap)
+# and after (shared tables), from the table above.
+MCCRACKEN_SHAPES = tuple(
+    {"shape": shape, "pages": pages, "before_ms": MCCRACKEN[key][0],
+     "after_ms": MCCRACKEN[key][2]}
+    for shape, pages, key in (("40 MB fork", 10240, ("40M", "fork")),
+                              ("40 MB fork+exit", 10240, ("40M", "fork+exit")),
+                              ("40 MB fork+exec+exit", 10240, ("40M", "fork+exec+exit")),
+                              ("400 KB fork+exec+exit", 100, ("400K", "fork+exec+exit"))))
+RMAP_FORK_OVERHEAD = 4.0           # Linus: "~300%" slower, i.e. about 4x
+ON_DEMAND_FORK_1GB = 65.0          # fork of 1 GB (262,144 pages), x86-64, vs Linux's
+MODERN_FORK_NS_PER_PAGE = (10e6 / 262144, 16e6 / 262144)   # 10-16 ms per GB touched
+ON_DEMAND_FORK_50GB = 270.0        # the same at 50 GB
+RFC_SOURCE = ("Chih-En Lin, \"Introduce Copy-On-Write to Page Table\", linux-mm RFC v2, "
+              "Sep 2022 (docs/KERNEL-NOTES.md)")
+RFC_512MB_MS = (10.0, 0.625)       # fork of a 512 MB process: default vs COW page tables
+RFC_CHILD_VMPTE_KB = (2096, 44)    # the child of a 1 GB process: VmPTE default vs COW
 
 
 # --------------------------------------------------------------------------------------
 # Counting
 
-def _tables_of(m, p):
-    """[(table_pfn, use_count)] of the user tables below p's pgd (i386 layout)."""
-    phys = m.physical.view("uint32")
-    base = p.pgd * 1024
-    out = []
-    for pde in phys[base:base + 768]:
-        pde = int(pde)
-        if pde & 1:
-            out.append((pde >> 12, m.frame_count(pde >> 12)))
-    return out
-
-
-def _entries_zapped(m, p):
-    """Non-empty entries in p's tables used by p alone: what a zap of p clears."""
-    phys = m.physical.view("uint32")
-    n = 0
-    for t, count in _tables_of(m, p):
-        if count == 1:
-            n += int((phys[t * 1024:(t + 1) * 1024] != 0).sum())
-    return n
-
-
 class _Counter:
-    """Event counts of primitive steps: the machine's counters where it has them (the
-    0.2.0 EVENT COUNTERS), else derived from 0.1.0's (see `derived`)."""
+    """The priced events (lazyvm.costs.EVENTS) of the steps run through :meth:`step`,
+    summed from the machine's own counters."""
 
     def __init__(self, m):
         self.m = m
         self.total = dict.fromkeys(EVENTS, 0)
-        self.derived = set()
 
-    def step(self, kind, fn, proc=None):
-        m = self.m
-        before = m.stats()
-        extra = {}
-        if kind in ("exit", "exec"):
-            extra["ptes_zapped"] = _entries_zapped(m, proc)
-            extra["exit_vmas"] = len(proc.vmas)
-            extra["exits" if kind == "exit" else "execs"] = 1
-        if kind == "fork":
-            extra["fork_vmas"] = len(proc.vmas)
+    def step(self, fn):
+        before = self.m.stats()
         result = fn()
-        after = m.stats()
-        d = {k: int(after[k]) - int(before[k]) for k in after if k in before}
-        mappings = d.get("pte_chain_slots", 0) + d.get("rmap_direct", 0)
-        derived = {
-            "tables_allocated": max(0, d.get("page_tables", 0)),
-            "tables_freed": max(0, -d.get("page_tables", 0)),
-            "tables_copied": (max(0, d.get("page_tables", 0))
-                              if d.get("forks_copy", 0) else 0),
-            "rmap_adds": max(0, mappings), "rmap_removes": max(0, -mappings),
-            "share_wrprotects": (max(0, d.get("pt_use_refs", 0))
-                                 if d.get("forks_share", 0) else 0),
-            "exits": 0, "execs": 0, "fork_vmas": 0, "ptes_zapped": 0, "exit_vmas": 0,
-        }
-        derived.update(extra)
+        after = self.m.stats()
         for e in EVENTS:
-            if e in d:
-                self.total[e] += d[e]
-            else:
-                self.total[e] += derived.get(e, 0)
-                self.derived.add(e)
+            self.total[e] += int(after[e]) - int(before[e])
         return result
 
 
@@ -228,8 +209,7 @@ def run_cell(size, loop, mode, iterations=3, writer=None):
     """Event counts of one iteration of McCracken's `loop` at `size` in fork `mode`
     ("copy" or "share"), rmap on; the mean of `iterations` after one warm-up (they are
     equal: the loop returns the machine to the same state).  `writer` ("parent" or
-    "child", default WRITER) writes the three pages after fork.  Returns (counts,
-    derived) with derived the events computed from 0.1.0 counters."""
+    "child", default WRITER) writes the three pages after fork."""
     nbytes = SIZES[size]
     writer = WRITER if writer is None else writer
     m = Machine(memory=max(64 << 20, 2 * nbytes + (16 << 20)), fork_mode=mode, rmap=True)
@@ -239,42 +219,38 @@ def run_cell(size, loop, mode, iterations=3, writer=None):
     p.touch(shm, nbytes, write=True)
     written = _written(where)
     runs = []
-    derived = set()
     for it in range(iterations + 1):
         cnt = _Counter(m)
-        c = cnt.step("fork", p.fork, p)
+        c = cnt.step(p.fork)
         w = p if writer == "parent" else c
         for a in written:
-            cnt.step("write", lambda a=a: w.write(a, b"\x01"))
+            cnt.step(lambda a=a: w.write(a, b"\x01"))
         if loop == "fork+exec+exit":
-            cnt.step("exec", c.exec, c)
-            cnt.step("image", lambda: _image(c, **EXEC_IMAGE))
+            cnt.step(c.exec)
+            cnt.step(lambda: _image(c, **EXEC_IMAGE))
         if loop == "fork":
             c.exit()                      # untimed in mode 1: not counted
         else:
-            cnt.step("exit", c.exit, c)
+            cnt.step(c.exit)
         if it:
             runs.append(cnt.total)
-            derived |= cnt.derived
     for q in list(m.processes):
         q.exit()
     counts = {e: runs[0][e] for e in EVENTS}
     if any(r != runs[0] for r in runs):
         counts = {e: statistics.mean(r[e] for r in runs) for e in EVENTS}
-    return counts, sorted(derived)
+    return counts
 
 
 def cell_counts():
-    """{(size, loop): {config: counts}} for every McCracken cell, and the derived set."""
-    out, derived = {}, set()
+    """{(size, loop): {config: counts}} for every McCracken cell."""
+    out = {}
     for size in SIZES:
         for loop in LOOPS:
             out[(size, loop)] = {}
             for cfg, mode in CONFIGS.items():
-                counts, der = run_cell(size, loop, mode)
-                out[(size, loop)][cfg] = counts
-                derived |= set(der)
-    return out, sorted(derived)
+                out[(size, loop)][cfg] = run_cell(size, loop, mode)
+    return out
 
 
 # --------------------------------------------------------------------------------------
@@ -303,9 +279,8 @@ def fit_2541(cells=None):
     rmap_removes of the MORTON_CELL cycle = 0.5 ms).  Never the shared column.
     Returns the Profile."""
     import numpy as np
-    from lazyvm.measure.calibrate import fit_nonneg
     if cells is None:
-        cells, _ = cell_counts()
+        cells = cell_counts()
     X, y, names = [], [], []
     for key, pub in MCCRACKEN.items():
         for col, kernel in ((0, "2.5.41"), (1, "2.5.41-mm2 unshared")):
@@ -438,14 +413,14 @@ def small_process(profile, layout=BASH_2002, written=BASH_WRITTEN):
         runs = []
         for it in range(3):
             cnt = _Counter(m)
-            c = cnt.step("fork", p.fork, p)
+            c = cnt.step(p.fork)
             for a in addrs:
-                cnt.step("write", lambda a=a: c.write(a, b"\x01"))
-            cnt.step("exec", c.exec, c)
-            cnt.step("image", lambda: _image(c, **EXEC_IMAGE))
-            cnt.step("exit", c.exit, c)
+                cnt.step(lambda a=a: c.write(a, b"\x01"))
+            cnt.step(c.exec)
+            cnt.step(lambda: _image(c, **EXEC_IMAGE))
+            cnt.step(c.exit)
             for a in addrs:
-                cnt.step("write", lambda a=a: p.write(a, b"\x01"))
+                cnt.step(lambda a=a: p.write(a, b"\x01"))
             if it:
                 runs.append(cnt.total)
         counts = runs[-1]
@@ -512,13 +487,8 @@ ODF_GB = (1, 2, 4, 8, 16, 32, 50)
 
 def odf(profile, sizes=ODF_GB):
     """On-demand-fork's shapes (x86_64, 1 GB .. 50 GB touched, one VMA): predicted
-    copy/share fork ratio.  Needs Machine(layout="x86_64", contents=False) (lazyvm
-    0.2.0); returns None when this lazyvm has no such layout.  ODF ran on a modern
-    kernel, so the profile to use is the host's, not 2.5.41's."""
-    try:
-        Machine(memory=64 << 20, layout="x86_64", contents=False)
-    except TypeError:
-        return None
+    copy/share fork ratio (Machine(layout="x86_64", contents=False)).  ODF ran on a
+    modern kernel, so the profile to use is the host's, not 2.5.41's."""
     rows = []
     for gb in sizes:
         nbytes = gb << 30
@@ -567,9 +537,7 @@ def report(profile="linux-2.5.41", cells=None, odf_profile="host"):
     except ValueError as e:
         odf_skip = str(e)
     if cells is None:
-        cells, derived = cell_counts()
-    else:
-        derived = []
+        cells = cell_counts()
     rows = []
     for key, pub in MCCRACKEN.items():
         cc, cs = cells[key]["copy+rmap"], cells[key]["share+rmap"]
@@ -584,9 +552,8 @@ def report(profile="linux-2.5.41", cells=None, odf_profile="host"):
                      "counts": {"copy+rmap": cc, "share+rmap": cs}})
     by = {(r["size"], r["loop"]): r for r in rows}
     out = [f"McCracken's table (ms) beside lazyvm's prediction with the {prof.name} "
-           "profile", f"  counts: one iteration in lazyvm, copy+rmap (2.5.41) and "
-           "share+rmap (-mm2 shared)" + (f"; derived from 0.1.0 counters: "
-                                          f"{', '.join(derived)}" if derived else ""),
+           "profile", "  counts: one iteration in lazyvm, copy+rmap (2.5.41) and "
+           "share+rmap (-mm2 shared)",
            f"  his process (assumed where he published no figure; his words in quotes):"]
     out += [f"    - {a}" for a in ASSUMPTIONS]
     out += [f"    (the shared segment's first {libc_table_shm_pages()} pages share libc's "
@@ -740,6 +707,6 @@ def report(profile="linux-2.5.41", cells=None, odf_profile="host"):
     jd = {"profile": prof.name, "profile_version": prof.version, "cells": rows, "misses": misses, "ratios_40M": ratios,
           "small_process": sp, "morton": mo, "assumptions": list(ASSUMPTIONS),
           "mccracken_400K_exec": {"share_minus_copy_ns": dif},
-          "odf": od, "odf_profile": odf_prof.name if odf_prof is not None else None, "derived_counters": derived,
+          "odf": od, "odf_profile": odf_prof.name if odf_prof is not None else None,
           "sources": [_MCC, _MORTON, _MORTON_DEC, _ODF]}
     return "\n".join(out), json.loads(json.dumps(jd, default=float))

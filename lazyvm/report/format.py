@@ -12,8 +12,11 @@ import textwrap
 import time
 from typing import Iterable, Optional, Sequence
 
+from .. import __version__
+from ..measure.host import build_info, machine_description
+
 WIDTH = 100                   # no line a command prints is wider
-JSON_FORMAT_VERSION = 2       # docs/JSON.md; 0.1.0 wrote version 1 (no envelope)
+JSON_FORMAT_VERSION = 2       # docs/JSON.md
 PLOT_SUFFIXES = (".png", ".svg", ".pdf")
 
 
@@ -43,6 +46,13 @@ def ns(v: Optional[float], unit: Optional[tuple] = None) -> str:
         return "-"
     div, name = unit or unit_for(v)
     return f"{_num(v / div)} {name}"
+
+
+def ns_column(v: float, unit: str) -> str:
+    """A time in ns as a number of `unit` ("ms", "us" or "ns") for a column of a table:
+    three decimals below 10, one below 1000, none above."""
+    v = v / {"ms": 1e6, "us": 1e3, "ns": 1.0}[unit]
+    return "%.3f" % v if v < 10 else "%.1f" % v if v < 1000 else "%.0f" % v
 
 
 def ns_spread(s: dict) -> tuple:
@@ -135,9 +145,6 @@ def check_plot(path: str) -> None:
 
 def envelope(kind: str) -> dict:
     """The keys every JSON file a command writes starts with (docs/JSON.md)."""
-    from .. import __version__
-    from ..measure.host import build_info, machine_description
-
     return {
         "format": f"lazyvm-{kind}",
         "format_version": JSON_FORMAT_VERSION,

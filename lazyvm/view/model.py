@@ -1,7 +1,7 @@
 """A picture-ready snapshot of a machine, and what changed between two snapshots.
 
-:func:`snapshot` walks every live process's table tree (through lazyvm.view._adapter
-only) and returns plain data: *nodes* (page directories, tables, frames, swap slots, and
+:func:`snapshot` walks every live process's table tree (``m.layout``, ``m.table``,
+``m.frame_kind``, ``m.frame_count``, ``m.rmap``) and returns plain data: *nodes* (page directories, tables, frames, swap slots, and
 summaries of big runs) laid out in columns, one column per level and one for frames,
 each node with *rows* (its entries, runs of like entries collapsed) pointing at other
 nodes.  A table reached from several page directories is one node: that is what sharing
@@ -22,11 +22,25 @@ from typing import Any, Dict, List
 
 import numpy as np
 
-from . import _adapter as ad
+from ..layout import P, PAGE_SHIFT, PFN_MASK, PROTNONE, RW
 
 GROUP_MIN = 5
 EXPAND = 16
 MAX_ROWS = 12
+
+
+def _frames_of(entries):
+    """The frame numbers in table entries (bits 12 and up), as int64."""
+    e = np.asarray(entries).astype(np.uint64)
+    return ((e >> np.uint64(PAGE_SHIFT)) & np.uint64(PFN_MASK)).astype(np.int64)
+
+
+def use_counts(machine, pfns):
+    """m.frame_count of each frame in an int array, as int64.  A view of 3 GiB asks for
+    ~800,000 counts per state, so this reads the core's count array directly (the same
+    numbers frame_count returns; tests/view/test_show.py checks)."""
+    pfns = np.asarray(pfns, dtype=np.int64)
+    return np.asarray(machine._core.count_arr)[pfns].astype(np.int64)
 
 
 def _hexaddr(a):
@@ -40,27 +54,26 @@ def _rng(lo, hi):
 class _Walker:
     def __init__(self, machine):
         self.m = machine
-        self.info = ad.layout_of(machine)
+        self.info = machine.layout
         self.nodes = {}
-        self.rmap = bool(getattr(machine, "rmap_enabled", True))
+        self.rmap = bool(machine.rmap_enabled)
         self._refs = {}
 
     # -- helpers ------------------------------------------------------------------
+    def _chain(self, pfn):
+        """The rmap slots [(table_pfn, index), ...] of a frame ([] without rmap)."""
+        if not self.rmap:
+            return []
+        return [(int(t), int(i)) for t, i in self.m.rmap(pfn)]
+
     def ref(self, pfn):
         r = self._refs.get(pfn)
         if r is None:
-            r = self._refs[pfn] = ad.use_count(self.m, pfn)
+            r = self._refs[pfn] = int(self.m.frame_count(pfn))
         return r
 
     def level_name(self, depth):
         return self.info.level_names[depth]
-
-    @staticmethod
-    def shared_at(vmas, addr):
-        for s, e, _prot, shared in vmas:
-            if s <= addr < e:
-                return shared
-        return False
 
     # -- tables -------------------------------------------------------------------
     def visit(self, pfn, depth, base, vmas):
@@ -76,34 +89,34 @@ class _Walker:
             node["kind"] = "table"
             node["use"] = self.ref(pfn)
         self.nodes[key] = node
-        entries = np.asarray(ad.table_entries(self.m, pfn))
+        entries = np.asarray(self.m.table(pfn))
         if depth == 0:
-            user = entries[:info.user_top]
+            user = entries[:info.user_entries]
         else:
             user = entries
         if depth < info.levels - 1:
             node["rows"] = self.upper_rows(pfn, user, depth, base, vmas)
         else:
             node["rows"] = self.leaf_rows(pfn, user, depth, base, vmas)
-        if depth == 0 and info.user_top < len(entries):
-            node["rows"].append({"lo": info.user_top, "hi": len(entries) - 1, "t": int(pfn),
-                                 "text": f"{_rng(info.user_top, len(entries) - 1)} kernel "
+        if depth == 0 and info.user_entries < len(entries):
+            node["rows"].append({"lo": info.user_entries, "hi": len(entries) - 1, "t": int(pfn),
+                                 "text": f"{_rng(info.user_entries, len(entries) - 1)} kernel "
                                          "(from boot)",
                                  "flag": "kernel", "target": None})
         return key
 
     def upper_rows(self, pfn, e, depth, base, vmas):
         info = self.info
-        span = info.span(depth)
-        idx = np.nonzero(e & ad.P)[0]
+        span = 1 << info.shifts[depth]
+        idx = np.nonzero(e & P)[0]
         if not len(idx):
             return [{"lo": 0, "hi": len(e) - 1, "t": int(pfn), "text": "no user entries",
                      "flag": "empty", "target": None}]
-        tabs = ad.frames_of(e[idx], info)
+        tabs = _frames_of(e[idx])
         # pae's PDPT entries have no RW bit: write protection is left to the levels below
         has_rw = not (info.name == "pae" and depth == 0)
-        rw = (e[idx] & ad.RW) != 0
-        uses = ad.use_counts(self.m, tabs)
+        rw = (e[idx] & RW) != 0
+        uses = use_counts(self.m, tabs)
         runs = []
         start = 0
         for k in range(1, len(idx) + 1):
@@ -138,19 +151,18 @@ class _Walker:
             return [{"lo": 0, "hi": len(e) - 1, "t": int(pfn), "text": "all entries empty",
                      "flag": "empty", "target": None}]
         ev = e[used]
-        present = (ev & ad.P) != 0
-        protnone = ~present & ((ev & ad.PROTNONE) != 0)
+        present = (ev & P) != 0
+        protnone = ~present & ((ev & PROTNONE) != 0)
         mapped = present | protnone
-        pf = ad.frames_of(ev, info)
+        pf = _frames_of(ev)
         swp = (ev.astype(np.uint64) >> np.uint64(8)).astype(np.int64)
-        rw = (ev & ad.RW) != 0
+        rw = (ev & RW) != 0
         target = np.where(mapped, pf, swp)
-        refs = np.where(mapped, ad.use_counts(self.m, np.where(mapped, pf, 0)), 0)
+        refs = np.where(mapped, use_counts(self.m, np.where(mapped, pf, 0)), 0)
         kinds = []
         for k, i in enumerate(used):
             if mapped[k]:
-                kinds.append(ad.frame_kind(self.m, int(pf[k]),
-                                           self.shared_at(vmas, base + int(i) * 4096)))
+                kinds.append(self.m.frame_kind(int(pf[k])))
             else:
                 kinds.append("swap")
         flags = np.where(protnone, 2, np.where(~mapped, 3, np.where(rw, 1, 0)))
@@ -201,7 +213,7 @@ class _Walker:
                 node = {"key": key, "col": col, "kind": "frame", "pfn": lo, "ref": ref,
                         "fkind": kind}
                 if self.rmap and kind != "reserved":
-                    node["chain"] = ad.chain(self.m, lo)
+                    node["chain"] = self._chain(lo)
                 self.nodes[key] = node
             return key
         key = f"F{lo}-{hi}"
@@ -230,23 +242,23 @@ class _Walker:
         while stack:
             t, d = stack.pop()
             counts[d] += 1
-            e = np.asarray(ad.table_entries(self.m, t))
+            e = np.asarray(self.m.table(t))
             if d < info.levels - 1:
-                idx = np.nonzero(e & ad.P)[0]
-                stack.extend((int(c), d + 1) for c in ad.frames_of(e[idx], info))
+                idx = np.nonzero(e & P)[0]
+                stack.extend((int(c), d + 1) for c in _frames_of(e[idx]))
                 continue
             used = e[e != 0]
-            present = (used & ad.P) != 0
-            protnone = ~present & ((used & ad.PROTNONE) != 0)
+            present = (used & P) != 0
+            protnone = ~present & ((used & PROTNONE) != 0)
             leaf["present"] += int(present.sum())
-            leaf["RW"] += int((present & ((used & ad.RW) != 0)).sum())
+            leaf["RW"] += int((present & ((used & RW) != 0)).sum())
             leaf["PROTNONE"] += int(protnone.sum())
             leaf["swap"] += int((~present & ~protnone).sum())
-            mapped.append(ad.frames_of(used[present | protnone], info))
+            mapped.append(_frames_of(used[present | protnone]))
         seen = np.unique(np.concatenate(mapped)) if mapped else np.zeros(0, np.int64)
         frames = Counter()                       # distinct frames by reference count
         if len(seen):
-            refs, nref = np.unique(ad.use_counts(self.m, seen), return_counts=True)
+            refs, nref = np.unique(use_counts(self.m, seen), return_counts=True)
             frames.update({int(r): int(n) for r, n in zip(refs, nref)})
             lo_f, hi_f = int(seen[0]), int(seen[-1])
         name = self.level_name(depth)
@@ -286,7 +298,7 @@ def snapshot(machine) -> dict:
         vmas = p.vmas
         key = w.visit(p.pgd, 0, 0, vmas)
         w.nodes[key]["pid"] = p.pid
-        pst = ad.process_stats(machine, p)
+        pst = dict(p.stats())
         procs.append({"pid": p.pid, "pgd": int(p.pgd), "key": key,
                       "vmas": [[int(s), int(e), prot, bool(sh)] for s, e, prot, sh in vmas],
                       "stats": pst})

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from html import escape
 
+from .scenario import step_title
+
 W = 306            # box width
 GAP = 46           # between columns
 HEAD = 36          # box header height
@@ -328,7 +330,6 @@ def page(scenario, states, diffs, name="scenario"):
     """The HTML page: states[0] is the machine before step 1, states[k] after step k;
     diffs[k-1] = model.diff(states[k-1], states[k])."""
     steps = scenario["step"]
-    from .scenario import step_title
     data = {"rmap": states[-1]["rmap"] if states else False,
             "steps": [{"title": step_title(st), "note": st.get("note", ""), "diff": d}
                       for st, d in zip(steps, diffs)]}

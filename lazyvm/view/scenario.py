@@ -38,7 +38,11 @@ import json
 import runpy
 from pathlib import Path
 
-PAGE = 4096
+from .. import Machine
+from ..layout import PAGE_SIZE
+from .builtin import BUILTIN
+
+PAGE = PAGE_SIZE
 ACTIONS = ("spawn", "mmap", "write", "touch", "fork", "exit", "exec", "munmap",
            "mprotect", "reclaim")
 _KEYS = {
@@ -99,7 +103,6 @@ def load_toml_text(text, where="scenario"):
 
 def load(name_or_path):
     """A built-in scenario by name, or a .toml / .py file."""
-    from .builtin import BUILTIN
     if name_or_path in BUILTIN:
         return validate(BUILTIN[name_or_path], name_or_path)
     path = Path(name_or_path)
@@ -128,7 +131,6 @@ def validate(sc, where="scenario"):
     steps = sc.get("step")
     if not isinstance(steps, list) or not steps:
         raise ScenarioError(f"{where}: no steps: add [[step]] tables")
-    from lazyvm import Machine
     params = set(inspect.signature(Machine).parameters)
     mach = sc.get("machine", {})
     if not isinstance(mach, dict):
@@ -215,7 +217,6 @@ def step_title(st):
 
 
 def make_machine(sc):
-    from lazyvm import Machine
     kw = dict(sc.get("machine", {}))
     for k in ("memory", "swap"):
         if k in kw:

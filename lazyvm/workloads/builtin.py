@@ -16,7 +16,8 @@ would otherwise dominate the first iterations' times.) It reports wall time with
 iteration, the counters of ``Machine.stats()`` as differences over the measured
 iterations, and the peaks (``reset_peaks()`` before, ``*_peak`` after).
 
-    >>> from lazyvm.workloads.builtin import run_workload, format_results
+    >>> from lazyvm.report.run import format_results
+    >>> from lazyvm.workloads.builtin import run_workload
     >>> print(format_results(run_workload("small_fork", quick=True)))   # doctest: +SKIP
 
 ``run_workload`` returns a dict::
@@ -37,61 +38,46 @@ iterations, and the peaks (``reset_peaks()`` before, ``*_peak`` after).
                                          # beyond the boot frames (0 when nothing leaks)
      "published": [row, ...]}            # only for the "published" workload
 
-Every number ``format_results`` prints is measured in that run, or quoted as published
+Every number lazyvm.report.run.format_results prints is measured in that run, or quoted as published
 with its source (see ``PUBLISHED``); the simulator's milliseconds are its own and are
 never compared with 2002 hardware, only the ratios are.
 """
 
 import numpy as np
 
-from lazyvm import Machine
-from lazyvm.costs import EVENTS
-
+from .. import Machine
 from .. import costs as _costs
+from ..layout import LAYOUTS, PAGE_SIZE as PAGE, TEXT_BASE
+from ..machine import CONFIGS
 from ..measure import host as _m
-from ..report import format as _r
+from ..measure import published
+from ..report.run import COUNTER_KEYS, PEAK_KEYS
 
 __all__ = ["CONFIGS", "COUNTER_KEYS", "PEAK_KEYS", "PUBLISHED", "WORKLOADS", "EXTERNAL",
-           "run_workload", "format_results", "check_params", "check_external_params",
+           "run_workload", "check_params", "check_external_params",
            "predicted"]
 
-PAGE = _m.PAGE_SIZE
-TABLE_SPAN = 1 << 22                 # bytes mapped by one page table
-USER_TOP = 0xC0000000                # TASK_SIZE
-TEXT_BASE = 0x08048000               # where i386 ELF executables are linked
-
-CONFIGS = _m.CONFIGS                 # name -> (fork_mode, rmap)
-
-# Counters reported as differences over the measured run: the ones 0.1.0 reported
-# (format_results prints every one of them), then every priced event of the cost model
-# (lazyvm.costs.EVENTS) the core counts, so that a run's counts can be priced.
-SHOWN_KEYS = ("faults", "demand_zero", "zero_page_maps", "cow_copies", "cow_reuses",
-              "shmem_faults", "swap_ins", "unshares", "unshare_reuses",
-              "tables_dropped", "ptes_copied", "chain_nodes_allocated", "forks")
-_CORE_COUNTERS = set(Machine(memory=4 << 20).stats())
-COUNTER_KEYS = SHOWN_KEYS + tuple(e for e in EVENTS
-                                  if e in _CORE_COUNTERS and e not in SHOWN_KEYS)
-# Peaks over the measured run (reset_peaks() before it).
-PEAK_KEYS = ("frames_peak", "page_tables_peak", "pte_chain_nodes_peak")
+TABLE_SPAN = LAYOUTS["i386"].table_span(1)   # bytes mapped by one page table
+USER_TOP = LAYOUTS["i386"].task_size   # TASK_SIZE
 
 _clock = _m.clock
 
 # --------------------------------------------------------------------------------------
-# Published figures: quoted, never computed (lazyvm.measure.host holds them).
+# Published figures: quoted, never computed (lazyvm.measure.published holds them).
 
 PUBLISHED = [
     # shape, baseline ms, with shared tables ms, what the simulator compares, source
     dict(shape=s["shape"], before_ms=s["before_ms"], after_ms=s["after_ms"],
-         measure=(loop, phase), source=_m.MCCRACKEN)
-    for s, (loop, phase) in zip(_m.MCCRACKEN_SHAPES, [
+         measure=(loop, phase), source=published.MCCRACKEN_SOURCE)
+    for s, (loop, phase) in zip(published.MCCRACKEN_SHAPES, [
         ("40MB fork+exit", "fork"), ("40MB fork+exit", None),
         ("40MB fork+exec+exit", None), ("400KB fork+exec+exit", None)])
 ]
 # Linus' figure is a ratio only: fork with rmap about 300% slower, i.e. about 4x.
 PUBLISHED_RMAP_FORK = {"shape": "rmap fork overhead (copy+rmap / copy)",
                        "ratio_text": "~4x (\"~300%\" slower)",
-                       "ratio": _m.RMAP_FORK_OVERHEAD,
-                       "measure": ("40MB fork+exit", "fork"), "source": _m.LINUS}
+                       "ratio": published.RMAP_FORK_OVERHEAD,
+                       "measure": ("40MB fork+exit", "fork"), "source": published.LINUS_SOURCE}
 
 
 # --------------------------------------------------------------------------------------
@@ -464,8 +450,12 @@ class Workload:
     parameters and the frames it needs. Calling it runs it: w(**kw) is
     run_workload(w.name, **kw)."""
 
-    def __init__(self, name, body, defaults, quick, frames, doc, notes=()):
+    def __init__(self, name, body, defaults, quick, frames, doc, notes=(), sweep=None):
         self.name = name
+        # What a point of `lazyvm sweep` does between its fork and the child's exit:
+        # "child" (the child writes), "parent" (the parent writes while the child
+        # lives) or "exec" (the child execs); None: the workload is not swept.
+        self.sweep = sweep
         self.body = body
         self.defaults = defaults
         self.quick = quick
@@ -489,7 +479,7 @@ WORKLOADS = {w.name: w for w in [
              dict(pages=262144, iterations=50), dict(pages=2048, iterations=5),
              lambda q: q["pages"] + 2 * _tables_for(q["pages"]),
              "A process with `pages` touched pages forks, and the child exits; "
-             "repeated `iterations` times."),
+             "repeated `iterations` times.", sweep="child"),
     Workload("fork_exec", _fork_exec,
              dict(iterations=5000, shell_text=64, shell_data=16, shell_heap=32,
                   shell_stack=8, cmd_text=16, cmd_data=4, cmd_stack=4, parent_writes=1),
@@ -501,7 +491,7 @@ WORKLOADS = {w.name: w for w in [
              "A shell (text r, data, heap, stack rw at the top of user space) forks; "
              "the parent returns through its stack (`parent_writes` stack pages "
              "written), the child exec()s, maps and writes a small command image "
-             "and exits; repeated."),
+             "and exits; repeated.", sweep="exec"),
     Workload("snapshot", _snapshot,
              dict(pages=262144, write_fraction=0.1, write_span=1.0, iterations=8,
                   chunks=8),
@@ -512,7 +502,7 @@ WORKLOADS = {w.name: w for w in [
              "Redis BGSAVE: a parent with `pages` touched pages forks; the child "
              "reads every page and exits while the parent writes `write_fraction` "
              "of its pages, spread evenly over the first `write_span` of them; "
-             "interleaved in `chunks` steps; repeated."),
+             "interleaved in `chunks` steps; repeated.", sweep="parent"),
     Workload("prefork", _prefork,
              dict(pages=65536, children=8, write_fraction=0.05, iterations=8),
              dict(pages=2048, children=4, write_fraction=0.05, iterations=2),
@@ -597,7 +587,7 @@ def check_external_params(name, params, quick=False):
                              % (name, key, ", ".join(defaults)))
         d = defaults[key]
         if key == "layout":
-            ok, want = value in _m.LAYOUTS, "one of " + ", ".join(_m.LAYOUTS)
+            ok, want = value in LAYOUTS, "one of " + ", ".join(LAYOUTS)
         elif key == "configs":
             names = ([c for c in value.replace(" ", "").split(",") if c]
                      if isinstance(value, str) else value)
@@ -838,146 +828,3 @@ def _published_rows(res):
                 row["sim_ratio"][after + "/" + before] = r
         rows.append(row)
     return rows
-
-
-# --------------------------------------------------------------------------------------
-# Formatting
-
-
-def _fmt_ns(ns, unit):
-    div = {"ms": 1e6, "us": 1e3, "ns": 1.0}[unit]
-    v = ns / div
-    return "%.3f" % v if v < 10 else "%.1f" % v if v < 1000 else "%.0f" % v
-
-
-def _unit_for(values):
-    top = max([v for v in values if v] or [0])
-    return "ms" if top >= 1e6 else "us" if top >= 1e3 else "ns"
-
-
-def _table(header, rows):
-    return "\n".join(_r.table(header, rows, left=(0,)))
-
-
-def format_results(results):
-    """A readable table of one run_workload() result (or a list of them)."""
-    if isinstance(results, (list, tuple)):
-        return "\n\n".join(format_results(r) for r in results)
-    cfgs = results["configs"]
-    names = list(cfgs)
-    params = ", ".join("%s=%s" % kv for kv in results["params"].items())
-    out = _r.wrap("workload %s  (%s)" % (results["workload"], params), "", "  ")
-    if results.get("info"):
-        out.extend(_r.wrap(", ".join("%s=%s" % kv for kv in results["info"].items()),
-                           "  ", "  "))
-    header = ["", *names]
-    rows = []
-
-    def timing_row(label, values):
-        unit = _unit_for(values)
-        rows.append(["%s (%s)" % (label, unit)]
-                    + [_fmt_ns(v, unit) if v is not None else "-" for v in values])
-
-    timing_row("time total", [cfgs[c]["time_ns"] for c in names])
-    base = cfgs.get("copy", cfgs[names[0]])["time_ns"]
-    base_name = "copy" if "copy" in cfgs else names[0]
-    rows.append(["time vs %s" % base_name]
-                + ["%.2fx" % (cfgs[c]["time_ns"] / base) if base else "-" for c in names])
-    rows.append(["iterations"] + [cfgs[c]["iterations"] for c in names])
-    wide = []
-
-    def spread_rows(label, group, key):
-        """A median row and a quartiles row (q1-q3, in the median's unit; ~ wide)."""
-        ss = [cfgs[c][group].get(key) for c in names]
-        unit = _unit_for([s["median_ns"] if s else None for s in ss])
-        rows.append(["%s median (%s)" % (label, unit)]
-                    + [_fmt_ns(s["median_ns"], unit) if s else "-" for s in ss])
-        cells = []
-        for c, s in zip(names, ss):
-            if not s:
-                cells.append("-")
-                continue
-            cells.append("%s-%s%s" % (_fmt_ns(s["q1_ns"], unit), _fmt_ns(s["q3_ns"], unit),
-                                      "~" if s["wide"] else ""))
-            if s["wide"]:
-                wide.append("%s %s" % (c, label.strip()))
-        rows.append(["  q1-q3"] + cells)
-
-    for lp in cfgs[names[0]]["loops"]:
-        spread_rows(lp, "loops", lp)
-    for ph in cfgs[names[0]]["phases"]:
-        spread_rows("  " + ph, "phases", ph)
-    pred = results.get("predicted")
-    if pred:
-        pc = pred["configs"]
-        timing_row("predicted kernel", [pc[c]["kernel_ns"] for c in names])
-        timing_row("  per iteration", [pc[c]["kernel_ns_per_iteration"] for c in names])
-        rows.append(["predicted vs copy"] + ["%.2fx" % pc[c]["ratio_vs_copy"]
-                                              if pc[c]["ratio_vs_copy"] else "-"
-                                              for c in names])
-    for k in COUNTER_KEYS + PEAK_KEYS + ("leaked_frames",):
-        if k not in SHOWN_KEYS + PEAK_KEYS + ("leaked_frames",) and not any(
-                cfgs[c][k] for c in names):
-            continue                 # a priced event no configuration counted
-        rows.append([k] + [cfgs[c][k] for c in names])
-    out.append(_table(header, rows))
-    if pred:
-        sr = pred["share_rmap_over_copy_rmap"]
-        out.extend(_r.wrap(
-            "predicted kernel: the measured iterations' counts priced by the %s cost "
-            "profile%s (%s). Counts are exact, so the prediction has no spread: the same "
-            "run gives the same figure (per iteration, when a wide spread added "
-            "iterations). Beside it, the simulator's own time, with its spread.%s"
-            % (pred["profile"], " (%s)" % pred["reason"] if pred.get("reason") else "",
-               pred["profile_description"] or "no description",
-               " share+rmap / copy+rmap predicted: %s." % _r.x(sr) if sr else ""),
-            "", "  "))
-        missing = sorted({e for c in pred["configs"].values() for e in c["missing"]})
-        if missing:
-            out.extend(_r.wrap("not counted by this core, priced 0: " + ", ".join(missing)
-                               + ".", "", "  "))
-    if results.get("published"):
-        out.append("")
-        out.extend(_r.wrap("published figures beside the simulator's (ratios: after/before "
-                           "of medians, with their range when both lie inside their "
-                           "quartiles):"))
-        for r in results["published"]:
-            if "published_before_ms" in r:
-                pub = "%.1f -> %.1f ms = %.2fx" % (r["published_before_ms"],
-                                                  r["published_after_ms"],
-                                                  r["published_ratio"])
-            else:
-                pub = r["published_text"]
-            sim = "; ".join("%s %s" % (k, _r.x_range(v)) for k, v in r["sim_ratio"].items())
-            out.extend(_r.wrap("- %s: published %s; simulator %s." % (r["shape"], pub,
-                                                                     sim or "-"), "", "  "))
-        srcs = []
-        for r in results["published"]:
-            if r["source"] not in srcs:
-                srcs.append(r["source"])
-        for src in srcs:
-            out.extend(_r.wrap("source: " + src, "", "  "))
-    for n in results.get("notes", ()):
-        out.extend(_r.wrap("note: " + n, "", "  "))
-    extra = ["%s %s +%d (%s)" % (c, lp, st["extra"], "settled" if st["settled"]
-                                 else "still wide")
-             for c in names for lp, st in cfgs[c].get("settle", {}).items() if st["extra"]]
-    if extra:
-        out.extend(_r.wrap("more iterations for a wide spread: " + "; ".join(extra) + ".",
-                           "", "  "))
-    if wide:
-        out.extend(_r.wrap(
-            "spread wide (q3 - q1 above %d%% of the median, marked ~): %s. Those medians "
-            "are uncertain: run again with more iterations (the -p ...iterations= "
-            "parameters) on a quieter machine." % (round(_m.WIDE * 100), "; ".join(wide)),
-            "", "  "))
-    return "\n".join(out)
-
-
-if __name__ == "__main__":       # python -m lazyvm.workloads.builtin [name ...] [--quick]
-    import sys
-    args = [a for a in sys.argv[1:] if not a.startswith("--")]
-    quick = "--quick" in sys.argv
-    for n in args or list(WORKLOADS):
-        print(format_results(run_workload(n, quick=quick)))
-        print()

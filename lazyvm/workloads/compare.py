@@ -29,7 +29,7 @@ deterministic and carry no spread.  The findings then set predicted ratios (not 
 simulator's) beside McCracken, On-demand-fork (x86_64 counts at 1, 8 and 50 GB) and the
 COW page-table RFC, and say for each miss what each side is made of and what fixed cost
 no count carries would close it; with a host's profile this machine's fork is predicted
-from this process's own counts (lazyvm.measure.calibrate.counts) and set beside its measured CPU
+from this process's own counts (lazyvm.measure.worker.counts) and set beside its measured CPU
 and wall time.  The simulator counts the work the kernel
 would do and does it in compiled loops over numpy memory: its times are those of that
 work, not of a kernel.
@@ -41,36 +41,31 @@ import gc
 import sys
 import time
 
+from .. import Machine
+from ..costs import EVENTS, load_profile
+from ..layout import LAYOUTS, PAGE_SIZE
+from ..machine import CONFIGS as CONFIG_MODES
 from ..measure import host as _m
+from ..measure import published
+from ..measure.fit import predict_fork_ns, stretch
+from ..measure.worker import counts as count_this_process
 from ..report import format as _r
-from ..costs import EVENTS
+from ..report.compare import LINUX, PREDICTED_SPREAD, WHY_DIFFERENT
 
-PAGE_SIZE = _m.PAGE_SIZE
-MAP_BASE = 0x40000000                 # where a mapping goes when it fits above it
+MAP_BASE = LAYOUTS["i386"].mmap_base  # where a mapping goes when it fits above it
 USER_PAGES = _m.layout_limits("i386")[0]   # 786,432: the largest i386 size there is
 
 DEFAULT_SIZES = (1024, 4096, 10240, 16384, 65536, 262144, 786432)
 QUICK_SIZES = (1024, 10240, 65536, 262144)
 
-LINUX = "Linux"
-CONFIG_NAMES = _m.CONFIG_NAMES
-# (name, fork mode, rmap), in the order rows are printed (0.1.0's shape).
-CONFIGS = tuple((name, mode, rmap) for name, (mode, rmap) in _m.CONFIGS.items())
+CONFIG_NAMES = tuple(CONFIG_MODES)
+# (name, fork mode, rmap), in the order rows are printed.
+CONFIGS = tuple((name, mode, rmap) for name, (mode, rmap) in CONFIG_MODES.items())
 
 # Counters recorded as deltas across the first fork.
 FORK_COUNTERS = ("page_tables", "pte_chain_nodes", "frames_used", "ptes_copied", "pgds",
                  "pt_use_refs", "shared_tables", "chain_nodes_allocated",
                  "pte_chain_slots", "rmap_direct")
-
-WHY_DIFFERENT = (
-    "Why the simulator's ratios can differ from the kernel's: the simulator counts the "
-    "work the kernel would do (the same PTEs copied, references taken, chain slots "
-    "added, tables allocated) and times it as compiled loops over numpy arrays in one "
-    "host process. It has no TLB flushes, locks or atomic operations, no slab "
-    "allocator, and no process-creation costs (task, files, signal handlers, VMAs) "
-    "beyond a few Python objects."
-)
-
 
 def default_repeats(pages: int, quick: bool = False) -> int:
     """Timed forks per measurement: fewer for big sizes, where each is long and steady."""
@@ -119,13 +114,11 @@ class SimFork:
 
     def __init__(self, pages: int, mode: str, rmap: bool, repeats: int,
                  options: dict | None = None, user_pages: int = USER_PAGES):
-        import lazyvm
-
         options = options or {}
         layout = options.get("layout", "i386")
         self.pages, self.mode, self.rmap, self.repeats = pages, mode, rmap, repeats
         t_build = _m.clock()
-        self.m = m = lazyvm.Machine(memory=machine_memory(pages, layout), fork_mode=mode,
+        self.m = m = Machine(memory=machine_memory(pages, layout), fork_mode=mode,
                                     rmap=rmap, **options)
         self.p = p = m.spawn()
         p.fork(mode=mode).exit()
@@ -238,7 +231,7 @@ def measure_size(pages: int, repeats: int, check: bool = False, bar=None,
     bar = bar or _NoBar()
     live, out = [], {}
     rss0 = _m.vm_status_kb("VmRSS")
-    for name, (mode, rmap) in _m.CONFIGS.items():
+    for name, (mode, rmap) in CONFIG_MODES.items():
         bar.set_description(f"{pages:,} pages: {name} (set-up)")
         run = SimFork(pages, mode, rmap, repeats, options, user_pages)
         rss = _m.vm_status_kb("VmRSS")
@@ -338,32 +331,33 @@ def findings(results: list, slopes: dict) -> list:
         worst = max(big, key=lambda e: e["ratios"]["copy_rmap_over_copy"]["ratio"])
         item("rmap_fork_overhead", "copy+rmap / copy fork time, the largest over "
              "sizes >= 65,536,", worst["ratios"]["copy_rmap_over_copy"], worst["pages"],
-             _m.RMAP_FORK_OVERHEAD, "\"fork() overheads of ~300% or so\", about 4x", _m.LINUS)
+             published.RMAP_FORK_OVERHEAD, "\"fork() overheads of ~300% or so\", about 4x",
+             published.LINUS_SOURCE)
     e = _nearest(results, 10240)
-    mc = _m.MCCRACKEN_SHAPES
+    mc = published.MCCRACKEN_SHAPES
     item("mccracken_fork_40mb", "copy+rmap / share+rmap fork time (40 MB)",
          e["ratios"]["copy_rmap_over_share_rmap"] if e else None, 10240,
          mc[0]["before_ms"] / mc[0]["after_ms"],
          f"{mc[0]['before_ms']} -> {mc[0]['after_ms']} ms, "
-         f"{mc[0]['before_ms'] / mc[0]['after_ms']:.1f}x", _m.MCCRACKEN)
+         f"{mc[0]['before_ms'] / mc[0]['after_ms']:.1f}x", published.MCCRACKEN_SOURCE)
     item("mccracken_fork_exit_40mb", "copy+rmap / share+rmap fork+exit time", e["ratios"]["copy_rmap_over_share_rmap_fork_exit"] if e else None, 10240,
          mc[1]["before_ms"] / mc[1]["after_ms"],
          f"{mc[1]['before_ms']} -> {mc[1]['after_ms']} ms, "
-         f"{mc[1]['before_ms'] / mc[1]['after_ms']:.1f}x", _m.MCCRACKEN)
+         f"{mc[1]['before_ms'] / mc[1]['after_ms']:.1f}x", published.MCCRACKEN_SOURCE)
     e = _nearest(results, 262144)
     item("on_demand_fork_1gb", "copy / share fork time (1 GiB)",
-         e["ratios"]["copy_over_share"] if e else None, 262144, _m.ON_DEMAND_FORK_1GB,
+         e["ratios"]["copy_over_share"] if e else None, 262144, published.ON_DEMAND_FORK_1GB,
          "65x faster than Linux's fork (shared last-level tables, x86-64)",
-         _m.ON_DEMAND_FORK)
+         published.ON_DEMAND_FORK_SOURCE)
     if big:
         e = big[-1]
-        lo, hi = _m.MODERN_FORK_NS_PER_PAGE
+        lo, hi = published.MODERN_FORK_NS_PER_PAGE
         marg = e[LINUX]["ns_per_page_marginal"]
         rng = e[LINUX]["ns_per_page_marginal_range"]
         item("modern_fork_per_page", "this machine's fork: marginal ns per page "
              "((fork with the pages - fork without) / pages)",
              {"ratio": marg, "lo": rng[0], "hi": rng[1]}, e["pages"], [lo, hi],
-             f"{lo:.0f}-{hi:.0f} ns per page (10-16 ms per GB)", _m.REDIS_DOC)
+             f"{lo:.0f}-{hi:.0f} ns per page (10-16 ms per GB)", published.REDIS_DOC_SOURCE)
         r = e["ratios"].get("linux_marginal_over_copy_per_page")
         item("linux_over_copy_per_page", "this machine's marginal ns/page / copy's "
              "ns/page", r, e["pages"], None, None, None)
@@ -383,15 +377,11 @@ def run_compare(sizes=None, repeats=None, quick: bool = False, progress: bool = 
     profile: name, path or lazyvm.costs.Profile; `costs_reason` says why it was
     chosen) every size and configuration also gets its predicted kernel time, the
     findings set predicted ratios beside the published ones, and this machine's fork is
-    predicted from its own counts (lazyvm.measure.calibrate.counts) when the profile is a
+    predicted from its own counts (lazyvm.measure.worker.counts) when the profile is a
     host's.  Raises ValueError for sizes or options this build cannot run, or a
     profile that does not load (before anything is measured)."""
-    from ..costs import load_profile
-
     prof = load_profile(costs) if costs is not None else None
-    counter = None
-    if prof is not None:
-        from ..measure.calibrate import counts as counter
+    counter = count_this_process if prof is not None else None
     options = _m.machine_options(layout, share_level)
     user_pages, max_memory = _m.layout_limits(layout)
     if sizes is None:
@@ -462,18 +452,8 @@ def run_compare(sizes=None, repeats=None, quick: bool = False, progress: bool = 
 
 ODF_GB_QUICK = (1, 8)          # On-demand-fork sizes counted with --quick (50 GB: ~4 s)
 ODF_GB = (1, 8, 50)
-ODF_50GB = 270.0
-RFC = ("Chih-En Lin, \"Introduce Copy-On-Write to Page Table\", linux-mm RFC v2, Sep 2022 "
-       "(docs/KERNEL-NOTES.md)")
-RFC_512MB_MS = (10.0, 0.625)   # fork of a 512 MB process: default vs COW page tables
-RFC_CHILD_VMPTE_KB = (2096, 44)  # the child of a 1 GB process: VmPTE default vs COW
 FIXED_EVENTS = ("forks_copy", "forks_share", "exits", "execs", "fork_vmas", "exit_vmas",
                 "fork_anon_vmas", "exit_anon_vmas")
-PREDICTED_SPREAD = ("no spread: the counts are exact and deterministic, so the predicted "
-                    "figures are too (the same counts always give the same prediction); "
-                    "*_se is the profile's own uncertainty, not a spread")
-
-
 def _div(a, b):
     return a / b if b else None
 
@@ -490,8 +470,6 @@ def predicted_size(entry: dict, prof) -> dict:
     prof.kernel_ns(counts)) with their ratios; and, for a host's profile, this machine's
     fork predicted from this process's own counts (V, A, P, T) beside its measured
     median."""
-    from ..measure.calibrate import predict_fork_ns, stretch
-
     cfg = entry["configs"]
     pc = {}
     for name in CONFIG_NAMES:
@@ -543,9 +521,7 @@ def _fork_counts(mode: str, nbytes: int):
     touched in one VMA.  The child's page tables (Process.stats) include the tables it
     shares; the ones allocated (Machine.stats page_tables growth) are its own, which is
     what its VmPTE would be charged."""
-    import lazyvm
-
-    m = lazyvm.Machine(memory=nbytes + (nbytes >> 8) + (64 << 20), fork_mode=mode,
+    m = Machine(memory=nbytes + (nbytes >> 8) + (64 << 20), fork_mode=mode,
                        rmap=False, layout="x86_64", contents=False)
     p = m.spawn()
     a = p.mmap(nbytes)
@@ -583,8 +559,6 @@ def predicted_record(prof, reason, layout: str, quick: bool, results: list) -> d
     fork, the COW page-table RFC)."""
     if prof is None:
         return {"profile": None, "reason": reason or "no cost profile given"}
-    from ..measure import published
-
     notes = []
     if host_like(prof) and layout != "x86_64":
         notes.append(f"the {prof.name} profile prices this host's x86-64 kernel, but the "
@@ -605,7 +579,7 @@ def predicted_record(prof, reason, layout: str, quick: bool, results: list) -> d
             "method": "per size and configuration, the events of the first fork (and of "
                       "fork+exit) counted as differences of Machine.stats(), priced by "
                       "the profile (Profile.kernel_ns); this machine's fork priced from "
-                      "this process's own VMAs, PTEs and tables (lazyvm.measure.calibrate.counts "
+                      "this process's own VMAs, PTEs and tables (lazyvm.measure.worker.counts "
                       "of /proc/self/smaps and pagemap) when the profile is a host's",
             "spread": PREDICTED_SPREAD, "notes": notes,
             "odf": od, "odf_gb": list(gbs), "cow_pt_rfc": cow_pt_rfc(prof)}
@@ -679,11 +653,11 @@ def predicted_findings(results: list, slopes: dict, pred: dict, prof) -> list:
     ev = {n: {c: e["configs"][c]["events"] for c in CONFIG_NAMES} for n, e in by.items()}
     r = big["predicted"]["ratios"]["copy_rmap_over_copy"]
     item("rmap_fork_overhead", "copy+rmap / copy predicted fork, at the largest size,", r,
-         big["pages"], _m.RMAP_FORK_OVERHEAD, "\"fork() overheads of ~300% or so\", about "
-         "4x", _m.LINUS, _why(prof, "copy+rmap", ev[big["pages"]]["copy+rmap"]["fork"],
-                               "copy", ev[big["pages"]]["copy"]["fork"],
-                               _m.RMAP_FORK_OVERHEAD))
-    mc = _m.MCCRACKEN_SHAPES
+         big["pages"], published.RMAP_FORK_OVERHEAD,
+         "\"fork() overheads of ~300% or so\", about 4x", published.LINUS_SOURCE,
+         _why(prof, "copy+rmap", ev[big["pages"]]["copy+rmap"]["fork"],
+              "copy", ev[big["pages"]]["copy"]["fork"], published.RMAP_FORK_OVERHEAD))
+    mc = published.MCCRACKEN_SHAPES
     e = by.get(10240)
     for key, shp, k, ratio_key in (
             ("mccracken_fork_40mb", mc[0], "fork", "copy_rmap_over_share_rmap"),
@@ -695,29 +669,30 @@ def predicted_findings(results: list, slopes: dict, pred: dict, prof) -> list:
                     ev[10240]["share+rmap"][k], pub, k.replace("_", "+")) if e else None)
         item(key, f"copy+rmap / share+rmap predicted {k.replace('_', '+')} (40 MB)", val,
              10240, pub, f"{shp['before_ms']} -> {shp['after_ms']} ms, {pub:.1f}x",
-             _m.MCCRACKEN, why)
+             published.MCCRACKEN_SOURCE, why)
     od = pred.get("odf")
-    for gb, pub, ptext in ((1, _m.ON_DEMAND_FORK_1GB, "65x faster than Linux's fork at 1 GB "
+    for gb, pub, ptext in ((1, published.ON_DEMAND_FORK_1GB, "65x faster than Linux's fork at 1 GB "
                             "(shared last-level tables, x86-64)"),
-                           (50, ODF_50GB, "270x at 50 GB")):
+                           (50, published.ON_DEMAND_FORK_50GB, "270x at 50 GB")):
         row = next((o for o in od or () if o["gb"] == gb), None)
         why = (_why(prof, "copy", row["copy_counts"], "share", row["share_counts"], pub)
                if row else None)
         d = item(f"on_demand_fork_{gb}gb", f"copy / share predicted fork ({gb} GB, x86_64 "
                  "counts, one VMA)", row["ratio"] if row else None, gb << 18, pub, ptext,
-                 _m.ON_DEMAND_FORK, why)
+                 published.ON_DEMAND_FORK_SOURCE, why)
         if row is None:
             d["not_measured_why"] = ("this lazyvm has no x86_64 layout" if od is None
                                      else "counted without --quick only")
     rfc = pred.get("cow_pt_rfc")
-    pub = RFC_512MB_MS[0] / RFC_512MB_MS[1]
+    ms512, kb_child = published.RFC_512MB_MS, published.RFC_CHILD_VMPTE_KB
+    pub = ms512[0] / ms512[1]
     why = None
     if rfc:
         why = _why(prof, "copy", rfc["counts_512mb"]["copy"], "share",
                    rfc["counts_512mb"]["share"], pub)
     item("cow_pt_rfc_512mb", "copy / share predicted fork (512 MB, x86_64 counts)",
          rfc["ratio_512mb"] if rfc else None, 131072, pub,
-         f"{RFC_512MB_MS[0]:g} ms -> {RFC_512MB_MS[1]:g} ms, {pub:.0f}x", RFC, why)
+         f"{ms512[0]:g} ms -> {ms512[1]:g} ms, {pub:.0f}x", published.RFC_SOURCE, why)
     if rfc:
         ck = rfc["child_tables_kb_1gb"]
         cm = rfc["child_mapped_tables_kb_1gb"]
@@ -725,27 +700,28 @@ def predicted_findings(results: list, slopes: dict, pred: dict, prof) -> list:
                  f"(1 GB, x86_64; lazyvm counts: copy {ck['copy']:,} kB, share "
                  f"{ck['share']:,} kB; it maps {cm['share']:,} kB in all)",
                  _div(ck["copy"], ck["share"]), 262144,
-                 RFC_CHILD_VMPTE_KB[0] / RFC_CHILD_VMPTE_KB[1],
-                 f"child VmPTE {RFC_CHILD_VMPTE_KB[0]:,} kB vs {RFC_CHILD_VMPTE_KB[1]} kB",
-                 RFC, b="counted")
+                 kb_child[0] / kb_child[1],
+                 f"child VmPTE {kb_child[0]:,} kB vs {kb_child[1]} kB",
+                 published.RFC_SOURCE, b="counted")
         d["child_tables_kb"] = ck
-        d["published_kb"] = list(RFC_CHILD_VMPTE_KB)
+        d["published_kb"] = list(kb_child)
         if not d["within_2x"]:
             d["why"] = (f"the copy child's tables match ({ck['copy']:,} vs "
-                        f"{RFC_CHILD_VMPTE_KB[0]:,} kB: the PTE tables and the levels "
+                        f"{kb_child[0]:,} kB: the PTE tables and the levels "
                         f"above); the shared child owns {ck['share']} kB, the upper levels "
                         f"of its one VMA, while the RFC's child kept "
-                        f"{RFC_CHILD_VMPTE_KB[1]} kB: {RFC_CHILD_VMPTE_KB[1] - ck['share']}"
+                        f"{kb_child[1]} kB: {kb_child[1] - ck['share']}"
                         " kB more, tables of mappings lazyvm's one-VMA process does not "
                         "have (its program, libraries, stack: an assumption, the RFC does "
                         "not list them)")
     # measured on this machine
-    lo, hi = _m.MODERN_FORK_NS_PER_PAGE
+    lo, hi = published.MODERN_FORK_NS_PER_PAGE
     marg = big[LINUX]["ns_per_page_marginal"]
     rng = big[LINUX]["ns_per_page_marginal_range"]
     d = item("modern_fork_per_page", "this machine's fork: marginal ns per page ((fork with "
              "the pages - fork without) / pages)", None, big["pages"], [lo, hi],
-             f"{lo:.0f}-{hi:.0f} ns per page (10-16 ms per GB)", _m.REDIS_DOC, b="measured")
+             f"{lo:.0f}-{hi:.0f} ns per page (10-16 ms per GB)", published.REDIS_DOC_SOURCE,
+             b="measured")
     d["measured"] = {"ratio": marg, "lo": rng[0], "hi": rng[1]}
     lp = big["predicted"].get(LINUX)
     if lp:
@@ -810,307 +786,3 @@ def _progress_bar(total: int, enabled: bool):
     tqdm.tqdm.monitor_interval = 0
     return tqdm.tqdm(total=total, unit="page", unit_scale=True, file=sys.stderr,
                      dynamic_ncols=True, leave=False)
-
-
-# ---------------------------------------------------------------- report
-
-
-def _mark(s: dict) -> str:
-    """'' for a settled spread, '~' for one still wide after the extra repeats."""
-    return "~" if s.get("wide") else ""
-
-
-def format_table(record: dict) -> str:
-    """The main table: one row per size x configuration, Linux first."""
-    head = ("pages", "config", "fork", "q1-q3", "ns/page", "Linux/this", "c+r/this",
-            "n", "tables", "nodes", "frames")
-    rows = []
-    for e in record["results"]:
-        n = e["pages"]
-        lin = e[LINUX]
-        ls = lin["fork_ns_spread"]
-        cr = e["configs"]["copy+rmap"]["fork_ns_spread"]
-        tables = lin.get("vmpte_kb")
-        med, q = _r.ns_spread(ls)
-        rows.append((f"{n:,}", LINUX, med, q + _mark(ls), f"{lin['ns_per_page']:.1f}",
-                     "1x", _r.x(_m.ratio(cr, ls)["ratio"]), str(ls["n"]),
-                     (f"{tables // 4:,}*" if tables is not None else "-"), "-", "-"))
-        for name in CONFIG_NAMES:
-            c = e["configs"][name]
-            s = c["fork_ns_spread"]
-            d = c["first_fork"]["delta"]
-            med, q = _r.ns_spread(s)
-            rows.append(("", name, med, q + _mark(s), f"{c['ns_per_page']:.2f}",
-                         _r.x(e["ratios"]["linux_over"][name]["ratio"]),
-                         _r.x(e["ratios"]["copy_rmap_over"][name]["ratio"]), str(s["n"]),
-                         _r.integer(d.get("page_tables")),
-                         _r.integer(d.get("pte_chain_nodes")),
-                         _r.integer(d.get("frames_used"))))
-    lines = _r.table(head, rows, left=(1,), blank_before=0)
-    unsettled = sum(1 for r in rows if r[3].endswith("~"))
-    extra = sum(1 for e in record["results"] for c in e["configs"].values()
-                if c["fork_ns_spread"].get("extra"))
-    extra += sum(1 for e in record["results"] if e[LINUX]["fork_ns_spread"].get("extra"))
-    p = record["parameters"]
-    lines += [""]
-    lines += _r.wrap(
-        "fork: median of the timed forks, each right after an untimed one (warm caches, "
-        "as Linux's back-to-back forks), the four configurations interleaved round-robin; "
-        "q1-q3: its quartiles, in the median's unit; n: forks timed. ns/page = fork / "
-        "pages. Linux/this: this machine's fork() time / this row's; c+r/this: "
-        "copy+rmap's / this row's (ratios of medians; their ranges are in the JSON).")
-    lines += _r.wrap(
-        f"A spread is wide when q3 - q1 exceeds {p['wide_spread']:.0%} of the median; "
-        f"such a row gets more forks, up to {p['max_repeat_factor']}x as many. {extra} "
-        f"row(s) took more forks; " + (
-            f"{unsettled} still wide (marked ~): those medians are less certain than the "
-            f"others and a quieter machine or --repeats would help." if unsettled else
-            "every row settled."))
-    lines += _r.wrap(
-        "tables, nodes, frames: what the first fork allocated (page tables, pte_chain "
-        "nodes, frames: the child's pgd and tables). * Linux: x86-64 page tables the "
-        "touched mapping added to this process (/proc/self/status VmPTE / 4 KiB), which "
-        "its fork copies. Fork+exit and first-fork times, with spreads: in the JSON.")
-    return "\n".join(lines)
-
-
-def format_predicted(record: dict) -> str:
-    """The predicted kernel time table: per size and configuration the predicted fork
-    and fork+exit, their ratios, and the simulator's (or this machine's) timed fork
-    beside them."""
-    pred = record.get("predicted") or {}
-    if not pred.get("profile"):
-        return "\n".join(_r.wrap(f"Predicted kernel time: none ({pred.get('reason')})."))
-    out = _r.wrap(f"Predicted kernel time, {pred['profile']} cost profile ({pred['reason']})"
-                  f": {pred.get('description') or ''}")
-    out.append("")
-    head = ("pages", "config", "kernel fork", "+-", "fork+exit", "vs copy", "c+r/this",
-            "timed fork", "timed vs copy")
-    rows = []
-    for e in record["results"]:
-        p = e.get("predicted")
-        if not p:
-            continue
-        lin = e[LINUX]
-        lp = p.get(LINUX)
-        rows.append((f"{e['pages']:,}", LINUX, _r.ns(lp["fork_ns"]) if lp else "-", "",
-                     "-", "-", "-", _r.ns(lin["fork_ns_median"]) + "*", "-"))
-        for name in CONFIG_NAMES:
-            c = p["configs"][name]
-            rows.append(("", name, _r.ns(c["fork_ns"]), _r.ns(c["fork_ns_se"]),
-                         _r.ns(c["fork_exit_ns"]), _r.x(c["fork_over_copy"]),
-                         _r.x(c["copy_rmap_over_this"]), _r.ns(c["sim_fork_ns_median"]),
-                         _r.x(c["sim_fork_over_copy"])))
-    out += _r.table(head, rows, left=(1,), blank_before=0)
-    out.append("")
-    out += _r.wrap(
-        "kernel fork, fork+exit: the events the simulator counted in one fork (and one "
-        "fork+exit) of this size, times the profile's cost of each; +-: the profile's "
-        "uncertainty (one standard error) of the fork. " + PREDICTED_SPREAD[0].upper()
-        + PREDICTED_SPREAD[1:] + ". vs copy: this row's predicted fork / copy's; "
-        "c+r/this: copy+rmap's / this row's. timed fork: the simulator's median fork "
-        "(its own time, with the spread of the table above); * Linux: this machine's "
-        "measured fork of this Python process (median), and in kernel fork its "
-        "prediction from the process's own VMAs, PTEs and tables (a host's profile only)."
-        " This machine's kernel copies, so it is to be set beside the copy rows; it also "
-        "copies this Python process's own mappings, which the simulated process has not.")
-    for n in pred.get("notes", ()):
-        out += _r.wrap("note: " + n, "", "  ")
-    return "\n".join(out)
-
-
-def format_findings(record: dict) -> str:
-    """Per-size ratios with ranges, the slopes, and each finding beside the published
-    figure it can be set against."""
-    results = record["results"]
-    out = ["Findings", "========"]
-    head = ("pages", "Linux ns/page", "copy ns/page", "c+r/copy", "c+r/s+r", "copy/share")
-    rows = []
-    for e in results:
-        lin, r = e[LINUX], e["ratios"]
-        rows.append((f"{e['pages']:,}", f"{lin['ns_per_page_marginal']:.1f}",
-                     f"{e['configs']['copy']['ns_per_page']:.2f}",
-                     _r.x_range(r["copy_rmap_over_copy"]),
-                     _r.x_range(r["copy_rmap_over_share_rmap"]),
-                     _r.x_range(r["copy_over_share"])))
-    out += _r.table(head, rows, left=())
-    out += _r.wrap("Simulator time: ratios of the medians, with the range they take when "
-                   "both figures lie inside their quartiles. c+r = copy+rmap, s+r = "
-                   "share+rmap. Linux ns/page: the marginal cost, (fork with the N pages - "
-                   "fork of the same process without them) / N.")
-    pred = record.get("predicted") or {}
-    if any(e.get("predicted") for e in results):
-        out.append("")
-        head = ("pages", "c+r/copy", "c+r/s+r", "c+r/s+r fork+exit", "copy/share",
-                "s+r/c+r")
-        rows = []
-        for e in results:
-            r = e["predicted"]["ratios"]
-            rows.append((f"{e['pages']:,}", _r.x(r["copy_rmap_over_copy"]),
-                         _r.x(r["copy_rmap_over_share_rmap"]),
-                         _r.x(r["copy_rmap_over_share_rmap_fork_exit"]),
-                         _r.x(r["copy_over_share"]), _r.x(r["share_rmap_over_copy_rmap"])))
-        out += _r.table(head, rows, left=())
-        out += _r.wrap(f"Predicted kernel time ({pred.get('profile')}): the same ratios "
-                       "from the counted events, exact (no range). The findings below set "
-                       "these predicted ratios, not the simulator's, beside the published "
-                       "figures.")
-    out.append("")
-    for f in record["findings"]:
-        basis = f.get("basis")
-        if f["key"] == "slopes":
-            sl = f["slopes"]
-            text = ("- Growth with pages (log-log slope of the median fork time; 1 = "
-                    "linear, 0 = flat): simulator " + ", ".join(
-                        f"{k} {v:.2f}" for k, v in sl.items() if v is not None))
-            ps = f.get("predicted_slopes")
-            if ps:
-                text += "; predicted " + ", ".join(f"{k} {v:.2f}" for k, v in ps.items()
-                                                   if v is not None)
-            out += _r.wrap(text + ".", "", "  ")
-            continue
-        if f["measured"] is None:
-            text = f"- {f['text']}: not measured"
-            text += f" ({f['not_measured_why']})." if f.get("not_measured_why") else \
-                " (size not in this run)."
-            if f.get("published_text"):
-                text += f" Published: {f['published_text']} ({f['source']})."
-            out += _r.wrap(text, "", "  ")
-            continue
-        at = f" at {f['at_pages']:,} pages" if f.get("at_pages") else ""
-        if f["key"] == "modern_fork_per_page":
-            m = f["measured"]
-            val = f"{m['ratio']:.1f} ns ({m['lo']:.1f} to {m['hi']:.1f})"
-        elif f["key"] == "linux_predicted":
-            cpu = f.get("measured_cpu_ns")
-            pw, st = f.get("predicted_wall_ns"), f.get("stretch")
-            val = (f"{_r.ns(f['predicted_ns'])} / {_r.ns(cpu or f['measured_ns'])} = "
-                   f"{f['measured']['ratio']:.2f}"
-                   + (f" (wall time {_r.ns(f['measured_ns'])}: predicted x the profile's "
-                      f"wall/CPU stretch {st:.2f} = {_r.ns(pw)}, "
-                      f"{pw / f['measured_ns']:.2f})" if pw else
-                      f" (wall time {_r.ns(f['measured_ns'])}: "
-                      f"{f['predicted_ns'] / f['measured_ns']:.2f}, no stretch in the "
-                      "profile)" if cpu else ""))
-        else:
-            val = _r.x_range(f["measured"])
-        label = f" [{basis}]" if basis else ""
-        text = f"- {f['text']}{at}{label}: {val}."
-        if f.get("published_text"):
-            text += f" Published: {f['published_text']} ({f['source']})."
-        if f.get("verdict"):
-            text += f" {f['verdict']}."
-        if f.get("why"):
-            text += f" Why: {f['why']}."
-        out += _r.wrap(text, "", "  ")
-    out.append("")
-    out += _r.wrap(WHY_DIFFERENT)
-    if pred.get("profile"):
-        out += _r.wrap("The predicted kernel time answers that with counts: each counted "
-                       "event priced by the profile, fixed costs of fork and exit "
-                       "included; where a predicted ratio still misses a published one, "
-                       "its line above says what each side is made of and how large a "
-                       "cost no counted event carries would have to be.")
-    return "\n".join(out)
-
-
-def format_report(record: dict) -> str:
-    """Everything `lazyvm compare` prints: header, table, findings."""
-    mach = record["machine"]
-    mem = mach.get("memory_bytes")
-    p = record["parameters"]
-    load = mach.get("load_average")
-    head = _r.wrap(
-        f"lazyvm {record['lazyvm_version']} compare ({_r.build_text(record['build'])}): "
-        f"fork of N touched private pages, simulator ({p.get('layout', 'i386')}) vs this "
-        f"machine's Linux")
-    head += _r.wrap(
-        f"host: {mach.get('cpu_model')}, {mach.get('cores')} cores"
-        + (f", {mem / (1 << 30):.1f} GiB" if mem else "")
-        + (", virtual machine" if mach.get("hypervisor") else "")
-        + f"; Linux {mach.get('kernel')} {mach.get('arch')}; Python {mach.get('python')}, "
-        f"numpy {mach.get('numpy')}"
-        + (f"; load {load[0]:.2f}" if load else ""))
-    head += _r.wrap(f"run: {record['time']}, {record['wall_ns'] / 1e9:.1f} s", "", "  ")
-    return ("\n".join(head) + "\n\n" + format_table(record) + "\n\n"
-            + format_predicted(record) + "\n\n" + format_findings(record) + "\n")
-
-
-# ---------------------------------------------------------------- plot
-
-
-def plot(record: dict, path: str):
-    """Fork latency against pages on log-log axes, one line per configuration and Linux,
-    each point the median with its quartiles as an error bar; with a cost profile, a
-    second panel of predicted kernel time per configuration, with this machine's
-    measured fork (median, quartiles) and, for a host's profile, its prediction from
-    this process's own counts.  Needs matplotlib (the ``plot`` extra).  Returns the
-    matplotlib Figure (saved to `path` and closed)."""
-    try:
-        import matplotlib
-    except ImportError as e:
-        raise RuntimeError("--plot needs matplotlib: pip install 'lazyvm[plot]' "
-                           "(or pip install matplotlib)") from e
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    results = record["results"]
-    xs = [e["pages"] for e in results]
-
-    def us(s):
-        return {k: s[k] / 1e3 for k in ("median", "q1", "q3")}
-    lin_label = f"Linux {record['machine'].get('kernel', '')} (this machine)"
-    series = {lin_label: [us(e[LINUX]["fork_ns_spread"]) for e in results]}
-    styles = {lin_label: dict(color="black", marker="s", linewidth=2.2)}
-    look = {"copy": dict(color="tab:blue", marker="o"),
-            "copy+rmap": dict(color="tab:blue", marker="o", linestyle="--"),
-            "share": dict(color="tab:green", marker="^"),
-            "share+rmap": dict(color="tab:green", marker="^", linestyle="--")}
-    for name in CONFIG_NAMES:
-        series[f"lazyvm {name}"] = [us(e["configs"][name]["fork_ns_spread"])
-                                    for e in results]
-        styles[f"lazyvm {name}"] = look[name]
-    mach = record["machine"]
-    pred = record.get("predicted") or {}
-    with_pred = bool(pred.get("profile")) and all(e.get("predicted") for e in results)
-    fig, axes = plt.subplots(1, 2 if with_pred else 1,
-                             figsize=(15, 6) if with_pred else (8, 5.5), squeeze=False)
-    _r.draw_lines(axes[0][0], xs, series, "touched pages (4 KiB)",
-                  "fork latency, median and quartiles (µs)",
-                  "simulator time: fork latency vs pages\n"
-                  f"{mach.get('cpu_model')}, {mach.get('cores')} cores, "
-                  f"lazyvm {record['lazyvm_version']}, {_r.build_text(record['build'])}",
-                  styles)
-    if with_pred:
-        ax = axes[0][1]
-        for name in CONFIG_NAMES:
-            ax.plot(xs, [e["predicted"]["configs"][name]["fork_ns"] / 1e3 for e in results],
-                    label=f"predicted {name}", **look[name])
-        lin = [us(e[LINUX]["fork_ns_spread"]) for e in results]
-        ax.errorbar(xs, [s["median"] for s in lin],
-                    yerr=[[s["median"] - s["q1"] for s in lin],
-                          [s["q3"] - s["median"] for s in lin]],
-                    label=f"{lin_label}, measured (copies, as the copy line)", capsize=3,
-                    color="black", marker="s", linewidth=2.2)
-        if all(e["predicted"].get(LINUX) for e in results):
-            ax.plot(xs, [e["predicted"][LINUX]["fork_ns"] / 1e3 for e in results],
-                    label="this machine's fork predicted from this process's own counts",
-                    color="black", linestyle=":", marker="x")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("touched pages (4 KiB)")
-        ax.set_ylabel("predicted kernel time of one fork (µs)")
-        ax.set_title(f"predicted kernel time ({pred['profile']} profile, "
-                     f"{record['parameters'].get('layout', 'i386')} counts)\n"
-                     "exact counts x costs: no spread", fontsize=10)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return fig
-
-
-def write_json(record: dict, path: str) -> None:
-    """Write a compare record (which carries its own envelope) to `path`."""
-    _r.write_json(record, path)

@@ -22,7 +22,12 @@ import tempfile
 import threading
 import time
 
+from ..layout import PAGE_SIZE
+from ..measure import calibrate as cal, worker
+from ..measure.fit import CalibrationError, predict_fork_ns
+from ..report.replay import format_replay
 from . import snapshot
+from .replay import load_costs, replay
 
 __all__ = ["run_redis_bgsave", "format_redis", "DEFAULTS", "RedisMissing"]
 
@@ -305,7 +310,7 @@ def run_redis_bgsave(params=None):
     if pers.get("rdb_last_bgsave_status") != "ok":
         raise snapshot.SnapshotError(f"BGSAVE failed: {pers.get('rdb_last_bgsave_status')}")
     cost_notes = []
-    rec = snapshot.replay(snap, layout=p["layout"], costs=_costs(p["costs"], cost_notes),
+    rec = replay(snap, layout=p["layout"], costs=_costs(p["costs"], cost_notes),
                           configs=p["configs"], repeats=p["repeats"])
     rec["notes"].extend(cost_notes)
     redis = {"version": _version(server), "port": port, "bgsave_reply": reply,
@@ -321,7 +326,6 @@ def run_redis_bgsave(params=None):
     if cpu_fork is not None:
         prof = _costs(p["costs"], [])
         if prof is not None and "redis" in cpu_fork:
-            from ..measure.calibrate import predict_fork_ns
             cpu_fork["predicted_ns_from_counts"] = float(predict_fork_ns(
                 prof, *(cpu_fork["redis"][x] for x in "VAPT")))
         rec["cpu_fork"] = cpu_fork
@@ -340,7 +344,7 @@ def _costs(name, notes):
     if name is None:
         return None
     try:
-        return snapshot.load_costs(name)
+        return load_costs(name)
     except snapshot.SnapshotError as e:
         notes.append(f"no predicted kernel time: {e}")
         return None
@@ -350,20 +354,19 @@ def _cpu_fork(pid, forks):
     """A CPU-timed copy fork of a process of Redis's shape: the calibration worker
     (lazyvm calibrate's) holding dense private pages, the cache evicted before
     each fork as the calibration does; `pages` is what Redis (process `pid`) has to
-    copy (calibrate.counts) less the worker's own.  Its forking thread's CPU time (min, median,
+    copy (measure.worker.counts) less the worker's own.  Its forking thread's CPU time (min, median,
     max ns), its wall time, their stretch (median wall / minimum CPU, as the
     calibration defines it) and its own counts (V, A, P, T: the pages plus the
     worker's own)."""
-    from ..measure import calibrate as cal
     try:
-        v, a, ptes, t = cal.counts(pid)
+        v, a, ptes, t = worker.counts(pid)
         base = cal.run_worker([{"kind": "fork", "name": "base", "shape": {},
                                 "repeats": 1}])[0]["P"]
         pages = max(0, ptes - base)
         r = cal.run_worker([{"kind": "fork", "name": "redis shape",
                              "shape": {"dense": int(pages)}, "repeats": forks,
-                             "evict": 2 * cal.llc_bytes()}])[0]
-    except (cal.CalibrationError, OSError) as e:
+                             "evict": 2 * worker.llc_bytes()}])[0]
+    except (CalibrationError, OSError) as e:
         return {"error": str(e)}
     ns = sorted(r["fork_ns"])
     wall = sorted(r["fork_wall_ns"])
@@ -387,8 +390,8 @@ def _compare(rec):
     """The replay against the kernel's and Redis's own figures."""
     h, r = rec["host"], rec["redis"]
     out = {}
-    cow_bytes = (h["cow_pages"] or 0) * snapshot.PAGE
-    new_bytes = (h["child_new_pages"] or 0) * snapshot.PAGE
+    cow_bytes = (h["cow_pages"] or 0) * PAGE_SIZE
+    new_bytes = (h["child_new_pages"] or 0) * PAGE_SIZE
     out["cow_bytes"] = cow_bytes
     out["cow_plus_child_new_bytes"] = cow_bytes + new_bytes
     if r.get("rdb_last_cow_size"):
@@ -439,7 +442,7 @@ def format_redis(rec):
              f"{rec['params']['value_size']} B, RSS {_mb(r['used_memory_rss'])}, BGSAVE "
              f"under a redis-benchmark SET load ({rec['params']['clients']} clients, "
              f"pipeline {rec['params']['pipeline']}), {r['bgsave_s']} s", ""]
-    lines.append(snapshot.format_replay(rec).rstrip("\n"))
+    lines.append(format_replay(rec).rstrip("\n"))
     lines.append("")
     lines.append("against Redis and the kernel:")
     rows = [("figure", "Redis / kernel", "capture / replay")]

@@ -1,8 +1,7 @@
 """Snapshots of real processes: capture a live address space (and what it copies on write
-across its next fork) from /proc, and replay it in every fork configuration.
+across its next fork) from /proc, and the file that holds it.
 
     lazyvm capture PID --out FILE [--cow] [--timeout S]
-    lazyvm replay FILE [--layout x86_64|i386|pae] [--costs PROFILE] [--json F] [--plot F]
 
 Capture reads ``/proc/PID/maps`` (ranges, protections, private or shared, names),
 ``/proc/PID/pagemap`` (one pread per VMA straight into a numpy array) and ``VmPTE`` and
@@ -11,35 +10,30 @@ fork (watching ``/proc/PID/task/*/children``), and polls the pagemaps of parent 
 until the child exits: a page present at the fork is in the copy-on-write set once the
 child's entry is exclusively mapped or either side's frame number differs from the one
 it had at the fork.  The file format is described in docs/SNAPSHOT.md (numpy ``.npz``,
-field ``format`` = "lazyvm-snapshot", ``version`` = 1).
-
-Replay builds the address space in a Machine (x86_64 at the real addresses; i386 or pae
-relocated into 3 GiB, each VMA keeping its offset within its leaf table's span), forks it
-in each configuration, writes the recorded set and reports the counters beside the
-kernel's own figures.
+field ``format`` = "lazyvm-snapshot", ``version`` = 1).  :class:`Snapshot` places the
+space in a layout (x86_64 at the real addresses; i386 or pae relocated into 3 GiB, each
+VMA keeping its offset within its leaf table's span); lazyvm.workloads.replay forks it.
 """
 
 from __future__ import annotations
 
 import glob
-import inspect
 import json
 import mmap
 import os
 import re
-import sys
 import time
 import zipfile
 
 import numpy as np
 
+from ..layout import LAYOUTS, PAGE_SIZE as PAGE
 
-__all__ = ["Snapshot", "SnapshotError", "capture", "replay", "format_replay", "relocate",
-           "FORMAT", "VERSION", "CONFIGS"]
+
+__all__ = ["Snapshot", "SnapshotError", "capture", "relocate", "FORMAT", "VERSION"]
 
 FORMAT = "lazyvm-snapshot"
 VERSION = 1
-PAGE = 4096
 
 # /proc/PID/pagemap entry bits (Documentation/admin-guide/mm/pagemap.rst).
 PM_PRESENT = 1 << 63
@@ -54,17 +48,10 @@ F_PRESENT, F_SWAP, F_FILE, F_EXCLUSIVE, F_SOFT_DIRTY, F_ZERO = 1, 2, 4, 8, 16, 3
 # cow_side: who wrote the page after the fork.
 SIDE_PARENT, SIDE_CHILD, SIDE_UNKNOWN = 0, 1, 2
 
-USER_TOP_X86_64 = 0x7FFFFFFFF000        # user space [0, this) on x86_64
-LEAF_SPAN = {"i386": 1 << 22, "pae": 1 << 21, "x86_64": 1 << 21}
-LAYOUTS = ("x86_64", "i386", "pae")
-RELOC_TOP = 0xC0000000                 # i386 / pae user space
-
-CONFIGS = {                            # name -> (fork_mode, rmap)
-    "copy": ("copy", False),
-    "copy+rmap": ("copy", True),
-    "share": ("share", False),
-    "share+rmap": ("share", True),
-}
+USER_TOP_X86_64 = LAYOUTS["x86_64"].task_size   # user space [0, this) on x86_64
+RELOC_TOP = LAYOUTS["i386"].task_size            # i386 / pae user space
+# bytes one leaf table maps, per layout
+LEAF_SPAN = {name: lay.table_span(1) for name, lay in LAYOUTS.items()}
 
 
 class SnapshotError(ValueError):
@@ -405,7 +392,7 @@ class Snapshot:
         pages are read (the shared object's frame).  A VMA is mapped with the protection
         its touches need and then given its own (mprotect), as a RELRO page was written
         before it became read-only."""
-        layout = layout or _machine_layout(machine)
+        layout = layout or machine.layout.name
         new_start = self.placement(layout)
         p = machine.spawn()
         vidx = self.page_vma()
@@ -731,323 +718,3 @@ def _watch(child, cpm, ppm, ranges, pfirst, cfirst, cok, zpfn, deadline, poll, p
         if ok and n and not centries.any():
             ok = False                                # a zombie's pagemap reads empty
     return masks, polls, t_last
-
-
-# ===================================================================== replay
-
-def _machine_kwargs():
-    return set(inspect.signature(__import__("lazyvm").Machine).parameters)
-
-
-def _machine_layout(machine):
-    lay = getattr(machine, "layout", None)
-    return getattr(lay, "name", lay) or "i386"
-
-
-def layouts_available():
-    """The layouts this build's Machine accepts."""
-    return LAYOUTS if "layout" in _machine_kwargs() else ("i386",)
-
-
-def _tables_of(p):
-    """Page tables below p's pgd (every level, each once, pgd excluded)."""
-    if hasattr(p, "stats"):
-        return dict(p.stats())
-    mem = p.machine.physical.view(np.uint32)
-    pdes = mem[(p.pgd << 10):(p.pgd << 10) + 768]
-    n = int(np.count_nonzero(pdes & 1))
-    return {"page_tables": n, "page_tables_l1": n}
-
-
-def _memory_for(snap, layout, npages_written):
-    """Machine memory for the replay: data frames (with the copies), three sets of tables
-    (parent, child, privatized), the boot frames and slack."""
-    present = int(((snap.page_flags & F_PRESENT) != 0).sum())
-    span = LEAF_SPAN[layout]
-    leaf = len(np.unique(snap.page_addr // np.uint64(span))) + len(snap.vma_start)
-    frames = present + 2 * npages_written + 4 * leaf + 4096 + 512
-    mem = frames * PAGE
-    limit = {"i386": 1 << 32, "pae": 1 << 36, "x86_64": 1 << 46}[layout]
-    if mem > limit:
-        raise SnapshotError(f"the replay needs {mem >> 20} MiB of simulated memory, more "
-                            f"than {layout} allows ({limit >> 20} MiB)")
-    return -(-mem // (1 << 20)) << 20
-
-
-def load_costs(costs):
-    """The cost profile for a spec (name, path or Profile), or SnapshotError with the
-    cost model's own sentence (no such profile, no host profile yet, bad JSON)."""
-    try:
-        from ..costs import load_profile
-    except ImportError:
-        raise SnapshotError("--costs needs lazyvm.costs (the 0.2.0 cost model), "
-                            "which this build does not have") from None
-    try:
-        return load_profile(costs)
-    except ValueError as e:                       # costs.ProfileError is a ValueError
-        raise SnapshotError(str(e)) from None
-
-
-def _kernel_ns_fn(costs, kw):
-    """(Machine keyword args, fn(delta stats) -> predicted ns or None) for a profile:
-    the Machine's own kernel_ns when it takes costs=, else the profile applied to the
-    counters' differences."""
-    if costs is None:
-        return {}, None
-    prof = load_costs(costs)
-    if "costs" in kw:
-        return {"costs": prof}, None
-    return {}, prof.kernel_ns
-
-
-def _stretch(costs):
-    """The wall/CPU stretch the profile's calibration measured (meta "stretch"), or
-    None (no profile, or one without it, such as linux-2.5.41)."""
-    if costs is None:
-        return None
-    from ..measure.calibrate import stretch
-    return stretch(load_costs(costs))
-
-
-def _delta(a, b):
-    return {k: b[k] - a.get(k, 0) for k in b if isinstance(b[k], int)}
-
-
-def replay(snap, layout=None, costs=None, configs=None, repeats=3, use_trace=True):
-    """Build, fork and write snap in each configuration; return a record (a dict: host,
-    configs, layout, params, notes)."""
-    kw = _machine_kwargs()
-    if layout is None:
-        layout = "x86_64" if "layout" in kw else "i386"
-    if layout not in LAYOUTS:
-        raise SnapshotError(f"unknown layout {layout!r}: use one of {', '.join(LAYOUTS)}")
-    if layout != "i386" and "layout" not in kw:
-        raise SnapshotError(f"layout {layout} needs Machine(layout=...), which this build "
-                            "of lazyvm does not have yet (only i386): use --layout i386")
-    configs = list(configs or CONFIGS)
-    for c in configs:
-        if c not in CONFIGS:
-            raise SnapshotError(f"unknown configuration {c!r}: use {', '.join(CONFIGS)}")
-    extra, kfn = _kernel_ns_fn(costs, kw)
-    st = _stretch(costs)
-    if "layout" in kw:
-        extra["layout"] = layout
-    if "contents" in kw:
-        extra["contents"] = False
-    wset = snap.cow_addr
-    vid = snap.page_vma(wset)
-    private_w = np.array([p[3] == "p" and "w" in p[:3] for p in snap.vma_perms], bool)
-    writable = (vid >= 0) & private_w[np.maximum(vid, 0)]
-    placed = snap.placement(layout)
-    writable &= placed[np.maximum(vid, 0)] != _NONE
-    memory = _memory_for(snap, layout, int(writable.sum()))
-    notes = list(snap.meta.get("notes", []))
-    if (~writable).any():
-        where = sorted({f"{snap.vma_name[i] or 'anonymous'} {snap.vma_perms[i]}"
-                        if i >= 0 else "no VMA" for i in vid[~writable].tolist()})
-        notes.append(f"{int((~writable).sum())} pages of the copy-on-write set lie outside "
-                     f"private writable VMAs ({'; '.join(where[:4])}): no write of the "
-                     "process copied them, the kernel copied or dropped them itself, and "
-                     "replay does not write them")
-    if "contents" not in kw:
-        notes.append("this core has no contents=False: the replay simulates page contents "
-                     "too (slower, same counts)")
-    record = {"snapshot": {"pid": snap.meta.get("pid"), "name": snap.meta.get("name")},
-              "layout": layout, "memory": memory, "costs": _costs_name(costs),
-              "host": snap.host(), "configs": {}, "notes": notes,
-              "write_set": int(writable.sum()), "stretch": st}
-    if st:
-        notes.append(f"kernel_wall_ns is kernel_ns (CPU time) x {st:.2f}, the wall/CPU "
-                     "stretch lazyvm calibrate measured in the run that made the profile: "
-                     "compare it with wall-clock figures such as Redis's latest_fork_usec")
-    wa, ws = wset[writable], snap.cow_side[writable]
-    # What the write set reaches: leaf tables (the span one leaf table maps) written,
-    # against the leaf tables the address space has.
-    span = LEAF_SPAN[layout]
-    pv = snap.page_vma()
-    pok = (pv >= 0) & (placed[np.maximum(pv, 0)] != _NONE)
-    shift = placed.astype(np.int64) - snap.vma_start.astype(np.int64)
-    page_new = snap.page_addr[pok].astype(np.int64) + shift[pv[pok]]
-    w_new = wa.astype(np.int64) + shift[vid[writable]]
-    record["leaf_tables"] = int(len(np.unique(page_new // span)))
-    record["write_set_leaf_tables"] = int(len(np.unique(w_new // span)))
-    for name in configs:
-        fork_mode, rmap = CONFIGS[name]
-        m = __import__("lazyvm").Machine(memory=memory, fork_mode=fork_mode, rmap=rmap,
-                                         **extra)
-        t0 = time.perf_counter_ns()
-        p, amap = snap.spawn(m, layout)
-        build_ns = time.perf_counter_ns() - t0
-        left_out = amap.left_out
-        times = []
-        for _ in range(max(0, repeats - 1)):        # untimed children, timed forks
-            t = time.perf_counter_ns()
-            c = p.fork()
-            times.append(time.perf_counter_ns() - t)
-            c.exit()
-        m.reset_peaks()
-        s0 = m.stats()
-        t = time.perf_counter_ns()
-        c = p.fork()
-        times.append(time.perf_counter_ns() - t)
-        s1 = m.stats()
-        fork = _delta(s0, s1)
-        tables_fork = (_tables_of(p), _tables_of(c))
-        addrs = amap(wa)
-        t = time.perf_counter_ns()
-        traced = _write(m, p, c, addrs, ws, use_trace)
-        write_ns = time.perf_counter_ns() - t
-        s2 = m.stats()
-        writes = _delta(s1, s2)
-        total = _delta(s0, s2)
-        pt, ct = _tables_of(p), _tables_of(c)
-        kernel_ns = fork.get("kernel_ns") if kfn is None else kfn(fork)
-        kernel_total = total.get("kernel_ns") if kfn is None else kfn(total)
-        rec = {"fork_mode": fork_mode, "rmap": rmap,
-               "fork_ns": int(sorted(times)[len(times) // 2]), "fork_ns_all": times,
-               "kernel_ns": kernel_ns, "kernel_ns_fork_and_writes": kernel_total,
-               "kernel_wall_ns": (round(kernel_ns * st) if kernel_ns is not None and st
-                                  else None),
-               "write_ns": write_ns, "build_ns": build_ns, "trace_engine": traced,
-               "cow_copies": writes.get("cow_copies", 0),
-               "cow_reuses": writes.get("cow_reuses", 0),
-               "unshares": total.get("unshares", 0),
-               "unshares_by_level": {k: v for k, v in total.items()
-                                     if k.startswith("unshares_l")},
-               "ptes_copied": total.get("ptes_copied", 0),
-               "ptes_copied_fork": fork.get("ptes_copied", 0),
-               "tables_copied": fork.get("tables_copied"),
-               "page_tables": pt["page_tables"], "child_page_tables": ct["page_tables"],
-               "page_tables_after_fork": tables_fork[0]["page_tables"],
-               "child_page_tables_after_fork": tables_fork[1]["page_tables"],
-               "parent_tables_by_level": {k: v for k, v in pt.items()
-                                          if k.startswith("page_tables_l")},
-               "machine_page_tables": s2["page_tables"],
-               "frames_peak": s2["frames_peak"], "frames_before_fork": s0["frames_used"],
-               "pte_chain_nodes_peak": s2["pte_chain_nodes_peak"],
-               "rss": p.stats()["rss"] if hasattr(p, "stats") else None,
-               "left_out_pages": left_out}
-        record["configs"][name] = rec
-        del m, p, c
-    return record
-
-
-def _costs_name(costs):
-    if costs is None:
-        return None
-    return getattr(costs, "name", str(costs))
-
-
-def _write(m, p, c, addrs, sides, use_trace):
-    """Write the set: the parent's pages from the parent, the child's from the child, in
-    address order (with m.replay when this core has the trace engine).  Returns whether
-    the trace engine was used."""
-    if not len(addrs):
-        return False
-    who = np.where(sides == SIDE_CHILD, c.pid, p.pid).astype(np.int64)
-    if use_trace and hasattr(m, "replay"):
-        ev = np.zeros((len(addrs), 4), np.int64)
-        ev[:, 0] = who
-        ev[:, 1] = 1
-        ev[:, 2] = addrs
-        m.replay(ev)
-        return True
-    for proc in (p, c):
-        sel = who == proc.pid
-        if sel.any():
-            proc.touch_pages(addrs[sel], write=True)
-    return False
-
-
-# ===================================================================== report
-
-def _ms(ns):
-    return "-" if ns is None else f"{ns / 1e6:.3f}"
-
-
-def format_replay(rec):
-    """The replay as text: one row per configuration, the kernel's figures below."""
-    h = rec["host"]
-    lines = [f"replay of {h.get('name') or '?'} (pid {h.get('pid')}) on {rec['layout']}"
-             f"{', costs ' + rec['costs'] if rec.get('costs') else ''}: "
-             f"{h['present_pages']} present pages, {rec['write_set']} pages written after "
-             "the fork", ""]
-    head = ("config", "fork ms", "kernel ms", "cow copies", "unshares", "ptes copied",
-            "tables P", "tables C", "peak frames", "peak nodes")
-    rows = [head]
-    for name, c in rec["configs"].items():
-        rows.append((name, _ms(c["fork_ns"]), _ms(c["kernel_ns"]), c["cow_copies"],
-                     _fmt_unshares(c), c["ptes_copied"], c["page_tables"],
-                     c["child_page_tables"], c["frames_peak"], c["pte_chain_nodes_peak"]))
-    widths = [max(len(str(r[i])) for r in rows) for i in range(len(head))]
-    for r in rows:
-        lines.append("  ".join(str(v).rjust(w) if i else str(v).ljust(w)
-                               for i, (v, w) in enumerate(zip(r, widths))))
-    lines.append("")
-    lines.append(f"the write set reaches {rec['write_set_leaf_tables']} of the "
-                 f"{rec['leaf_tables']} leaf tables ({LEAF_SPAN[rec['layout']] >> 20} MiB "
-                 "spans) that map a page")
-    vmpte = h.get("vm_pte_kb")
-    lines.append("kernel (recorded at capture): "
-                 f"VmPTE {vmpte} kB = {vmpte // 4 if vmpte is not None else '?'} tables, "
-                 f"RSS {h['rss_pages']} pages, present {h['present_pages']}, "
-                 f"ZERO_PAGE {h['zero_pages']}, swapped {h['swapped_pages']}"
-                 + (f", copied on write {h['cow_pages']}" if h.get("cow_pages") is not None
-                    else "")
-                 + (f", child's new pages {h['child_new_pages']}"
-                    if h.get("child_new_pages") is not None else "")
-                 + (f", child VmPTE {h['child_vm_pte_kb']} kB"
-                    if h.get("child_vm_pte_kb") is not None else ""))
-    if vmpte and "copy" in rec["configs"]:
-        t = rec["configs"]["copy"]["page_tables"]
-        lines.append(f"parent page tables (copy): {t} against VmPTE/4 kB = {vmpte // 4} "
-                     f"({100.0 * (t - vmpte / 4) / (vmpte / 4):+.1f}%)"
-                     + ("" if rec["layout"] == "x86_64" else
-                        f"; on {rec['layout']} the levels differ, so only the leaf "
-                        "tables are comparable"))
-    for note in rec.get("notes", []):
-        lines.append(f"note: {note}")
-    return "\n".join(lines) + "\n"
-
-
-def _fmt_unshares(c):
-    lv = c.get("unshares_by_level") or {}
-    if not lv:
-        return str(c["unshares"])
-    return f"{c['unshares']} (" + "/".join(str(lv[k]) for k in sorted(lv)) + ")"
-
-
-def write_json(rec, path):
-    with open(path, "w") as f:
-        json.dump(rec, f, indent=2, sort_keys=True, default=int)
-        f.write("\n")
-
-
-def plot_replay(rec, path):
-    """Bars of fork time, tables and copy-on-write work per configuration (matplotlib)."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise SnapshotError("--plot needs matplotlib: pip install matplotlib") from None
-    names = list(rec["configs"])
-    cs = [rec["configs"][n] for n in names]
-    panels = [("fork (simulated) ms", [c["fork_ns"] / 1e6 for c in cs]),
-              ("ptes copied", [c["ptes_copied"] for c in cs]),
-              ("unshares", [c["unshares"] for c in cs]),
-              ("page tables parent/child", [c["page_tables"] + c["child_page_tables"]
-                                             for c in cs])]
-    if all(c["kernel_ns"] is not None for c in cs):
-        panels.insert(1, ("predicted kernel ms", [c["kernel_ns"] / 1e6 for c in cs]))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.5))
-    for ax, (title, vals) in zip(axes, panels):
-        ax.bar(names, vals, color=["#777", "#444", "#3a7", "#185"][:len(names)])
-        ax.set_title(title, fontsize=9)
-        ax.tick_params(axis="x", labelsize=7, rotation=20)
-    h = rec["host"]
-    fig.suptitle(f"replay of {h.get('name')} ({rec['layout']}): VmPTE {h.get('vm_pte_kb')} kB,"
-                 f" copied on write {h.get('cow_pages')}", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)

@@ -6,6 +6,7 @@
 SPEC (TOML)::
 
     [grid]                       # lists, crossed: 2 * 2 * 3 = 12 points
+    workload = ["fork_exit"]
     fork_mode = ["copy", "share"]
     rmap = [false, true]
     pages = [1024, 16384, 65536]
@@ -19,8 +20,11 @@ SPEC (TOML)::
 Every point runs :func:`run_point` in a fresh process (forked from the executor's
 worker): build a Machine, map and write-touch ``pages`` pages, fork, write
 ``write_fraction`` of the pages (chosen by ``seed``) in the child (workload
-``fork-write-exit``) or the parent (``parent-writes``), or exec the child at once
-(``fork-exec``); then the child exits.  A row holds the point's parameters, every
+``fork_exit``) or the parent (``snapshot``), or exec the child at once (``fork_exec``);
+then the child exits.  The workloads are those of ``lazyvm run`` (one registry,
+lazyvm.workloads.builtin.WORKLOADS) that say what a sweep point does; the names
+``fork-write-exit``, ``parent-writes`` and ``fork-exec`` are still read, with a
+DeprecationWarning naming the new one.  A row holds the point's parameters, every
 ``m.stats()`` counter after the child's exit, the simulator's wall time per phase
 (``fork_ns``, ``write_ns``, ``exit_ns``, ``sim_ns``), ``kernel_ns`` (everything, set-up
 included) and ``kernel_ns_run`` (fork to exit) when the Machine has a cost profile,
@@ -31,23 +35,38 @@ run again.
 """
 from __future__ import annotations
 
-import inspect
+import concurrent.futures as cf
 import itertools
 import json
 import math
+import multiprocessing as mp
 import os
 import pickle
 import struct
 import sys
 import time
 import traceback
+import warnings
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
-PAGE = 4096
-WORKLOADS = ("fork-write-exit", "parent-writes", "fork-exec")
-MACHINE_KEYWORDS = ("layout", "share_level", "costs", "contents")   # new in 0.2.0
+if sys.version_info >= (3, 11):
+    import tomllib
+else:                                   # a dependency on Python < 3.11 (pyproject.toml)
+    import tomli as tomllib
+
+from .. import Machine
+from ..costs import load_profile
+from ..layout import LAYOUTS, PAGE_SIZE as PAGE
+from ..measure.host import memory_for
+from .builtin import WORKLOADS as REGISTRY
+
+WORKLOADS = tuple(name for name, w in REGISTRY.items() if w.sweep)
+# Earlier spellings of the workload names, read for one more release with a warning.
+RENAMED = {"fork-write-exit": "fork_exit", "parent-writes": "snapshot",
+           "fork-exec": "fork_exec"}
 
 
 class SpecError(ValueError):
@@ -64,7 +83,7 @@ def _is_num(v):
 
 # name: (check, type name for messages, default, extra validation)
 PARAMS = {
-    "workload": (lambda v: v in WORKLOADS, "one of " + ", ".join(WORKLOADS), "fork-write-exit"),
+    "workload": (lambda v: v in WORKLOADS, "one of " + ", ".join(WORKLOADS), "fork_exit"),
     "fork_mode": (lambda v: v in ("copy", "share"), "'copy' or 'share'", "share"),
     "rmap": (lambda v: isinstance(v, bool), "true or false", True),
     "pages": (lambda v: _is_int(v) and v > 0, "a positive integer", 1024),
@@ -79,15 +98,24 @@ PARAMS = {
 PARAM_ORDER = tuple(PARAMS)
 
 
-def _machine_params():
-    from lazyvm import Machine
-    return inspect.signature(Machine).parameters
+def renamed(name, where="point"):
+    """The workload name of the registry for `name`; an earlier spelling gives a
+    DeprecationWarning that names the new one."""
+    new = RENAMED.get(name) if isinstance(name, str) else None
+    if new is None:
+        return name
+    warnings.warn(f"{where}: workload {name!r} is now called {new!r} (the name lazyvm run "
+                  f"uses); {name!r} will not be read by the next release",
+                  DeprecationWarning, stacklevel=3)
+    return new
 
 
 def normalise(point, where="point"):
     """A point with every parameter (defaults filled), checked; raises SpecError."""
     if not isinstance(point, dict):
         raise SpecError(f"{where}: a point is a table of parameters")
+    if "workload" in point:
+        point = dict(point, workload=renamed(point["workload"], where))
     for k, v in point.items():
         if k not in PARAMS:
             raise SpecError(f"{where}: unknown parameter {k!r} (parameters: "
@@ -97,11 +125,6 @@ def normalise(point, where="point"):
             raise SpecError(f"{where}: {k} = {v!r} is not {what}")
     full = {k: point.get(k, PARAMS[k][2]) for k in PARAM_ORDER}
     full["write_fraction"] = float(full["write_fraction"])
-    sig = _machine_params()
-    for k in MACHINE_KEYWORDS:
-        if k not in sig and full[k] != PARAMS[k][2]:
-            raise SpecError(f"{where}: {k} = {full[k]!r} needs a Machine that takes {k}= "
-                            "(lazyvm 0.2.0); this one does not")
     if full["costs"]:
         _check_costs(full["costs"], where)
     return full
@@ -114,11 +137,6 @@ def _check_costs(spec, where):
     """A costs profile must load before any point runs (lazyvm.costs.load_profile)."""
     if spec in _COSTS_OK:
         return
-    try:
-        from lazyvm.costs import load_profile
-    except ImportError:
-        raise SpecError(f"{where}: costs = {spec!r} needs lazyvm.costs (lazyvm 0.2.0), "
-                        "which this lazyvm does not have") from None
     try:
         load_profile(spec)
     except Exception as e:
@@ -189,14 +207,6 @@ def parse_spec(spec):
 
 def load_spec(path):
     try:
-        import tomllib
-    except ImportError:                        # Python < 3.11
-        try:
-            import tomli as tomllib
-        except ImportError:
-            raise SpecError("reading a TOML SPEC needs Python 3.11 or `pip install tomli`") \
-                from None
-    try:
         text = Path(path).read_text()
     except OSError as e:
         raise SpecError(f"cannot read SPEC {path}: {e.strerror}") from None
@@ -211,24 +221,23 @@ def load_spec(path):
 
 def _memory_for(point):
     """Enough memory for the point: its pages twice (copy-on-write copies), tables,
-    boot frames and chains; within the 4 GiB of i386 unless the layout allows more."""
+    boot frames and chains, with lazyvm.measure.host.memory_for's slack and limit."""
     pages = point["pages"]
-    need = (2 * pages + pages // 256 + 8192) * PAGE
-    cap = 1 << 32 if point["layout"] == "i386" else None
-    need = -(-need // (1 << 20)) << 20
-    return min(need, cap) if cap else need
+    frames = 2 * pages + pages // 256 + 4096
+    if point["layout"] not in LAYOUTS:          # Machine names the layouts in its error
+        return frames * PAGE
+    return memory_for(frames, point["layout"])
 
 
 def run_point(point):
     """Run one point in this process; return its row (a dict)."""
-    from lazyvm import Machine
     row = dict(point)
-    sig = _machine_params()
     kw = {"fork_mode": point["fork_mode"], "rmap": point["rmap"],
-          "memory": point["memory"] or _memory_for(point)}
-    for k in MACHINE_KEYWORDS:
-        if k in sig and not (k == "costs" and not point[k]):
-            kw[k] = point[k]
+          "memory": point["memory"] or _memory_for(point), "layout": point["layout"],
+          "share_level": point["share_level"], "contents": point["contents"]}
+    if point["costs"]:
+        kw["costs"] = point["costs"]
+    kind = REGISTRY[point["workload"]].sweep
     clock = time.perf_counter_ns
     m = Machine(**kw)
     p = m.spawn()
@@ -244,10 +253,10 @@ def run_point(point):
     t0 = clock()
     c = p.fork()
     t1 = clock()
-    if point["workload"] == "fork-exec":
+    if kind == "exec":
         c.exec()
     elif k:
-        (p if point["workload"] == "parent-writes" else c).touch_pages(addrs, write=True)
+        (p if kind == "parent" else c).touch_pages(addrs, write=True)
     t2 = clock()
     c.exit()
     t3 = clock()
@@ -302,17 +311,28 @@ def _guarded(point):
 
 # -- running a sweep ----------------------------------------------------------------
 
+# pandas, pyarrow, dask and matplotlib are optional (the sweep and plot extras): each is
+# imported where it is needed, so that a sweep without them says which one to install.
+
 def read_results(path):
     import pandas as pd
     path = Path(path)
     if not path.exists():
         return None
     if path.suffix == ".parquet":
-        return pd.read_parquet(path)
+        return _renamed_rows(pd.read_parquet(path))
     df = pd.read_csv(path, keep_default_na=False, na_values=[""])
     for col in ("error", "costs", "layout", "workload", "fork_mode"):
         if col in df:                    # an all-empty column reads back as float NaN
             df[col] = df[col].astype(object).where(df[col].notna(), "").astype(str)
+    return _renamed_rows(df)
+
+
+def _renamed_rows(df):
+    """Rows written under an earlier workload name carry the registry's name, so that a
+    results file written before the renaming resumes."""
+    if "workload" in df:
+        df["workload"] = df["workload"].replace(RENAMED)
     return df
 
 
@@ -369,11 +389,7 @@ def sweep(points, out, executor="local", workers=2, scheduler=None, progress=Non
         progress = sys.stderr.isatty()
     bar = None
     if progress and todo:
-        try:
-            from tqdm import tqdm
-            bar = tqdm(total=len(todo), unit="point", desc="sweep", file=sys.stderr)
-        except ImportError:
-            bar = None
+        bar = tqdm(total=len(todo), unit="point", desc="sweep", file=sys.stderr)
     last = time.monotonic()
 
     def collect(row):
@@ -406,8 +422,6 @@ def sweep(points, out, executor="local", workers=2, scheduler=None, progress=Non
 
 
 def _run_local(todo, workers, collect):
-    import concurrent.futures as cf
-    import multiprocessing as mp
     ctx = mp.get_context("fork") if hasattr(os, "fork") else None
     ex = cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
     try:

@@ -24,6 +24,7 @@ import lazyvm
 from lazyvm import Machine
 from lazyvm import commands as cli
 from lazyvm.commands import bench, common
+from lazyvm.report import compare as compare_report
 
 # The subprocess imports the same lazyvm as this test (a checkout or an installed copy).
 PKG_PARENT = Path(lazyvm.__file__).resolve().parent.parent
@@ -197,7 +198,7 @@ def test_wide_row_is_marked(quick_run):
     rec = copy.deepcopy(rec)
     s = rec["results"][0]["configs"]["share"]["fork_ns_spread"]
     s.update(wide=True, settled=False, extra=3 * rec["results"][0]["repeats"])
-    text = compare.format_table(rec)
+    text = compare_report.format_table(rec)
     row = next(line for line in text.splitlines() if " share " in line)
     assert "~" in row
     wide = sum(e["Linux"]["fork_ns_spread"]["wide"] for e in rec["results"]) + sum(
@@ -251,7 +252,7 @@ def test_plot_draws_quartile_error_bars(quick_run, tmp_path, monkeypatch):
         return real(self, x, y, yerr=yerr, **kw)
     monkeypatch.setattr(matplotlib.axes.Axes, "errorbar", spy)
     _, rec, _, _ = quick_run
-    compare.plot(rec, str(tmp_path / "p.png"))
+    compare_report.plot(rec, str(tmp_path / "p.png"))
     # The simulator panel: Linux and each configuration; the predicted panel: this
     # machine's measured fork (the predictions have no spread: plain lines).
     assert len(calls) == 1 + len(CONFIGS) + (1 if rec["predicted"]["profile"] else 0)
@@ -423,7 +424,7 @@ def test_run_with_share_level(capsys):
 
 def test_bench_runs_from_the_checkout(monkeypatch, tmp_path):
     """From the checkout's top directory `lazyvm bench` finds bench/ whichever way
-    lazyvm was installed (0.1.0 looked only beside the imported package)."""
+    lazyvm was installed, not only beside the imported package."""
     if not (ROOT / "bench" / "conftest.py").is_file():
         pytest.skip("no bench/ beside the tests")
     if importlib.util.find_spec("pytest_benchmark") is None:
@@ -593,7 +594,7 @@ def test_compare_findings_set_predicted_ratios_beside_the_published(quick_run):
 def test_plot_has_a_predicted_panel(quick_run, tmp_path):
     from lazyvm.workloads import compare
     _, rec, _, _ = quick_run
-    fig = compare.plot(rec, str(tmp_path / "p.png"))
+    fig = compare_report.plot(rec, str(tmp_path / "p.png"))
     assert len(fig.axes) == 2
     ax = fig.axes[1]
     assert "predicted kernel time" in ax.get_title()
@@ -609,7 +610,7 @@ def test_plot_has_a_predicted_panel(quick_run, tmp_path):
     rec["predicted"] = {"profile": None, "reason": "prediction off (--costs none)"}
     for e in rec["results"]:
         del e["predicted"]
-    assert len(compare.plot(rec, str(tmp_path / "q.png")).axes) == 1
+    assert len(compare_report.plot(rec, str(tmp_path / "q.png")).axes) == 1
 
 
 def test_same_compare_twice_gives_identical_predictions(tmp_path):

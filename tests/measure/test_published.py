@@ -19,7 +19,7 @@ def test_the_segment_shares_libcs_table_for_about_700_pages():
 
 
 def test_shared_column_predicted_from_the_unshared_fit():
-    cells, _ = pub.cell_counts()
+    cells = pub.cell_counts()
     prof = pub.fit_2541(cells)
     text, d = pub.report(prof, cells, odf_profile=None)
     within = [r for r in d["cells"] if abs(r["error_shared"]) <= 0.20]

@@ -131,7 +131,7 @@ def test_check_raises_invariant_error_on_corruption(rmap):
     a = p.mmap(PAGE)
     p.write(a, b"x")
     m.check()
-    # m.physical is read-only (issue 8); the test reaches behind it, to the core's array
+    # m.physical is read-only; the test reaches behind it, to the core's array
     phys = m._core.physical
     t = pfn(p.pde(a))
     off = t * PAGE + 4 * ((a >> 12) & 1023)

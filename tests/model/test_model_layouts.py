@@ -1,14 +1,14 @@
 """Model-based and named tests of every paging layout (DESIGN.md sections 2-7).
 
-Written from the contract (DESIGN.md, PLAN.md's API, the public docstrings of
-lazyvm/machine.py) only, never from the core's source.
+Written from the contract (DESIGN.md, docs/API.md, the public docstrings of
+lazyvm/machine.py and lazyvm/process.py) only, never from the core's source.
 
 1. ``LayoutMachine``: a hypothesis ``RuleBasedStateMachine`` that drives a
-   ``lazyvm.Machine`` through the public API beside a plain-Python reference
-   model that knows no layout: a dict of private pages per process
-   (page address -> bytes), copied at fork; shared mappings backed by an object
-   dict seen by every process that maps it; exec drops everything; exit removes
-   the process.  Fixed mmap addresses are anchors chosen per layout so that
+   ``lazyvm.Machine`` through the public API beside the reference model of
+   tests/model/reference.py, which knows no layout: a dict of private pages per
+   process (page address -> bytes), copied at fork; shared mappings backed by an
+   object dict seen by every process that maps it; exec drops everything; exit
+   removes the process.  Fixed mmap addresses are anchors chosen per layout so that
    mappings share and cross leaf-table spans and upper-level spans (x86_64: a
    leaf maps 2 MiB, a pmd table 1 GiB, a pud table 512 GiB; pae: 2 MiB, 1 GiB;
    i386: 4 MiB).  After every step ``Machine.check()`` runs, the VMAs are
@@ -40,16 +40,13 @@ lazyvm/machine.py) only, never from the core's source.
    share_level and memory limits, first-fit placement, contents=False counts
    equal to a machine with contents, and Machine.replay equal to the API.
 
-A bug these tests found, fixed since: a pae pgd frame kept the stale bytes of its
-previous use beyond the 4 PDPT entries (test_pae_pgd_frame_holds_only_the_pdpt).
-
 Run time: about 25 s alone, under a minute on two busy cores, with the defaults
 (8 examples of 30 steps per state-machine configuration, 46 configurations).
 A slow, thorough run (about 7 minutes alone; 5,000 examples, every rule and
 every level's privatize and zap fast path reached hundreds of times):
 
     LAZYVM_HYPOTHESIS_EXAMPLES=100 LAZYVM_HYPOTHESIS_STEPS=60 \\
-        python -m pytest tests/test_model_layouts.py -q
+        python -m pytest tests/model/test_model_layouts.py -q
 
 Add LAZYVM_STATEFUL_STATS=1 to print what the state machines reached.
 
@@ -68,9 +65,8 @@ from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant,
 
 from lazyvm import (Machine, OutOfMemory, ProcessExited,
                     SegmentationFault)
+from reference import CANON, PAGE, ZERO, ShmObject, Space, hx, pages_of
 
-PAGE = 4096
-ZERO = bytes(PAGE)
 P, RW, PROTNONE = 0x001, 0x002, 0x080
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 
@@ -122,12 +118,7 @@ LAY = {
 }
 LEVELS = [("i386", 1), ("pae", 1), ("x86_64", 1), ("x86_64", 2), ("x86_64", 3)]
 
-CANON = {"": "", "r": "r", "rw": "rw", "x": "r", "rx": "r", "rwx": "rw"}
 PROTS = ("", "r", "rw", "rw", "rw", "x", "rwx")
-
-
-def hx(x):
-    return hex(x) if isinstance(x, int) else repr(x)
 
 
 def pattern(seed, n):
@@ -229,7 +220,8 @@ def check_derived(m, lay, procs, swap=False, shared_levels=None):
     3. a table's use count equals the entries of live pgds and live tables that
        point at it;
     4. a table with use count > 1 is reached only through entries with RW clear
-       (pae's PDPT entries have no RW bit);
+       (pae's PDPT entries have no RW bit), unless its span lies inside one shared
+       mapping of every process that reaches it;
     5. a private frame reached from more than one leaf slot has RW clear in each.
     shared_levels: the levels whose tables may be shared (None: any)."""
     d = derive(m, lay, [p.pgd for p in procs])
@@ -245,10 +237,14 @@ def check_derived(m, lay, procs, swap=False, shared_levels=None):
                                               "may be" % (lvl, t, shared_levels))
             assert lay.has_rw(lvl + 1), ("a table below pae's PDPT (%s) is shared: it "
                                          "cannot be write-protected" % t)
+            covered = all(
+                any(v[3] and v[0] <= base and base + lay.span(lvl) <= v[1] for v in p.vmas)
+                for p in procs for (l2, base, c) in d.per_proc[p.pgd]["spans"] if c == t)
             for parent, i, e in refs:
-                assert not e & RW, ("invariant 4: shared table %s (level %d, use count %d) "
-                                    "reached through writable entry %s of %s[%d]"
-                                    % (t, lvl, n, hx(e), parent, i))
+                assert covered or not e & RW, (
+                    "invariant 4: shared table %s (level %d, use count %d) reached through "
+                    "writable entry %s of %s[%d], its span not inside one shared mapping "
+                    "of every sharer" % (t, lvl, n, hx(e), parent, i))
     for f, slots in d.slots.items():
         kind = m.frame_kind(f)
         if kind == "reserved":                   # the ZERO_PAGE: never counted
@@ -314,150 +310,8 @@ def check_derived(m, lay, procs, swap=False, shared_levels=None):
 
 
 # --------------------------------------------------------------------------
-# Part 1: the reference model (no layout in it)
+# Part 1: the reference model (tests/model/reference.py) and what to compare
 # --------------------------------------------------------------------------
-
-class Obj:
-    """A shared-memory object: page offset -> bytes (and which offsets exist)."""
-
-    def __init__(self):
-        self.pages = {}
-        self.exists = set()
-
-
-class MVma:
-    __slots__ = ("start", "end", "prot", "obj", "pgoff")
-
-    def __init__(self, start, end, prot, obj=None, pgoff=0):
-        self.start, self.end, self.prot, self.obj, self.pgoff = start, end, prot, obj, pgoff
-
-    def copy(self):
-        return MVma(self.start, self.end, self.prot, self.obj, self.pgoff)
-
-    def __repr__(self):
-        return "MVma(%s-%s %r %s)" % (hx(self.start), hx(self.end), self.prot,
-                                      "shared+%d" % self.pgoff if self.obj else "private")
-
-
-class PModel:
-    def __init__(self):
-        self.vmas = []
-        self.pages = {}          # private page -> bytes
-        self.present = {}        # page -> "z" (ZERO_PAGE), "d" (private data), "s" (shared)
-        self.known = True        # presence known (False after a partial OutOfMemory)
-
-    def clone(self):
-        n = PModel()
-        n.vmas = [v.copy() for v in self.vmas]
-        n.pages = dict(self.pages)
-        n.present = dict(self.present)
-        n.known = self.known
-        return n
-
-    def norm(self):
-        out = []
-        for v in self.vmas:
-            k = [v.start, v.end, v.prot, v.obj is not None]
-            if out and out[-1][1] == k[0] and out[-1][2:] == k[2:]:
-                out[-1][1] = k[1]
-            else:
-                out.append(k)
-        return [tuple(x) for x in out]
-
-    def find(self, a):
-        for v in self.vmas:
-            if v.start <= a < v.end:
-                return v
-        return None
-
-    def _split(self, a):
-        for i, v in enumerate(self.vmas):
-            if v.start < a < v.end:
-                self.vmas.insert(i + 1, MVma(a, v.end, v.prot, v.obj,
-                                             v.pgoff + (a - v.start) // PAGE))
-                v.end = a
-                return
-
-    def unmap(self, s, e):
-        self._split(s)
-        self._split(e)
-        self.vmas = [v for v in self.vmas if not (s <= v.start and v.end <= e)]
-        for d in (self.pages, self.present):
-            for a in [a for a in d if s <= a < e]:
-                del d[a]
-
-    def map(self, s, e, prot, obj):
-        self.unmap(s, e)
-        self.vmas.append(MVma(s, e, CANON[prot], obj, 0))
-        self.vmas.sort(key=lambda v: v.start)
-
-    def covered(self, s, e):
-        a = s
-        while a < e:
-            v = self.find(a)
-            if v is None:
-                return False
-            a = v.end
-        return True
-
-    def protect(self, s, e, prot):
-        self._split(s)
-        self._split(e)
-        for v in self.vmas:
-            if s <= v.start and v.end <= e:
-                v.prot = CANON[prot]
-
-    def access_ok(self, addr, n, write):
-        for pg in pages_of(addr, n):
-            v = self.find(pg)
-            if v is None or v.prot not in (("rw",) if write else ("r", "rw")):
-                return False
-        return True
-
-    def page(self, pg):
-        v = self.find(pg)
-        if v.obj is not None:
-            return v.obj.pages.get(v.pgoff + (pg - v.start) // PAGE, ZERO)
-        return self.pages.get(pg, ZERO)
-
-    def fault(self, pg, write):
-        v = self.find(pg)
-        if v.obj is not None:
-            self.present[pg] = "s"
-            v.obj.exists.add(v.pgoff + (pg - v.start) // PAGE)
-        elif write:
-            self.present[pg] = "d"
-        else:
-            self.present.setdefault(pg, "z")
-
-    def read(self, addr, n):
-        out = bytearray()
-        for pg in pages_of(addr, n):
-            lo, hi = max(addr, pg), min(addr + n, pg + PAGE)
-            out += self.page(pg)[lo - pg:hi - pg]
-            self.fault(pg, False)
-        return bytes(out)
-
-    def write(self, addr, data):
-        for pg in pages_of(addr, len(data)):
-            self.fault(pg, True)
-        for pg in pages_of(addr, len(data)):
-            lo, hi = max(addr, pg), min(addr + len(data), pg + PAGE)
-            buf = bytearray(self.page(pg))
-            buf[lo - pg:hi - pg] = data[lo - addr:hi - addr]
-            v = self.find(pg)
-            if v.obj is not None:
-                v.obj.pages[v.pgoff + (pg - v.start) // PAGE] = bytes(buf)
-            else:
-                self.pages[pg] = bytes(buf)
-
-
-def pages_of(addr, n):
-    pg = addr & ~(PAGE - 1)
-    while pg < addr + n:
-        yield pg
-        pg += PAGE
-
 
 def interesting_pages(v, mdl):
     """The pages of a VMA worth comparing: all of a small one; of a big one its ends
@@ -505,7 +359,7 @@ class LayoutMachine(RuleBasedStateMachine):
     def first(self, data):
         """A first process with a few mappings at the anchors, partly written, so
         that forks have tables to share and copy from the first step on."""
-        s = Slot(self.m.spawn(), PModel())
+        s = Slot(self.m.spawn(), Space(self.lay.task_size))
         self.procs.append(s)
         for _ in range(data.draw(st.integers(1, 3), label="mappings")):
             a = self._fixed_addr(data)
@@ -513,7 +367,7 @@ class LayoutMachine(RuleBasedStateMachine):
                     self.lay.task_size - a)
             shared = data.draw(st.integers(0, 3), label="shared") == 0
             s.p.mmap(n, prot="rw", shared=shared, addr=a)
-            s.mdl.map(a, a + n, "rw", Obj() if shared else None)
+            s.mdl.map(a, a + n, "rw", ShmObject() if shared else None)
             pages = [pg for pg in range(a, a + n, PAGE)
                      if data.draw(st.integers(0, 2), label="write") == 0]
             if self.CONTENTS:
@@ -564,7 +418,7 @@ class LayoutMachine(RuleBasedStateMachine):
     @precondition(lambda self: len(self.procs) < self.MAX_PROCS)
     @rule()
     def spawn(self):
-        self.procs.append(Slot(self.m.spawn(), PModel()))
+        self.procs.append(Slot(self.m.spawn(), Space(self.lay.task_size)))
 
     @precondition(lambda self: self.procs)
     @rule(data=st.data())
@@ -580,7 +434,7 @@ class LayoutMachine(RuleBasedStateMachine):
         except OutOfMemory:            # unmapping the old pages could not privatize
             return
         assert got == a
-        s.mdl.map(a, a + n, prot, Obj() if shared else None)
+        s.mdl.map(a, a + n, prot, ShmObject() if shared else None)
 
     @precondition(lambda self: self.procs)
     @rule(data=st.data())
@@ -601,7 +455,7 @@ class LayoutMachine(RuleBasedStateMachine):
         a, e = base + lo, base + count * span + hi
         shared = span <= GiB and data.draw(st.integers(0, 3), label="shared") == 0
         s.p.mmap(e - a, prot="rw", shared=shared, addr=a)
-        s.mdl.map(a, e, "rw", Obj() if shared else None)
+        s.mdl.map(a, e, "rw", ShmObject() if shared else None)
         pages = sorted(pg for pg in {a, e - PAGE, base, base + span - PAGE, base + span // 2,
                                      base + span} if a <= pg < e)
         SEEN["big-l%d" % level] += 1
@@ -623,7 +477,7 @@ class LayoutMachine(RuleBasedStateMachine):
         assert a % PAGE == 0 and 0 <= a and a + n <= self.lay.task_size
         assert not any(v.start < a + n and a < v.end for v in s.mdl.vmas), (
             "mmap placed %s over a mapping" % hx(a))
-        s.mdl.map(a, a + n, "rw", Obj() if shared else None)
+        s.mdl.map(a, a + n, "rw", ShmObject() if shared else None)
 
     @precondition(lambda self: any(s.mdl.vmas for s in self.procs))
     @rule(data=st.data())
@@ -771,7 +625,7 @@ class LayoutMachine(RuleBasedStateMachine):
     def exec(self, data):
         s = self._pick(data)
         s.p.exec()
-        s.mdl = PModel()
+        s.mdl = Space(self.lay.task_size)
 
     @precondition(lambda self: self.procs)
     @rule(data=st.data())

@@ -1,19 +1,12 @@
-"""Stateful (model-based) test of lazyvm's public API.
+"""Stateful (model-based) test of lazyvm's public API on i386.
 
 A hypothesis ``RuleBasedStateMachine`` drives a ``lazyvm.Machine`` and a
 plain-Python reference model side by side (the pattern of PyRoaringBitMap's
 ``test_state_machine.py``), with ``Machine.check()`` after every step.
 
-The reference model is written from ``DESIGN.md`` and ``docs/API.md`` only:
-
-* a process is a sorted list of VMAs ``[start, end)`` with a protection and, for
-  a shared mapping, a shared-memory object plus the page offset of ``start``;
-* private pages live in a per-process dict ``page address -> bytes(4096)``
-  (an absent page reads as zeros); fork copies that dict, so parent and child
-  diverge from then on;
-* a shared mapping's pages live in its object (``page offset -> bytes``), seen
-  by every VMA that names the object, in every process, after fork too;
-* exec drops everything; exit removes the process.
+The reference model is tests/model/reference.py (a dict of pages per process, copied at
+fork; shared objects seen by every process that maps them), the one every state machine
+of the tests uses.
 
 Besides reads through the process, pages are compared without faulting them in
 (``translate`` + ``Machine.physical``), entry bits are checked against the VMA
@@ -43,12 +36,11 @@ from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant,
 import lazyvm
 from lazyvm import (LazyVMError, Machine, OutOfMemory, ProcessExited,
                     SegmentationFault)
+from reference import CANON, PAGE, ZERO, ShmObject, Space, hx, norm, pages_of
 
-PAGE = 4096
 SPAN = 4 << 20                     # bytes mapped by one page table
 USER_TOP = 0xC0000000
 MMAP_BASE = 0x40000000
-ZERO = bytes(PAGE)
 
 P, RW, PROTNONE = 0x001, 0x002, 0x080
 
@@ -59,7 +51,6 @@ P, RW, PROTNONE = 0x001, 0x002, 0x080
 ANCHORS = (0x00000000, 0x00400000 - 16 * PAGE, MMAP_BASE - 16 * PAGE,
            0x40400000 - 16 * PAGE, USER_TOP - 32 * PAGE)
 
-CANON = {"": "", "r": "r", "rw": "rw", "x": "r", "rx": "r", "rwx": "rw"}
 PROTS = ("", "r", "rw", "rw", "rw", "rw", "x", "rx", "rwx")
 BAD_PROTS = ("z", "rwz", "read", "q", "rw ")
 
@@ -80,213 +71,8 @@ def writable(prot):
     return CANON[prot] == "rw"
 
 
-def norm(entries):
-    """VMA list -> coverage: adjacent ranges with equal attributes merged, so
-    that the comparison does not depend on the core's VMA-merging policy."""
-    out = []
-    for s, e, prot, shared in sorted((int(v[0]), int(v[1]), v[2], bool(v[3]))
-                                     for v in entries):
-        prot = CANON[prot]
-        if out and out[-1][1] == s and out[-1][2] == prot and out[-1][3] == shared:
-            out[-1][1] = e
-        else:
-            out.append([s, e, prot, shared])
-    return [tuple(x) for x in out]
-
-
-def hx(x):
-    return hex(x) if isinstance(x, int) else repr(x)
-
-
 def pattern(seed, n):
     return random.Random(seed).randbytes(n)
-
-
-# --------------------------------------------------------------------------
-# reference model
-# --------------------------------------------------------------------------
-
-class ShmObj:
-    """A shared-memory object: page offset -> page bytes."""
-    _next = 0
-
-    def __init__(self):
-        ShmObj._next += 1
-        self.oid = ShmObj._next
-        self.pages = {}
-
-
-class Vma:
-    __slots__ = ("start", "end", "prot", "obj", "pgoff")
-
-    def __init__(self, start, end, prot, obj=None, pgoff=0):
-        self.start, self.end, self.prot, self.obj, self.pgoff = start, end, prot, obj, pgoff
-
-    @property
-    def shared(self):
-        return self.obj is not None
-
-    def copy(self):
-        return Vma(self.start, self.end, self.prot, self.obj, self.pgoff)
-
-    def key(self):
-        return (self.start, self.end, self.prot,
-                None if self.obj is None else self.obj.oid, self.pgoff)
-
-    def __repr__(self):
-        return "Vma(%s-%s %r %s)" % (hx(self.start), hx(self.end), self.prot,
-                                     "shm%d+%d" % (self.obj.oid, self.pgoff)
-                                     if self.obj else "private")
-
-
-class PModel:
-    def __init__(self):
-        self.vmas = []          # sorted, non-overlapping
-        self.pages = {}         # private pages: page address -> bytes
-
-    def clone(self):
-        n = PModel()
-        n.vmas = [v.copy() for v in self.vmas]
-        n.pages = dict(self.pages)
-        return n
-
-    def canon(self):
-        """VMAs with adjacent pieces of one mapping merged back together."""
-        out = []
-        for v in self.vmas:
-            k = list(v.key())
-            if out:
-                s, e, prot, oid, pgoff = out[-1]
-                if (e == k[0] and prot == k[2] and oid == k[3]
-                        and (oid is None or pgoff + (e - s) // PAGE == k[4])):
-                    out[-1][1] = k[1]
-                    continue
-            out.append(k)
-        return out
-
-    def same_state(self, other):
-        return self.canon() == other.canon() and self.pages == other.pages
-
-    def norm(self):
-        return norm((v.start, v.end, v.prot, v.shared) for v in self.vmas)
-
-    def find(self, addr):
-        for v in self.vmas:
-            if v.start <= addr < v.end:
-                return v
-        return None
-
-    def _split(self, addr):
-        for i, v in enumerate(self.vmas):
-            if v.start < addr < v.end:
-                right = Vma(addr, v.end, v.prot, v.obj,
-                            v.pgoff + (addr - v.start) // PAGE)
-                v.end = addr
-                self.vmas.insert(i + 1, right)
-                return
-
-    def unmap(self, s, e):
-        self._split(s)
-        self._split(e)
-        self.vmas = [v for v in self.vmas if not (s <= v.start and v.end <= e)]
-        for a in [a for a in self.pages if s <= a < e]:
-            del self.pages[a]
-
-    def map(self, s, e, prot, obj):
-        self.unmap(s, e)
-        self.vmas.append(Vma(s, e, CANON[prot], obj, 0))
-        self.vmas.sort(key=lambda v: v.start)
-
-    def protect(self, s, e, prot, stop_at_hole=False):
-        self._split(s)
-        self._split(e)
-        expect = s
-        for v in self.vmas:
-            if v.end <= s or v.start >= e:
-                continue
-            if stop_at_hole and v.start != expect:
-                break
-            v.prot = CANON[prot]
-            expect = v.end
-
-    def covered(self, s, e):
-        a = s
-        while a < e:
-            v = self.find(a)
-            if v is None:
-                return False
-            a = v.end
-        return True
-
-    def overlaps(self, s, e):
-        return any(v.start < e and s < v.end for v in self.vmas)
-
-    def access_ok(self, addr, n, write):
-        if addr < 0 or addr + n > USER_TOP:
-            return False
-        pg = addr & ~(PAGE - 1)
-        while pg < addr + n:
-            v = self.find(pg)
-            if v is None or not (writable(v.prot) if write else readable(v.prot)):
-                return False
-            pg += PAGE
-        return True
-
-    def page(self, pg):
-        v = self.find(pg)
-        if v is None:
-            return None
-        if v.obj is not None:
-            return v.obj.pages.get(v.pgoff + (pg - v.start) // PAGE, ZERO)
-        return self.pages.get(pg, ZERO)
-
-    def set_page(self, pg, data):
-        v = self.find(pg)
-        if v.obj is not None:
-            v.obj.pages[v.pgoff + (pg - v.start) // PAGE] = data
-        else:
-            self.pages[pg] = data
-
-    def read(self, addr, n):
-        out = bytearray()
-        off = 0
-        while off < n:
-            a = addr + off
-            pg = a & ~(PAGE - 1)
-            o = a - pg
-            k = min(PAGE - o, n - off)
-            out += self.page(pg)[o:o + k]
-            off += k
-        return bytes(out)
-
-    def write(self, addr, data):
-        off = 0
-        while off < len(data):
-            a = addr + off
-            pg = a & ~(PAGE - 1)
-            o = a - pg
-            k = min(PAGE - o, len(data) - off)
-            buf = bytearray(self.page(pg))
-            buf[o:o + k] = data[off:off + k]
-            self.set_page(pg, bytes(buf))
-            off += k
-
-    def first_fit(self, length):
-        cand = MMAP_BASE
-        for v in self.vmas:
-            if v.end <= cand:
-                continue
-            if v.start >= cand + length:
-                break
-            cand = v.end
-        return cand if cand + length <= USER_TOP else None
-
-
-def pages_of(addr, n):
-    pg = max(0, addr) & ~(PAGE - 1)
-    while pg < min(addr + n, USER_TOP):
-        yield pg
-        pg += PAGE
 
 
 # --------------------------------------------------------------------------
@@ -309,7 +95,7 @@ class VMStateMachine(RuleBasedStateMachine):
         assert self.frames_total == self.MEMORY // PAGE and self.m.memory == self.MEMORY
         assert self.m.rmap_enabled == self.RMAP
         SEEN["examples"] += 1
-        self.procs = []         # [[Process, PModel], ...]
+        self.procs = []         # [[Process, Space], ...]
         self.dead = []          # exited Process objects
         self.armed = False
 
@@ -449,7 +235,7 @@ class VMStateMachine(RuleBasedStateMachine):
                 assert got == expect, "read of %s (%s) differs from the model" % (hx(pg), v)
 
     def _check_range(self, p, mdl, addr, n, fetch=False):
-        for pg in pages_of(addr, n):
+        for pg in pages_of(addr, n, USER_TOP):
             self._check_page(p, mdl, pg, fetch)
 
     def _check_process(self, p, mdl, fetch=False):
@@ -474,6 +260,7 @@ class VMStateMachine(RuleBasedStateMachine):
         API alone (pde, pte, frame_count), not trusting Machine.check()."""
         slots = {}              # (table pfn, index) -> (pte, shared mapping?)
         users = collections.defaultdict(set)    # table pfn -> pids whose PDE points at it
+        covered = {}            # (table pfn, pid) -> span inside one shared mapping
         for p, mdl in self.procs:
             spans = {x for v in mdl.vmas for x in range(v.start >> 22, ((v.end - 1) >> 22) + 1)}
             for x in (range(USER_TOP >> 22) if all_pdes else sorted(spans)):
@@ -482,6 +269,10 @@ class VMStateMachine(RuleBasedStateMachine):
                     assert x in spans, ("pid %s keeps a table at PDE %d where it maps nothing"
                                         % (p.pid, x))
                     users[pde >> 12].add((p.pid, pde))
+                    # is this table's 4 MiB span inside one shared mapping of p?
+                    covered[(pde >> 12, p.pid)] = any(
+                        v.shared and v.start <= x << 22 and (x + 1) << 22 <= v.end
+                        for v in mdl.vmas)
             for v in mdl.vmas:
                 for pg in range(v.start, v.end, PAGE):
                     pde = int(p.pde(pg) or 0)
@@ -499,7 +290,8 @@ class VMStateMachine(RuleBasedStateMachine):
             assert self.m.frame_count(table) == len(who), (
                 "table %s has use count %d, but %d pgds point at it"
                 % (hx(table), self.m.frame_count(table), len(who)))
-            if len(who) > 1:
+            if len(who) > 1 and not all(covered[(table, pid)] for pid, _ in who):
+                # (a table inside one shared mapping of every sharer keeps RW)
                 assert all(not pde & RW for _, pde in who), (
                     "shared table %s reached through a writable PDE" % hx(table))
         frames = collections.defaultdict(list)
@@ -544,7 +336,7 @@ class VMStateMachine(RuleBasedStateMachine):
             return
         assert p.alive and p.vmas == []
         assert p.pid not in [q.pid for q, _ in self.procs]
-        self.procs.append([p, PModel()])
+        self.procs.append([p, Space()])
 
     def _op_mmap(self, data):
         i, p, mdl = self._pick(data)
@@ -563,7 +355,7 @@ class VMStateMachine(RuleBasedStateMachine):
             SEEN["mmap-oom"] += 1
             after = mdl.clone()
             if where is not None:
-                after.map(where, where + length, prot, ShmObj() if shared else None)
+                after.map(where, where + length, prot, ShmObject() if shared else None)
             self._resolve(i, [("before", mdl), ("after", after)], "mmap")
             return
         a = int(a)
@@ -575,7 +367,7 @@ class VMStateMachine(RuleBasedStateMachine):
                                 "is %s" % (hx(length), hx(a), hx(where)))
         else:
             assert a + length <= MMAP_BASE and not mdl.overlaps(a, a + length)
-        mdl.map(a, a + length, prot, ShmObj() if shared else None)
+        mdl.map(a, a + length, prot, ShmObject() if shared else None)
         for pg in range(a, a + length, PAGE):       # a fresh mapping has no pages
             assert p.translate(pg) is None, "fresh mapping page %s is mapped" % hx(pg)
             assert p.pte(pg) in (0, None), "fresh mapping page %s has pte %s" % (
@@ -652,7 +444,7 @@ class VMStateMachine(RuleBasedStateMachine):
             assert ok, "write of %d bytes at %s should have faulted" % (n, hx(addr))
             SEEN["write-ok"] += 1
             mdl.write(addr, buf)
-            for pg in pages_of(addr, n):
+            for pg in pages_of(addr, n, USER_TOP):
                 assert self._present_writable(p, pg), (
                     "after a write, page %s is not present and writable" % hx(pg))
         # On failure nothing changed; on success exactly the new bytes.
@@ -678,7 +470,7 @@ class VMStateMachine(RuleBasedStateMachine):
             assert len(got) == n
             assert got == mdl.read(addr, n), "read of %d at %s differs from the model" % (
                 n, hx(addr))
-            for pg in pages_of(addr, n):
+            for pg in pages_of(addr, n, USER_TOP):
                 assert int(p.pte(pg) or 0) & P, "after a read, page %s is not present" % hx(pg)
         self._check_range(p, mdl, addr, n)
 
@@ -700,7 +492,7 @@ class VMStateMachine(RuleBasedStateMachine):
         else:
             assert ok, "touch(%s, %s, write=%s) should have faulted" % (hx(addr), hx(n), write)
             SEEN["touch-ok"] += 1
-            for pg in pages_of(addr, n):
+            for pg in pages_of(addr, n, USER_TOP):
                 if write:
                     assert self._present_writable(p, pg), (
                         "after touch(write=True), %s is not present and writable" % hx(pg))
@@ -789,7 +581,7 @@ class VMStateMachine(RuleBasedStateMachine):
         i, p, mdl = self._pick(data)
         self._invoke(p.exec)
         assert p.alive and p.vmas == []
-        self.procs[i][1] = PModel()
+        self.procs[i][1] = Space()
         for v in mdl.vmas:
             for pg in (v.start, v.end - PAGE):
                 self._check_page(p, self.procs[i][1], pg)
@@ -827,7 +619,7 @@ class VMStateMachine(RuleBasedStateMachine):
         """One process with a few writable mappings to start from: one placed
         by the kernel, the others at fixed addresses around table boundaries."""
         p = self.m.spawn()
-        mdl = PModel()
+        mdl = Space()
         self.procs.append([p, mdl])
         for k in range(data.draw(st.integers(1, 4), label="mappings")):
             length = data.draw(st.integers(1, 24), label="pages") * PAGE
@@ -838,7 +630,7 @@ class VMStateMachine(RuleBasedStateMachine):
                 addr = (data.draw(st.sampled_from(ANCHORS[:4]), label="anchor")
                         + data.draw(st.integers(0, 32), label="page") * PAGE)
             a = p.mmap(length, prot="rw", shared=shared, addr=addr)
-            mdl.map(a, a + length, "rw", ShmObj() if shared else None)
+            mdl.map(a, a + length, "rw", ShmObject() if shared else None)
 
     @precondition(lambda self: len(self.procs) < MAX_PROCS)
     @rule(data=st.data())

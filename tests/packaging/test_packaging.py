@@ -38,8 +38,8 @@ def _pyproject():
 
 def test_import_from_an_unbuilt_source_tree_says_so_in_one_line(tmp_path):
     """As after `pip install .` and `python` in the checkout: the checkout's lazyvm/ has
-    no compiled core and shadows the installed one (0.1.0: "No module named
-    'lazyvm._core'" after a traceback through machine.py)."""
+    no compiled core and shadows the installed one: one line saying so, not a
+    traceback ending in "No module named 'lazyvm._core'"."""
     src = tmp_path / "checkout"
     (src / "lazyvm").mkdir(parents=True)
     for f in Path(lazyvm.__file__).parent.glob("*.py"):
@@ -180,9 +180,8 @@ def _docs():
 
 @needs_tree
 def test_docs_stand_alone():
-    """No doc points outside the repository (0.1.0's docs/API.md pointed at
-    ../shared/DESIGN.md, and DESIGN.md at a seed/ file that is not shipped); every
-    relative link names a file that is there."""
+    """No doc points outside the repository (such as ../shared/DESIGN.md, or a seed/
+    file that is not shipped); every relative link names a file that is there."""
     for doc in _docs():
         text = doc.read_text()
         for bad in ("../", "/work/", "seed/000", "shared/DESIGN", "shared/KERNEL"):

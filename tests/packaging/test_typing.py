@@ -1,5 +1,5 @@
 """A user's script type-checks under mypy --strict against lazyvm's annotations
-(issue 8: type annotations on the public API, .pyi stubs of the compiled modules)."""
+(the annotations of the public API and the .pyi stubs of the compiled modules)."""
 import shutil
 import subprocess
 import sys

@@ -14,7 +14,6 @@ from subproc import LAZYVM_ENV, NEUTRAL_CWD
 from lazyvm import Machine
 from lazyvm.view import (BUILTIN, ScenarioError, build, chromium, machine_html, page_html,
                          snapshot, step_svg)
-from lazyvm.view import _adapter as ad
 from lazyvm.view import model, scenario
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -108,7 +107,7 @@ def test_use_counts_fast_path_equals_frame_count():
     m = Machine(memory=16 << 20)
     p = m.spawn(); a = p.mmap(8 << 20); p.touch(a, 8 << 20, write=True); p.fork()
     pf = np.arange(m.memory // 4096)
-    assert ad.use_counts(m, pf).tolist() == [m.frame_count(int(f)) for f in pf]
+    assert model.use_counts(m, pf).tolist() == [m.frame_count(int(f)) for f in pf]
 
 
 def test_big_runs_collapse_and_page_stays_small():
@@ -377,9 +376,6 @@ def test_a_4_process_3gib_page_stays_under_5mb(tmp_path):
         assert attrs.get("data-ready") == "1" and attrs.get("data-errors") == ""
 
 
-HAS_LAYOUTS = "layout" in __import__("inspect").signature(Machine).parameters
-needs_layouts = pytest.mark.skipif(not HAS_LAYOUTS, reason="this lazyvm's Machine has no "
-                                   "layout= (0.2.0): pae/x86_64 views need it")
 
 
 def _check_against_walk(m, st, procs_addrs):
@@ -404,7 +400,6 @@ def _check_against_walk(m, st, procs_addrs):
                 assert st["nodes"][key]["use"] == m.frame_count(int(entry) >> 12 & ((1 << 40) - 1))
 
 
-@needs_layouts
 @pytest.mark.parametrize("layout, share_level", [("i386", 1), ("pae", 1), ("x86_64", 1),
                                                  ("x86_64", 2), ("x86_64", 3)])
 def test_layout_views_follow_the_walk(layout, share_level, tmp_path):
@@ -447,7 +442,6 @@ def test_show_command_parser_and_handler(tmp_path):
         args.handler(args)
 
 
-@needs_layouts
 def test_scenario_on_a_machine_without_contents():
     sc = scenario.validate({**BUILTIN["seed"], "machine": {
         **BUILTIN["seed"]["machine"], "contents": False}})

@@ -1,7 +1,6 @@
 """lazyvm.workloads.snapshot: capture of real processes this test starts, the file format, the
 relocation into 3 GiB, replay, and bad input (docs/SNAPSHOT.md, DESIGN.md section 9)."""
 
-import inspect
 import os
 import subprocess
 import sys
@@ -12,16 +11,15 @@ import pytest
 from subproc import LAZYVM_ENV, NEUTRAL_CWD
 
 from lazyvm import Machine
+from lazyvm.machine import CONFIGS
+from lazyvm.report import replay as replay_report
+from lazyvm.workloads import replay as rp
 from lazyvm.workloads import snapshot as snp
 from lazyvm.workloads.snapshot import Snapshot, SnapshotError
 
 PAGE = 4096
 ROOT = os.geteuid() == 0
-HAS_LAYOUT = "layout" in inspect.signature(Machine).parameters
 needs_root = pytest.mark.skipif(not ROOT, reason="frame numbers in pagemap need root")
-needs_layout = pytest.mark.skipif(
-    not HAS_LAYOUT, reason="Machine has no layout= keyword yet (x86_64 replay needs the "
-                           "0.2.0 core)")
 
 # A process that maps NPAGES private anonymous pages, writes every one, reports the
 # mapping's address, forks on "go", and then writes set A in the parent and set B in the
@@ -314,7 +312,7 @@ def test_spawn_relocated_reaches_the_same_leaf_tables():
     new = amap(np.array(pages, np.uint64))
     assert np.all(new % (1 << 22) == np.array(pages) % (1 << 22))
     tables = len({int(a) >> 22 for a in new})
-    assert snp._tables_of(p)["page_tables"] == tables == 3
+    assert p.stats()["page_tables"] == tables == 3
     assert [v[2] for v in p.vmas] == ["rw", "r", "rw"]
     assert m.stats()["demand_zero"] == 4
     m.check()
@@ -325,10 +323,10 @@ def test_spawn_relocated_reaches_the_same_leaf_tables():
 @needs_root
 def test_replay_writes_the_captured_set(cow_capture):
     _, snap = cow_capture
-    rec = snp.replay(snap, layout="i386", repeats=2)
+    rec = rp.replay(snap, layout="i386", repeats=2)
     n = rec["write_set"]
     assert n == len(snap.cow_addr) > len(set(SET_A) | set(SET_B)) - 1
-    assert set(rec["configs"]) == set(snp.CONFIGS)
+    assert set(rec["configs"]) == set(CONFIGS)
     for name, c in rec["configs"].items():
         assert c["cow_copies"] == n, name          # every page copied once, in each mode
         assert c["page_tables"] > 0 and c["child_page_tables"] > 0
@@ -338,15 +336,14 @@ def test_replay_writes_the_captured_set(cow_capture):
     assert share["ptes_copied_fork"] == 0
     assert rec["configs"]["copy+rmap"]["pte_chain_nodes_peak"] > 0
     assert copy["pte_chain_nodes_peak"] == 0
-    text = snp.format_replay(rec)
+    text = replay_report.format_replay(rec)
     assert "share+rmap" in text and "VmPTE" in text
 
 
 @needs_root
-@needs_layout
 def test_replay_x86_64_matches_the_kernel(cow_capture):
     _, snap = cow_capture
-    rec = snp.replay(snap, layout="x86_64", repeats=1)
+    rec = rp.replay(snap, layout="x86_64", repeats=1)
     h = rec["host"]
     tables = rec["configs"]["copy"]["page_tables"]
     assert abs(tables - h["vm_pte_kb"] / 4) <= 0.03 * h["vm_pte_kb"] / 4 + 1
@@ -358,9 +355,9 @@ def test_trace_engine_against_touch_pages(cow_capture):
     if not hasattr(Machine, "replay"):
         pytest.skip("Machine has no replay() (the trace engine) yet")
     _, snap = cow_capture
-    a = snp.replay(snap, layout="i386", repeats=1, use_trace=True)
-    b = snp.replay(snap, layout="i386", repeats=1, use_trace=False)
-    for name in snp.CONFIGS:
+    a = rp.replay(snap, layout="i386", repeats=1, use_trace=True)
+    b = rp.replay(snap, layout="i386", repeats=1, use_trace=False)
+    for name in CONFIGS:
         assert a["configs"][name]["trace_engine"] and not b["configs"][name]["trace_engine"]
         for k in ("cow_copies", "unshares", "ptes_copied", "page_tables",
                   "child_page_tables", "frames_peak", "pte_chain_nodes_peak"):
@@ -370,8 +367,8 @@ def test_trace_engine_against_touch_pages(cow_capture):
 def test_json_fields(cow_capture, tmp_path):
     import json
     _, snap = cow_capture
-    rec = snp.replay(snap, layout="i386", repeats=1, configs=["copy", "share"])
-    snp.write_json(rec, tmp_path / "r.json")
+    rec = rp.replay(snap, layout="i386", repeats=1, configs=["copy", "share"])
+    replay_report.write_json(rec, tmp_path / "r.json")
     d = json.loads((tmp_path / "r.json").read_text())
     for k in ("vm_pte_kb", "rss_pages", "cow_pages"):
         assert isinstance(d["host"][k], int), k
@@ -529,9 +526,9 @@ def test_capture_without_root_uses_the_exclusive_bit():
 def test_unknown_cost_profile_is_a_clear_error(cow_capture):
     _, snap = cow_capture
     with pytest.raises(SnapshotError, match="cost"):
-        snp.replay(snap, layout="i386", costs="no-such-profile", configs=["copy"])
+        rp.replay(snap, layout="i386", costs="no-such-profile", configs=["copy"])
     with pytest.raises(SnapshotError, match="unknown configuration"):
-        snp.replay(snap, layout="i386", configs=["eager"])
+        rp.replay(snap, layout="i386", configs=["eager"])
 
 
 def test_replay_gives_cpu_and_wall_kernel_time(cow_capture):
@@ -540,12 +537,12 @@ def test_replay_gives_cpu_and_wall_kernel_time(cow_capture):
     from lazyvm.costs import load_profile
     _, snap = cow_capture
     prof = load_profile("linux-2.5.41")
-    rec = snp.replay(snap, layout="i386", repeats=1, costs=prof, configs=["copy"])
+    rec = rp.replay(snap, layout="i386", repeats=1, costs=prof, configs=["copy"])
     c = rec["configs"]["copy"]
     assert c["kernel_ns"] > 0 and c["kernel_wall_ns"] is None and rec["stretch"] is None
     prof.meta = dict(prof.meta, stretch={"median": 2.5, "q1": 1.5, "q3": 3.0,
                                          "min": 1.0, "max": 9.0, "n": 40})
-    rec = snp.replay(snap, layout="i386", repeats=1, costs=prof, configs=["copy", "share"])
+    rec = rp.replay(snap, layout="i386", repeats=1, costs=prof, configs=["copy", "share"])
     for name in ("copy", "share"):
         c = rec["configs"][name]
         assert c["kernel_wall_ns"] == round(c["kernel_ns"] * 2.5)

@@ -4,8 +4,8 @@ no unshare under copy, the same COW copies either way, ...)."""
 
 import pytest
 
-from lazyvm.workloads.builtin import (CONFIGS, COUNTER_KEYS, PEAK_KEYS, PUBLISHED, WORKLOADS,
-                              format_results, run_workload)
+from lazyvm.report.run import COUNTER_KEYS, PEAK_KEYS, format_results
+from lazyvm.workloads.builtin import CONFIGS, PUBLISHED, WORKLOADS, run_workload
 
 # Tiny shapes: each workload, all four configurations, check() after every iteration.
 TINY = {
@@ -263,8 +263,8 @@ def test_interleaved_and_sequential_runs_count_the_same():
 ])
 def test_check_params_refuses_with_one_line(name, params, words):
     """Every parameter is checked for its name, type and range, and the whole for its
-    memory, before anything runs (0.1.0 took pages='abc' into the run and failed there
-    with a traceback)."""
+    memory, before anything runs (pages='abc' never reaches the run to fail there with
+    a traceback)."""
     from lazyvm.workloads.builtin import check_params
     with pytest.raises(ValueError) as e:
         check_params(name, params)

@@ -1,4 +1,6 @@
-"""Regression tests for bugs found in review, one test each, named for the bug."""
+"""Edge cases of the model, one test each, named for what it checks: reservations sized to
+what an operation can use, counts clamped rather than overflowing, bytes-like writes,
+released shared objects, "wx" meaning "rw", and two threads on one machine."""
 import threading
 
 import numpy as np

@@ -1,5 +1,4 @@
-"""The findings of issue 8 on the public API and its robustness, each a test that fails
-on 0.1.0: wrong types are TypeError, machines and processes cannot be copied or pickled,
+"""The public API's contract on types and robustness: wrong types are TypeError, machines and processes cannot be copied or pickled,
 Process is not constructible, m.physical is read-only, p.vmas are named tuples, p.stats(),
 read-only table views, a large swap area is not reserved up front, reclaim with every
 allocation failing raises OutOfMemory, and a corrupted entry is an InvariantError from
@@ -120,7 +119,7 @@ def test_table_views_are_read_only_and_follow_the_walk():
 
 
 def test_a_large_swap_area_is_not_reserved_up_front():
-    # 0.1.0 reserved it as host memory and raised OSError
+    # swap slots are taken as pages go out, not reserved as host memory at start
     m = Machine(memory=16 << 20, swap=32 << 30)
     p = m.spawn()
     a = p.mmap(1 << 20)
