@@ -29,7 +29,18 @@ untouched (per VMA); the fault passes (demand-zero, zero page, copy-on-write, re
 shmem) and munmap.  The child's exit is timed from the fork's return until the child is
 reaped and regressed on the same counts (per PTE zapped, per table freed, per VMA).
 `--validate` times held-out shapes (dense, sparse, mixed VMAs, 1 GiB) and prints
-predicted against measured fork time.
+predicted against measured fork CPU and wall time.
+
+The convention is cold: before each timed fork the worker reads a MAP_SHARED buffer of
+twice the last-level cache (worker.llc_bytes, from sysfs), so small forks find their
+tables and struct pages out of the cache as large ones do (--quick skips it).  The fixed
+cost is measured in a minimal process, a static C helper (HELPER_C, compiled with the
+host's cc) whose forks are a row of the fork regression with the interpreter's overhead
+in a column of its own; without a compiler the intercept comes from the worker's fit,
+its covariance with the slopes kept in the profile.  Each fork is timed in CPU and wall
+time; their ratio, the run's stretch (fit.stretch_of), is recorded in the profile for
+every comparison with a wall-clock figure.  Every figure is a minimum over repeats, its
+uncertainty the bootstrap's.
 
 pte_chains (2.5/2.6.0 rmap) exist in no modern kernel: their costs are derived from two
 primitives measured here, a dependent cache miss (a pointer chase over a buffer larger

@@ -719,7 +719,14 @@ class LayoutMachine(RuleBasedStateMachine):
                     if state in ("d", "s"):
                         rss_hi += 1
                         rss_lo += v.prot != ""
-                    if state is None:
+                    leaf = pg - pg % lay.span(1)
+                    if state is None and pa is not None and v.obj is not None \
+                            and v.start <= leaf and leaf + lay.span(1) <= v.end:
+                        # a table inside one shared mapping stays shared: another
+                        # sharer's fault installed the object's page for this one too
+                        rss_lo += 1
+                        rss_hi += 1
+                    elif state is None:
                         assert pa is None, ("pid %d page %s never touched maps %s"
                                             % (p.pid, hx(pg), hx(pa)))
                     elif v.prot != "":
