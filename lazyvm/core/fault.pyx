@@ -15,7 +15,9 @@ cdef int handle_mm_fault(State c, const mm_t* mm, Py_ssize_t vi, uint64_t addr,
                          bint write) noexcept nogil:
     """handle_mm_fault for an access the VMA mm.vmas[vi] allows (the caller checked).
     Walks down from the pgd making every level present and private to this mm, then
-    handles the PTE; loops, as the MMU retries the access, until it would succeed."""
+    handles the PTE; loops, as the MMU retries the access, until it would succeed.
+    An entry the MMU would refuse for ever (US clear, a frame outside memory) is
+    ERR_BUG: every pass of the loop makes progress or returns."""
     cdef uint64_t vmf = mm.vmas[vi].flags, idx, span
     cdef int level
     cdef pfn_t t, nt, f
@@ -31,7 +33,7 @@ cdef int handle_mm_fault(State c, const mm_t* mm, Py_ssize_t vi, uint64_t addr,
     if not c.wide:
         # i386: a present, writable PDE (the common case) needs no more walking
         e = (<pte32_t*>table_ptr(c, mm.pgd))[addr >> 22]
-        if (e & (_P | _RW)) == (_P | _RW) and not bad_pfn(c, entry_pfn(e)):
+        if (e & (_P | _RW | _US)) == (_P | _RW | _US) and not bad_pfn(c, entry_pfn(e)):
             t = entry_pfn(e)
             level = 1
     while level > 1:
@@ -43,7 +45,7 @@ cdef int handle_mm_fault(State c, const mm_t* mm, Py_ssize_t vi, uint64_t addr,
                 return ERR_NOMEM
             eset(c, t, i, mk_entry(nt, table_entry(c, level)))
             continue
-        if bad_pfn(c, entry_pfn(e)):
+        if bad_pfn(c, entry_pfn(e)) or not (e & _US or (level == c.levels and not c.top_rw)):
             return ERR_BUG
         if not entry_rw(c, level, e):
             span = (<uint64_t>1) << c.shift[level]
@@ -55,6 +57,8 @@ cdef int handle_mm_fault(State c, const mm_t* mm, Py_ssize_t vi, uint64_t addr,
         level -= 1
     while True:                  # the leaf: retried, as the MMU retries the access
         pte = eget(c, t, ptx)
+        if (pte & _P) and (not (pte & _US) or bad_pfn(c, entry_pfn(pte))):
+            return ERR_BUG
         if (pte & (_P | _US)) == (_P | _US):
             if not write:
                 eset(c, t, ptx, pte | _A)
@@ -185,15 +189,16 @@ cdef int privatize(State c, pfn_t ptab, uint32_t pi, int level, uint64_t base,
         return ERR_NOMEM
     if level == 1:
         if c.wide:
-            privatize_pte(c, <pte64_t*>table_ptr(c, t), <pte64_t*>table_ptr(c, nt),
-                          nt, base, mm)
+            rc = privatize_pte(c, <pte64_t*>table_ptr(c, t), <pte64_t*>table_ptr(c, nt),
+                               nt, base, mm)
         else:
-            privatize_pte(c, <pte32_t*>table_ptr(c, t), <pte32_t*>table_ptr(c, nt),
-                          nt, base, mm)
+            rc = privatize_pte(c, <pte32_t*>table_ptr(c, t), <pte32_t*>table_ptr(c, nt),
+                               nt, base, mm)
     else:                       # above the leaf (pae, x86_64): the tables below
         rc = share_table(c, t, nt, 0, c.nent[level], level, base, mm)   # become shared
-        if rc != OK:
-            return rc
+    if rc != OK:
+        free_table(c, nt)
+        return rc
     c.count[t] -= 1
     eset(c, ptab, pi, mk_entry(nt, table_entry(c, level + 1)))
     c.st[ST_UNSHARES] += 1
@@ -214,43 +219,38 @@ cdef int unshare_entry(State c, pfn_t tbl, uint32_t i, int level, uint64_t base,
     return OK
 
 
-cdef void privatize_pte(State c, leaf_t* src, leaf_t* dst, pfn_t nt, uint64_t base,
-                        const mm_t* mm) noexcept nogil:
-    """The seed's privatize of a leaf table src into the fresh table dst (frame nt),
-    whose span starts at base.  Only the ranges this mm's VMAs cover are copied (no entry
-    lies outside them: every change that removes one privatizes first).  Each present
-    entry takes a frame reference and a chain slot in dst ("extend the pte_chains");
-    private entries lose RW in both tables, since two tables now reach the frame; swap
-    entries take a swap reference."""
+cdef int privatize_pte(State c, leaf_t* src, leaf_t* dst, pfn_t nt, uint64_t base,
+                       const mm_t* mm) noexcept nogil:
+    """The seed's privatize of a leaf table src into the fresh, zeroed table dst (frame
+    nt), whose span starts at base.  Only the ranges this mm's VMAs cover are copied (no
+    entry lies outside them: every change that removes one privatizes first), by
+    copy_one_pte, the copy fork's per-entry code: each present entry takes a frame
+    reference and a chain slot in dst ("extend the pte_chains"); private entries lose
+    RW in both tables, since two tables now reach the frame; swap entries take a swap
+    reference.  Every entry is checked first: ERR_BUG changes nothing."""
     cdef uint64_t span = (<uint64_t>1) << c.shift[2], s, e
-    cdef uint32_t zero = c.zero_pfn, lo, hi, i, f
+    cdef uint64_t lim = c.nframes - 1
+    cdef count_t* count = c.count
+    cdef uint32_t lo, hi, i
     cdef bint rm = c.rmap_enabled
     cdef Py_ssize_t v
-    cdef leaf_t pte
+    cdef int pass_
+    cdef uint32_t empty = 0
     cdef int64_t copied = 0
-    for v in range(mm.nv):
-        s = mm.vmas[v].start if mm.vmas[v].start > base else base
-        e = mm.vmas[v].end if mm.vmas[v].end < base + span else base + span
-        if e <= s:
-            continue
-        lo = <uint32_t>((s - base) >> PAGE_SHIFT)
-        hi = <uint32_t>((e - base) >> PAGE_SHIFT)
-        for i in range(lo, hi):
-            pte = src[i]
-            if pte == 0:
+    for pass_ in range(2):
+        for v in range(mm.nv):
+            s = mm.vmas[v].start if mm.vmas[v].start > base else base
+            e = mm.vmas[v].end if mm.vmas[v].end < base + span else base + span
+            if e <= s:
                 continue
-            copied += 1
-            if not pte_present(pte):
-                c.swap_count[swp_offset(pte)] += 1
-                dst[i] = pte
-                continue
-            f = entry_pfn(pte)
-            if f != zero and f < c.nframes:
-                if (pte & _RW) and not (c.flags[f] & F_SHMEM):
-                    pte &= ~(<leaf_t>_RW)
-                    src[i] = pte
-                c.count[f] += 1
-                if rm:
-                    page_add_rmap_t(c, f, mk_slot(c, nt, i), src)
-            dst[i] = pte
-    c.st[ST_PTES_COPIED] += copied
+            lo = <uint32_t>((s - base) >> PAGE_SHIFT)
+            hi = <uint32_t>((e - base) >> PAGE_SHIFT)
+            for i in range(lo, hi):
+                if pass_ == 0:
+                    if bad_leaf(c, src[i], lim):
+                        return ERR_BUG
+                else:
+                    copy_one_pte(c, src, dst, i, _RW, 0, rm, True, nt, lim, count, &empty)
+            copied += pass_ * (hi - lo)
+    c.st[ST_PTES_COPIED] += copied - empty
+    return OK
