@@ -49,6 +49,9 @@ EVENTS = (
     "fork_anon_vmas", "exit_anon_vmas",
 )
 
+# Events a profile file may lack (it was made before they were priced apart): read as 0
+ANON_VMA_EVENTS = ("fork_anon_vmas", "exit_anon_vmas")
+
 BUILTIN = ("linux-2.5.41",)
 
 
@@ -222,6 +225,13 @@ class Profile:
             costs[e] = v.get("ns")
             unc[e] = v.get("uncertainty_ns")
             src[e] = v.get("source")
+        for e in ANON_VMA_EVENTS:
+            if e not in costs and all(x in costs for x in EVENTS if x not in ANON_VMA_EVENTS):
+                # a profile made before the anon_vma events: its fork_vmas / exit_vmas
+                # price every VMA as one with an anon_vma, as it was made to
+                costs[e], unc[e] = 0.0, 0.0
+                src[e] = ("0: absent from this profile, made before lazyvm priced VMAs "
+                          f"with an anon_vma apart ({e[:4]}_vmas carries their cost)")
         return cls(name=str(d.get("name", "")), costs=costs, uncertainty=unc, source=src,
                    version=d["version"], description=str(d.get("description", "")),
                    meta=d.get("meta") or {}, covariance=d.get("covariance"))

@@ -80,3 +80,21 @@ def test_covariance_round_trips_and_is_checked(tmp_path):
         _profile({}, unc={"forks_copy": 11.0, "ptes_copied": 2.0}, covariance=cov)
     with pytest.raises(ProfileError, match="unknown"):
         _profile({}, covariance={"events": ["nope"], "ns2": [[1.0]]})
+
+
+def test_a_profile_file_from_before_the_anon_vma_events_still_loads(tmp_path):
+    import json
+    full = _profile({"fork_vmas": 1500.0, "exit_vmas": 900.0, "forks_copy": 1.0})
+    d = full.to_dict()
+    for e in ("fork_anon_vmas", "exit_anon_vmas"):
+        del d["events"][e]
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(d))
+    old = Profile.load(str(path))
+    assert old.costs["fork_anon_vmas"] == 0.0 and "absent" in old.source["fork_anon_vmas"]
+    # priced as it was made: every VMA at fork_vmas, the anon_vma ones no more
+    assert old.kernel_ns({"fork_vmas": 10, "fork_anon_vmas": 6}) == 15000
+    del d["events"]["ptes_copied"]             # any other missing event is still an error
+    path.write_text(json.dumps(d))
+    with pytest.raises(ProfileError, match="ptes_copied"):
+        Profile.load(str(path))
