@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from importlib import resources
 
+import platformdirs
+
 __all__ = ["EVENTS", "FORMAT", "FORMAT_VERSION", "Profile", "load_profile",
            "host_profile_path", "builtin_profiles", "event_counts", "ProfileError",
            "predict", "predict_configs", "choose_profile", "NONE",
@@ -61,15 +63,9 @@ class ProfileError(ValueError):
 
 def host_profile_path() -> str:
     """Where `lazyvm calibrate` writes the "host" profile: the user cache dir
-    (platformdirs.user_cache_dir("lazyvm"); without platformdirs, the same directory
-    on Linux: $XDG_CACHE_HOME/lazyvm, else ~/.cache/lazyvm)."""
-    try:
-        import platformdirs
-        base = platformdirs.user_cache_dir("lazyvm")
-    except ImportError:
-        base = os.path.join(os.environ.get("XDG_CACHE_HOME")
-                            or os.path.join(os.path.expanduser("~"), ".cache"), "lazyvm")
-    return os.path.join(base, "host.json")
+    (platformdirs.user_cache_dir("lazyvm"): $XDG_CACHE_HOME/lazyvm, else ~/.cache/lazyvm
+    on Linux)."""
+    return os.path.join(platformdirs.user_cache_dir("lazyvm"), "host.json")
 
 
 def builtin_profiles() -> tuple[str, ...]:

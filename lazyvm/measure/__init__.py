@@ -1,2 +1,3 @@
-"""Measurements of the host: real forks timed (host), the calibration of this machine's
-kernel costs (calibrate) and the published figures with their citations (published)."""
+"""Measurements of the host and what is fitted to them: this machine's own fork (host), the
+calibration of its kernel costs (calibrate, with its isolated worker process, worker),
+the least-squares fits (fit), and the published figures with their sources (published)."""

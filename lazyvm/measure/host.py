@@ -26,11 +26,16 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import math
 import mmap
 import os
+import platform
 import statistics
+import sys
 import time
 from typing import Callable, Iterator, Optional, Sequence
+
+import numpy as np
 
 from ..core import api as _core_api, defs as _core_defs
 from ..layout import LAYOUTS, PAGE_SIZE
@@ -116,8 +121,6 @@ def settle(samples: list, more: Callable[[int], list], batch: int,
 def slope(xs: Sequence[float], ys: Sequence[float]) -> Optional[float]:
     """Least-squares slope of log(y) against log(x): 1 for a cost linear in pages,
     0 for a flat one.  None with fewer than two points or a non-positive y."""
-    import math
-
     if len(xs) < 2 or min(ys) <= 0:
         return None
     lx = [math.log(x) for x in xs]
@@ -234,8 +237,6 @@ class LinuxMapping:
     def __enter__(self) -> "LinuxMapping":
         if self.pages == 0:
             return self
-        import numpy as np
-
         pte_before = vm_status_kb("VmPTE")
         size = self.pages * PAGE_SIZE
         self._mm = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS,
@@ -339,11 +340,6 @@ def measure_linux(pages: int, repeats: int, warmup: int = 1,
 def machine_description() -> dict:
     """What a reader needs to place the figures: platform, kernel, CPU, cores, memory,
     transparent-huge-page mode, Python and numpy versions, and the load average."""
-    import platform
-    import sys
-
-    import numpy as np
-
     uname = os.uname()
     desc = {
         "platform": platform.platform(),
@@ -382,8 +378,6 @@ def _read_first(path: str) -> Optional[str]:
 
 
 def _cpuinfo() -> dict:
-    import platform
-
     info = {}
     text = _read_first("/proc/cpuinfo") or ""
     for line in text.splitlines():

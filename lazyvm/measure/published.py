@@ -30,6 +30,8 @@ from __future__ import annotations
 import json
 import statistics
 
+import numpy as np
+
 from .. import Machine
 from ..layout import LAYOUTS, PAGE_SIZE, TEXT_BASE
 from ..machine import CONFIGS as ALL_CONFIGS
@@ -278,7 +280,6 @@ def fit_2541(cells=None):
     unshared columns (18 cells, copy+rmap counts) and Morton's figure (rmap_adds and
     rmap_removes of the MORTON_CELL cycle = 0.5 ms).  Never the shared column.
     Returns the Profile."""
-    import numpy as np
     if cells is None:
         cells = cell_counts()
     X, y, names = [], [], []

@@ -1,1 +1,2 @@
-"""Formatting only: text tables, the JSON envelope, plots (format)."""
+"""Formatting only: numbers, tables, the JSON envelope and plots (format), and the text of
+the compare, run and replay records (compare, run, replay).  Nothing here measures."""

@@ -18,6 +18,7 @@ file (lazyvm/view/scenario.py describes the format; docs/SHOW.md has a tutorial)
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -47,7 +48,8 @@ def page_html(name_or_path):
     """The self-contained HTML page of a scenario (a built-in name or a file)."""
     scen = sc_mod.load(name_or_path)
     states, diffs = build(scen)
-    return render.page(scen, states, diffs, name=str(name_or_path))
+    name = scen.get("title", "scenario") if isinstance(name_or_path, dict) else name_or_path
+    return render.page(scen, states, diffs, name=str(name))
 
 
 def step_svg(name_or_path, step):
@@ -117,7 +119,6 @@ def screenshot(html_or_svg_path, png_path, width, height):
 
 def step_png(name_or_path, step, png_path):
     text = step_svg(name_or_path, step)
-    import re
     m = re.search(r'width="(\d+)" height="(\d+)"', text)
     w, h = (int(m.group(1)), int(m.group(2))) if m else (1400, 900)
     with tempfile.TemporaryDirectory(prefix="lazyvm-png-") as tmp:

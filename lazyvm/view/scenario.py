@@ -36,7 +36,13 @@ from __future__ import annotations
 import inspect
 import json
 import runpy
+import sys
 from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:                                   # a dependency on Python < 3.11 (pyproject.toml)
+    import tomli as tomllib
 
 from .. import Machine
 from ..layout import PAGE_SIZE
@@ -88,21 +94,15 @@ def parse_size(v, what="size"):
 
 def load_toml_text(text, where="scenario"):
     try:
-        import tomllib
-    except ImportError:                              # Python < 3.11
-        try:
-            import tomli as tomllib
-        except ImportError:
-            raise ScenarioError("reading TOML needs Python 3.11 (tomllib) or "
-                                "`pip install tomli`") from None
-    try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ScenarioError(f"{where}: not valid TOML: {e}") from None
 
 
 def load(name_or_path):
-    """A built-in scenario by name, or a .toml / .py file."""
+    """A scenario: a dict (checked), a built-in by name, or a .toml / .py file."""
+    if isinstance(name_or_path, dict):
+        return validate(name_or_path, name_or_path.get("title", "scenario"))
     if name_or_path in BUILTIN:
         return validate(BUILTIN[name_or_path], name_or_path)
     path = Path(name_or_path)

@@ -52,6 +52,7 @@ from ..machine import CONFIGS
 from ..measure import host as _m
 from ..measure import published
 from ..report.run import COUNTER_KEYS, PEAK_KEYS
+from . import redis
 
 __all__ = ["CONFIGS", "COUNTER_KEYS", "PEAK_KEYS", "PUBLISHED", "WORKLOADS", "EXTERNAL",
            "run_workload", "check_params", "check_external_params",
@@ -450,8 +451,14 @@ class Workload:
     parameters and the frames it needs. Calling it runs it: w(**kw) is
     run_workload(w.name, **kw)."""
 
-    def __init__(self, name, body, defaults, quick, frames, doc, notes=(), sweep=None):
+    def __init__(self, name, body, defaults, quick, frames, doc, notes=(), sweep=None,
+                 scenario=None):
         self.name = name
+        # The workload's shape as `lazyvm show` draws it: the steps of one iteration at
+        # a size the picture can hold (lazyvm.view's scenario format), or None.
+        self.scenario = None if scenario is None else {
+            "title": f"{name}: one iteration, small", "about": " ".join(doc.split()),
+            "machine": {"memory": "16M"}, "step": scenario}
         # What a point of `lazyvm sweep` does between its fork and the child's exit:
         # "child" (the child writes), "parent" (the parent writes while the child
         # lives) or "exec" (the child execs); None: the workload is not swept.
@@ -479,7 +486,13 @@ WORKLOADS = {w.name: w for w in [
              dict(pages=262144, iterations=50), dict(pages=2048, iterations=5),
              lambda q: q["pages"] + 2 * _tables_for(q["pages"]),
              "A process with `pages` touched pages forks, and the child exits; "
-             "repeated `iterations` times.", sweep="child"),
+             "repeated `iterations` times.", sweep="child",
+             scenario=[{"do": "spawn", "as": "p"},
+                       {"do": "mmap", "proc": "p", "length": "32k", "as": "a"},
+                       {"do": "write", "proc": "p", "at": "a", "pages": 8,
+                        "title": "the parent touches its pages"},
+                       {"do": "fork", "proc": "p", "as": "c", "title": "fork"},
+                       {"do": "exit", "proc": "c", "title": "the child exits"}]),
     Workload("fork_exec", _fork_exec,
              dict(iterations=5000, shell_text=64, shell_data=16, shell_heap=32,
                   shell_stack=8, cmd_text=16, cmd_data=4, cmd_stack=4, parent_writes=1),
@@ -491,7 +504,16 @@ WORKLOADS = {w.name: w for w in [
              "A shell (text r, data, heap, stack rw at the top of user space) forks; "
              "the parent returns through its stack (`parent_writes` stack pages "
              "written), the child exec()s, maps and writes a small command image "
-             "and exits; repeated.", sweep="exec"),
+             "and exits; repeated.", sweep="exec",
+             scenario=[{"do": "spawn", "as": "p"},
+                       {"do": "mmap", "proc": "p", "length": "16k", "as": "a"},
+                       {"do": "write", "proc": "p", "at": "a", "pages": 4,
+                        "title": "the shell's pages"},
+                       {"do": "fork", "proc": "p", "as": "c", "title": "fork"},
+                       {"do": "write", "proc": "p", "at": "a", "page": 3,
+                        "title": "the parent returns through its stack"},
+                       {"do": "exec", "proc": "c", "title": "the child execs"},
+                       {"do": "exit", "proc": "c", "title": "the command exits"}]),
     Workload("snapshot", _snapshot,
              dict(pages=262144, write_fraction=0.1, write_span=1.0, iterations=8,
                   chunks=8),
@@ -502,7 +524,17 @@ WORKLOADS = {w.name: w for w in [
              "Redis BGSAVE: a parent with `pages` touched pages forks; the child "
              "reads every page and exits while the parent writes `write_fraction` "
              "of its pages, spread evenly over the first `write_span` of them; "
-             "interleaved in `chunks` steps; repeated.", sweep="parent"),
+             "interleaved in `chunks` steps; repeated.", sweep="parent",
+             scenario=[{"do": "spawn", "as": "p"},
+                       {"do": "mmap", "proc": "p", "length": "32k", "as": "a"},
+                       {"do": "write", "proc": "p", "at": "a", "pages": 8,
+                        "title": "the dataset"},
+                       {"do": "fork", "proc": "p", "as": "c", "title": "fork (BGSAVE)"},
+                       {"do": "touch", "proc": "c", "at": "a", "pages": 8,
+                        "write": False, "title": "the child reads every page"},
+                       {"do": "write", "proc": "p", "at": "a", "page": 2,
+                        "title": "the parent writes one page"},
+                       {"do": "exit", "proc": "c", "title": "the child exits"}]),
     Workload("prefork", _prefork,
              dict(pages=65536, children=8, write_fraction=0.05, iterations=8),
              dict(pages=2048, children=4, write_fraction=0.05, iterations=2),
@@ -540,13 +572,12 @@ class External:
 
     def __init__(self, name, module, runner, doc):
         self.name = name
-        self._module = module
+        self._module = module            # the module that holds DEFAULTS, QUICK, runner
         self._runner = runner
         self.__doc__ = doc
 
     def _mod(self):
-        import importlib
-        return importlib.import_module(self._module)
+        return self._module
 
     @property
     def defaults(self):
@@ -564,7 +595,7 @@ class External:
 
 
 EXTERNAL = {w.name: w for w in [
-    External("redis-bgsave", "lazyvm.workloads.redis", "run_redis_bgsave",
+    External("redis-bgsave", redis, "run_redis_bgsave",
              "A real Redis BGSAVE (redis-server, DEBUG POPULATE, under a "
              "redis-benchmark SET load) captured from /proc and replayed in every "
              "configuration, beside Redis's latest_fork_usec and rdb_last_cow_size and "

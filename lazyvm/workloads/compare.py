@@ -41,6 +41,8 @@ import gc
 import sys
 import time
 
+import tqdm
+
 from .. import Machine
 from ..costs import EVENTS, load_profile
 from ..layout import LAYOUTS, PAGE_SIZE
@@ -51,6 +53,11 @@ from ..measure.fit import predict_fork_ns, stretch
 from ..measure.worker import counts as count_this_process
 from ..report import format as _r
 from ..report.compare import LINUX, PREDICTED_SPREAD, WHY_DIFFERENT
+from .builtin import WORKLOADS
+
+# The registry's workload whose shape compare times: a process of N touched pages forks
+# and the child exits, here beside this machine's own fork of the same process.
+WORKLOAD = WORKLOADS["fork_exit"]
 
 MAP_BASE = LAYOUTS["i386"].mmap_base  # where a mapping goes when it fits above it
 USER_PAGES = _m.layout_limits("i386")[0]   # 786,432: the largest i386 size there is
@@ -423,6 +430,7 @@ def run_compare(sizes=None, repeats=None, quick: bool = False, progress: bool = 
         "tool": "lazyvm compare",
         "generated": record["time"],
         "parameters": {
+            "workload": WORKLOAD.name,
             "sizes": sizes,
             "repeats": reps,
             "quick": quick,
@@ -777,10 +785,6 @@ def _progress_bar(total: int, enabled: bool):
     """A tqdm bar on stderr counting pages measured when stderr is a terminal (and
     `enabled`), else a stand-in that does nothing: no carriage returns in a log."""
     if not enabled or not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty()):
-        return _NoBar()
-    try:
-        import tqdm
-    except ImportError:
         return _NoBar()
     # tqdm's monitor is a thread; forking a threaded process is best avoided.
     tqdm.tqdm.monitor_interval = 0

@@ -17,6 +17,7 @@ VMA keeping its offset within its leaf table's span); lazyvm.workloads.replay fo
 
 from __future__ import annotations
 
+import ctypes
 import glob
 import json
 import mmap
@@ -156,7 +157,6 @@ def zero_pfn():
     buf = mmap.mmap(-1, PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     try:
         buf[0]                                       # a read fault maps the ZERO_PAGE
-        import ctypes
         addr = ctypes.addressof(ctypes.c_char.from_buffer(buf))
         fd = os.open("/proc/self/pagemap", os.O_RDONLY)
         try:

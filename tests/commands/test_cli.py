@@ -109,6 +109,7 @@ def test_json_structure(quick_run):
         assert mach.get(key), key
     params = rec["parameters"]
     assert params["layout"] == "i386" and params["share_level"] == 1
+    assert params["workload"] == "fork_exit"      # the registry's, as run and sweep name it
     sizes = params["sizes"]
     assert sizes == sorted(sizes) and len(sizes) >= 2
     assert [c["name"] for c in params["configs"]] == list(CONFIGS)

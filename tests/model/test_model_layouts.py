@@ -65,7 +65,7 @@ from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant,
 
 from lazyvm import (Machine, OutOfMemory, ProcessExited,
                     SegmentationFault)
-from reference import CANON, PAGE, ZERO, ShmObject, Space, hx, pages_of
+from reference import PAGE, ZERO, ShmObject, Space, hx, pages_of
 
 P, RW, PROTNONE = 0x001, 0x002, 0x080
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30

@@ -460,3 +460,21 @@ def test_builtin_as_toml_round_trips(name, tmp_path):
     a, _ = build(scenario.load(str(f)))
     b, _ = build(BUILTIN[name])
     assert [s["stats"] for s in a] == [s["stats"] for s in b]
+
+
+def test_the_registrys_workloads_are_drawn(tmp_path, capsys):
+    """lazyvm show draws a workload of the registry (one iteration, small), the same
+    names lazyvm run and lazyvm sweep use."""
+    from lazyvm.commands import main
+    from lazyvm.workloads.builtin import WORKLOADS
+    drawn = [n for n, w in WORKLOADS.items() if w.scenario]
+    assert {"fork_exit", "snapshot", "fork_exec"} <= set(drawn)
+    assert main(["show", "--list"]) == 0
+    listed = capsys.readouterr().out
+    for name in drawn:
+        assert re.search(rf"^{name} ", listed, re.M), name
+        out = tmp_path / f"{name}.html"
+        assert main(["show", name, "--html", str(out)]) == 0
+        assert out.stat().st_size > 10_000
+        n = len(WORKLOADS[name].scenario["step"])
+        assert out.read_text().count("<template id=") == n + 1
