@@ -644,7 +644,9 @@ def report(profile="linux-2.5.41", cells=None, odf_profile="host"):
                f"share+rmap {s['ns'] / 1e6:.3f} ms: sharing "
                f"{'SLOWER' if s['ns'] > c['ns'] else 'faster'} by "
                f"{mo['delta_ns'] / 1e3:+.1f} us ({100 * mo['delta']:+.2f}%) of the cycle's "
-               f"kernel time; published {100 * pubm['sharing_cost']:+.1f}% of the whole load")
+               f"kernel time; published {100 * pubm['sharing_cost']:+.1f}% of the whole load "
+               f"(target: 1-10% slower: "
+               f"{'met' if 0.01 <= mo['delta'] <= 0.10 else 'MISSED'})")
     out.append(f"  the counts behind it: the child privatizes all three tables, copying "
                f"{mo['entries_copied']['share']:g} entries where fork copied "
                f"{mo['entries_copied']['copy']:g}; sharing adds the share fork and the "
