@@ -16,7 +16,8 @@ an exit and an exec; ``faults`` is the cost every fault pays, ``demand_zero``,
 ``cow_copies``... what such a fault costs beyond it.  The counters overlap the way the
 kernel's work does (``tables_copied`` are also ``tables_allocated``), so each cost is the
 part of the work its counter adds.  ``exit_vmas`` prices the VMAs an exit or exec tears
-down.  A counter a stats() dict lacks counts 0 (``Profile.missing`` names it).
+down; ``fork_anon_vmas`` and ``exit_anon_vmas`` what those of them with an anon_vma add
+(every private VMA but a PROT_NONE guard: Machine counts them).  A counter a stats() dict lacks counts 0 (``Profile.missing`` names it).
 
 The JSON format (``FORMAT``, version ``FORMAT_VERSION``) is described in docs/COSTS.md.
 """
@@ -34,19 +35,24 @@ import platformdirs
 
 __all__ = ["EVENTS", "FORMAT", "FORMAT_VERSION", "Profile", "load_profile",
            "host_profile_path", "builtin_profiles", "event_counts", "ProfileError",
-           "predict", "predict_configs", "choose_profile", "NONE"]
+           "predict", "predict_configs", "choose_profile", "NONE",
+           "event_covariance"]
 
 FORMAT = "lazyvm-cost-profile"
 FORMAT_VERSION = 1
 
-# Every priced counter (exit_vmas last: see above).
+# Every priced counter (the VMA counters last: see above).
 EVENTS = (
     "forks_copy", "forks_share", "exits", "execs", "fork_vmas",
     "tables_allocated", "tables_freed", "tables_copied", "unshares", "unshare_reuses",
     "tables_dropped", "ptes_copied", "ptes_zapped", "rmap_adds", "rmap_removes",
     "share_wrprotects", "faults", "demand_zero", "zero_page_maps", "cow_copies",
     "cow_reuses", "shmem_faults", "swap_outs", "swap_ins", "exit_vmas",
+    "fork_anon_vmas", "exit_anon_vmas",
 )
+
+# Events a profile file may lack (it was made before they were priced apart): read as 0
+ANON_VMA_EVENTS = ("fork_anon_vmas", "exit_anon_vmas")
 
 BUILTIN = ("linux-2.5.41",)
 
@@ -72,18 +78,32 @@ def builtin_profiles() -> tuple[str, ...]:
 MAX_NS = 1e12
 
 
-def _num(value, what):
-    """A cost or uncertainty: a finite number in [0, MAX_NS] (ProfileError otherwise)."""
+def _exact(n) -> Fraction:
+    """A count as an exact fraction: an int as it is, any other number (an average over
+    iterations) as the decimal its repr writes, never truncated."""
+    if isinstance(n, int):
+        return Fraction(n)
+    if isinstance(n, Fraction):
+        return n
+    f = float(n)
+    if f == int(f):
+        return Fraction(int(f))
+    return Fraction(repr(f))
+
+
+def _num(value, what, bound=MAX_NS, signed=False):
+    """A cost or uncertainty: a finite number in [0, bound] (ProfileError otherwise);
+    signed: in [-bound, bound] (a covariance, in ns squared)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ProfileError(f"{what} must be a number, not {_short(value)}")
-    if isinstance(value, int) and not -MAX_NS <= value <= MAX_NS:
-        raise ProfileError(f"{what} must be at most {MAX_NS:.0e} ns, not {_short(value)}")
+    if isinstance(value, int) and not -bound <= value <= bound:
+        raise ProfileError(f"{what} must be at most {bound:.0e}, not {_short(value)}")
     if not math.isfinite(value):
         raise ProfileError(f"{what} must be finite, not {value!r}")
-    if value < 0:
+    if value < 0 and not signed:
         raise ProfileError(f"{what} must not be negative, not {value!r}")
-    if value > MAX_NS:
-        raise ProfileError(f"{what} must be at most {MAX_NS:.0e} ns, not {value!r}")
+    if abs(value) > bound:
+        raise ProfileError(f"{what} must be at most {bound:.0e}, not {value!r}")
     return value
 
 
@@ -106,6 +126,7 @@ class Profile:
     version: int = FORMAT_VERSION
     description: str = ""
     meta: dict = field(default_factory=dict)
+    covariance: "dict | None" = None
 
     def __post_init__(self):
         if type(self.version) is not int:
@@ -117,7 +138,9 @@ class Profile:
                                    f"{type(getattr(self, what)).__name__}")
         missing = [e for e in EVENTS if e not in self.costs]
         if missing:
-            raise ProfileError(f"profile {self.name!r} has no cost for {', '.join(missing)}")
+            raise ProfileError(f"profile {self.name!r} has no cost for {', '.join(missing)}"
+                               + (" (made by an older lazyvm: run lazyvm calibrate again)"
+                                  if self.name == "host" else ""))
         unknown = [e for e in self.costs if e not in EVENTS]
         if unknown:
             raise ProfileError(f"profile {self.name!r}: unknown events {', '.join(unknown)}")
@@ -126,6 +149,38 @@ class Profile:
             _num(self.uncertainty.get(e, None), f"uncertainty of {e}")
             if not isinstance(self.source.get(e), str) or not self.source[e]:
                 raise ProfileError(f"profile {self.name!r}: no source for {e}")
+        self._cov = self._check_covariance(self.covariance)
+
+    def _check_covariance(self, cov):
+        """The covariance block as (events, matrix rows), or None.  Format:
+        {"events": [names], "ns2": [[...], ...]}, symmetric, finite, a non-negative
+        diagonal."""
+        if cov is None:
+            return None
+        where = f"profile {self.name!r}: covariance"
+        if not isinstance(cov, dict) or not isinstance(cov.get("events"), list) \
+                or not isinstance(cov.get("ns2"), list):
+            raise ProfileError(f"{where} must be {{'events': [...], 'ns2': [[...]]}}")
+        ev, mat = cov["events"], cov["ns2"]
+        bad = [e for e in ev if e not in EVENTS]
+        if bad or len(set(ev)) != len(ev):
+            raise ProfileError(f"{where}: unknown or repeated events {bad or ev}")
+        if len(mat) != len(ev) or any(not isinstance(r, list) or len(r) != len(ev)
+                                      for r in mat):
+            raise ProfileError(f"{where}: ns2 must be {len(ev)} x {len(ev)}")
+        for i, r in enumerate(mat):
+            for j, v in enumerate(r):
+                _num(v, f"{where}[{ev[i]}][{ev[j]}]", MAX_NS * MAX_NS, signed=True)
+                if abs(v - mat[j][i]) > 1e-9 * max(1.0, abs(v)):
+                    raise ProfileError(f"{where}: not symmetric at {ev[i]}, {ev[j]}")
+            if r[i] < 0:
+                raise ProfileError(f"{where}: negative variance of {ev[i]}")
+            u = float(self.uncertainty[ev[i]])
+            if abs(math.sqrt(r[i]) - u) > max(0.05, 0.01 * u):
+                raise ProfileError(f"{where}: the variance of {ev[i]} is "
+                                   f"{math.sqrt(r[i]):.2f} ns squared, its uncertainty "
+                                   f"{u:.2f} ns")
+        return ev, mat
 
     # -- prediction -------------------------------------------------------------------
     def kernel_ns(self, stats: dict) -> int:
@@ -136,18 +191,32 @@ class Profile:
         for e in EVENTS:
             n = stats.get(e, 0)
             if n:
-                total += int(n) * Fraction(repr(float(self.costs[e])))
+                total += _exact(n) * Fraction(repr(float(self.costs[e])))
         return round(total)
 
     def kernel_ns_parts(self, stats: dict) -> dict:
         """{event: ns} of every event with a non-zero count (floats, for reports)."""
-        return {e: int(stats[e]) * float(self.costs[e]) for e in EVENTS
+        return {e: float(stats[e]) * float(self.costs[e]) for e in EVENTS
                 if stats.get(e, 0)}
 
     def uncertainty_ns(self, stats: dict) -> float:
-        """Standard error of kernel_ns(stats), treating the costs' errors as independent."""
-        return math.sqrt(sum((int(stats.get(e, 0)) * float(self.uncertainty[e])) ** 2
-                             for e in EVENTS))
+        """Standard error of kernel_ns(stats): sqrt(n' C n) with n the counts and C the
+        costs' covariance: the profile's covariance block where it has one (fitted
+        coefficients correlate: a fit's intercept and slope typically anti-correlate),
+        each other cost's uncertainty squared on the diagonal, independent."""
+        n = {e: float(stats.get(e, 0) or 0) for e in EVENTS}
+        var = 0.0
+        inside = set()
+        if self._cov is not None:
+            ev, mat = self._cov
+            inside = set(ev)
+            for i, a in enumerate(ev):
+                if n[a]:
+                    for j, b in enumerate(ev):
+                        var += n[a] * n[b] * float(mat[i][j])
+        var += sum((n[e] * float(self.uncertainty[e])) ** 2 for e in EVENTS
+                   if e not in inside)
+        return math.sqrt(max(var, 0.0))
 
     def missing(self, stats: dict) -> list:
         """Priced events that `stats` does not count (they contribute 0)."""
@@ -155,11 +224,14 @@ class Profile:
 
     # -- persistence ------------------------------------------------------------------
     def to_dict(self) -> dict:
-        return {"format": FORMAT, "version": self.version, "name": self.name,
-                "description": self.description,
-                "events": {e: {"ns": self.costs[e], "uncertainty_ns": self.uncertainty[e],
-                               "source": self.source[e]} for e in EVENTS},
-                "meta": self.meta}
+        d = {"format": FORMAT, "version": self.version, "name": self.name,
+             "description": self.description,
+             "events": {e: {"ns": self.costs[e], "uncertainty_ns": self.uncertainty[e],
+                            "source": self.source[e]} for e in EVENTS}}
+        if self.covariance is not None:
+            d["covariance"] = self.covariance
+        d["meta"] = self.meta
+        return d
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "profile") -> "Profile":
@@ -188,8 +260,19 @@ class Profile:
         if meta is not None and not isinstance(meta, dict):
             raise ProfileError(f"{where}: meta must be an object, not "
                                f"{type(meta).__name__}")
+        covariance = d.get("covariance")
+        if covariance is not None and not isinstance(covariance, dict):
+            raise ProfileError(f"{where}: covariance must be an object, not "
+                               f"{type(covariance).__name__}")
+        for e in ANON_VMA_EVENTS:
+            if e not in costs and all(x in costs for x in EVENTS if x not in ANON_VMA_EVENTS):
+                # a profile made before the anon_vma events: its fork_vmas / exit_vmas
+                # price every VMA as one with an anon_vma, as it was made to
+                costs[e], unc[e] = 0.0, 0.0
+                src[e] = ("0: absent from this profile, made before lazyvm priced VMAs "
+                          f"with an anon_vma apart ({e[:4]}_vmas carries their cost)")
         return cls(name=name, costs=costs, uncertainty=unc, source=src, version=version,
-                   description=description, meta=meta or {})
+                   description=description, meta=meta or {}, covariance=covariance)
 
     def save(self, path: str) -> None:
         """Write the profile as JSON (atomically: a temporary file renamed over it)."""
@@ -264,6 +347,26 @@ def load_profile(spec) -> Profile:
         return Profile.load(spec)
     raise ProfileError(f"unknown cost profile {spec!r}: not 'host', one of "
                        f"{', '.join(BUILTIN)}, or an existing JSON file")
+
+
+def event_covariance(loadings: dict, cov) -> dict:
+    """The covariance block of events priced from fitted parameters: `loadings` maps
+    each event to {parameter index: weight} (cost = sum of weight * parameter), `cov`
+    is the parameters' covariance matrix (a sequence of rows).  Returns the
+    Profile.covariance dict {"events", "ns2"} (ns squared)."""
+    ev = list(loadings)
+    mat = []
+    for a in ev:
+        row = []
+        for b in ev:
+            row.append(float(sum(wa * wb * float(cov[i][j])
+                                 for i, wa in loadings[a].items()
+                                 for j, wb in loadings[b].items())))
+        mat.append(row)
+    for i in range(len(ev)):                 # exactly symmetric
+        for j in range(i):
+            mat[i][j] = mat[j][i]
+    return {"events": ev, "ns2": mat}
 
 
 NONE = "none"          # the --costs value that turns prediction off

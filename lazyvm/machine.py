@@ -162,6 +162,9 @@ class Machine(_Uncopyable):
         self._scan_cursor = 0
         self._shm_live = 0           # shared objects ever made and not yet released
         self._shm_holes: List[Tuple[int, int]] = []   # index ranges of released objects
+        # VMAs with an anon_vma duplicated by forks / torn down by exits and execs (the
+        # compiled core counts every VMA: fork_vmas, exit_vmas)
+        self._anon_vmas = {"fork_anon_vmas": 0, "exit_anon_vmas": 0}
         self._lock = threading.RLock()
 
     def __repr__(self) -> str:
@@ -237,6 +240,7 @@ class Machine(_Uncopyable):
         (1, 1)
         """
         out: Dict[str, int] = self._core.stats()
+        out.update(self._anon_vmas)
         if self.costs is not None:
             out["kernel_ns"] = int(self.costs.kernel_ns(out))
         return out
@@ -336,8 +340,10 @@ class Machine(_Uncopyable):
             if obj.users != users[key]:
                 raise InvariantError(f"shared object at {obj.base}: {obj.users} users "
                                      f"recorded, {users[key]} VMAs name it")
-        _check_core(self._core.views(), [p.pgd for p in self._procs.values()],
-                    [(o.base, o.npages) for o in objects.values()])
+        procs = list(self._procs.values())
+        _check_core(self._core.views(), [p.pgd for p in procs],
+                    [(o.base, o.npages) for o in objects.values()],
+                    [p.vl.arr for p in procs])
 
     # -- memory pressure ---------------------------------------------------------------
     @_serialized

@@ -158,6 +158,11 @@ class Process(_Uncopyable):
         self.machine._retarget(old, merged)
         return removed
 
+    def _anon_vma_count(self) -> int:
+        """The VMAs Linux gives an anon_vma: private ones that can be accessed (a
+        PROT_NONE guard never faults, so it has none; a shared one is shmem's)."""
+        return sum(1 for v in self._mm.vl.vmas if v.shm is None and v.prot)
+
     def _access(self, addr: int, length: int, write: bool) -> List[Tuple[int, int, int]]:
         """The VMA pieces of [addr, addr+length), or SegmentationFault if any byte is
         outside every VMA or the access is against a VMA's protection."""
@@ -519,6 +524,7 @@ class Process(_Uncopyable):
                 if not isinstance(mode, str):
                     raise TypeError(f"fork mode must be a str, not {type(mode).__name__}")
                 raise ValueError(f"fork mode must be one of {FORK_MODES}, not {mode!r}")
+            m._anon_vmas["fork_anon_vmas"] += self._anon_vma_count()
             return m._add(pgd, vl.copy())
 
     @_serialized
@@ -531,6 +537,7 @@ class Process(_Uncopyable):
         """
         core = self._live()
         mm = self._mm
+        self.machine._anon_vmas["exit_anon_vmas"] += self._anon_vma_count()
         core.exit_mm(self.pgd, mm.vl.arr, False)
         self.machine._retarget(mm.vl.vmas, [])
         mm.vl = VmaList()
@@ -546,6 +553,7 @@ class Process(_Uncopyable):
         with m._lock:
             core = self._live()
             mm = self._mm
+            m._anon_vmas["exit_anon_vmas"] += self._anon_vma_count()
             core.exit_mm(self.pgd, mm.vl.arr, True)
             m._retarget(mm.vl.vmas, [])
             mm.vl = VmaList()

@@ -11,7 +11,8 @@ in little memory.  Loops over frames and objects count in 64 bits.
   1. a frame's reference count = present slots pointing at it + caches holding it
   2. rmap: a frame's chain holds exactly those slots; pool nodes used = reachable
   3. a table's use count = the entries of live pgds and live tables pointing at it
-  4. a table with use count > 1 is reached only through entries with RW clear
+  4. a table with use count > 1 is reached only through entries with RW clear, unless
+     its whole span lies inside one shared VMA of every mm that reaches it
   5. a private frame reached from more than one slot has RW clear in every slot
   6. every frame is free or in use, never both, never neither
   7. a swap slot's count = the swap entries naming it
@@ -28,9 +29,21 @@ def fail(num, msg):
     raise InvariantError(f"invariant {num}: {msg}")
 
 
-def check(dict v, list pgds, list shm_ranges):
+def _shm_covered(vmas, uint64_t lo, uint64_t hi):
+    """Does [lo, hi) lie inside one shared VMA of `vmas` (rows start, end, flags,
+    shm_base, sorted)?"""
+    if vmas is None or len(vmas) == 0:
+        return False
+    k = int(np.searchsorted(vmas[:, 1], lo, side="right"))    # first end above lo
+    return (k < len(vmas) and vmas[k, 0] <= lo and vmas[k, 1] >= hi
+            and (int(vmas[k, 2]) & VM_SHARED) != 0)
+
+
+def check(dict v, list pgds, list shm_ranges, list vmas=None):
     """Raise InvariantError naming the first invariant broken.  v: Core.views();
-    pgds: the live page directories; shm_ranges: (base, npages) of each live object."""
+    pgds: the live page directories; shm_ranges: (base, npages) of each live object;
+    vmas: each pgd's VMA rows (the uint64 array the core takes), for invariant 4's
+    shm-covered tables (without them every shared table must be write-protected)."""
     cdef uint64_t nf = v["nframes"], hwm = v["hwm"], zero = v["zero_pfn"]
     cdef int levels = v["levels"], level
     cdef const int32_t[::1] count = v["count"]
@@ -65,9 +78,17 @@ def check(dict v, list pgds, list shm_ranges):
         return ents[<size_t>frame * per:(<size_t>frame + 1) * per]
 
     # ---- pgds and the tables they reach, level by level (invariants 3, 4, 6) --------
+    # shift[L]: log2 of the bytes an entry of a table of level L maps
+    shift = [0, PAGE_SHIFT]
+    for level in range(2, levels + 1):
+        shift.append(shift[level - 1] + int(nent[level - 1]).bit_length() - 1)
+    reach = {}              # table -> the pgds (by position) that reach it
+    tbase = {}              # table -> where its span starts
     kernel = entries(v["swapper_pgd"])[user_entries:nent[levels]]
     frontier = []
-    for g in pgds:
+    for gi, g in enumerate(pgds):
+        reach[g] = {gi}
+        tbase[g] = 0
         if g >= hwm or (flags[g] & (F_PGD | F_FREE)) != F_PGD:
             fail(6, f"pgd {g} is not an allocated page directory")
         if live_pgd[g]:
@@ -99,6 +120,10 @@ def check(dict v, list pgds, list shm_ranges):
                 users[t] += 1
                 if t not in nxt:
                     nxt[t] = entries(t)
+                    tbase[t] = tbase[parent] + (<uint64_t>i << shift[level])
+                    reach[t] = set(reach[parent])
+                else:
+                    reach[t] |= reach[parent]
         # invariant 4, over the entries of this level
         for parent, row in frontier:
             if level == levels and not top_rw:
@@ -106,9 +131,12 @@ def check(dict v, list pgds, list shm_ranges):
             for i in np.flatnonzero(row):
                 e = int(row[i])
                 t = entry_pfn(e)
-                if users[t] > 1 and (e & _RW):
+                if users[t] > 1 and (e & _RW) and not (vmas is not None and all(
+                        _shm_covered(vmas[gi], tbase[t], tbase[t] + (1 << shift[level]))
+                        for gi in reach[t])):
                     fail(4, f"table {t} has {users[t]} users but frame {parent} entry {i} "
-                            f"has RW set")
+                            f"has RW set, and its span is not inside one shared mapping "
+                            f"of every process that reaches it")
         for t, row in nxt.items():
             tlevel[t] = level - 1
         frontier = list(nxt.items())

@@ -173,8 +173,8 @@ cdef int privatize(State c, pfn_t ptab, uint32_t pi, int level, uint64_t base,
     (private) table ptab points at, before it changes anything under it.
 
     Leaf: the seed's privatize (privatize_pte).  Upper level: copy the entries; each
-    table they point at takes one use, and the entries lose RW in both copies, so
-    the level below becomes shared.  The old table loses one use; the entry points
+    table they point at takes one use, and the entries lose RW in both copies (but
+    those over shm-covered tables: share_entries), so the level below becomes shared.  The old table loses one use; the entry points
     at the copy, writable.  base: the address the table's span starts at."""
     cdef entry_t pe = eget(c, ptab, pi)
     cdef pfn_t t = entry_pfn(pe), nt
@@ -195,7 +195,7 @@ cdef int privatize(State c, pfn_t ptab, uint32_t pi, int level, uint64_t base,
             rc = privatize_pte(c, <pte32_t*>table_ptr(c, t), <pte32_t*>table_ptr(c, nt),
                                nt, base, mm)
     else:                       # above the leaf (pae, x86_64): the tables below
-        rc = share_table(c, t, nt, 0, c.nent[level])      # become shared
+        rc = share_table(c, t, nt, 0, c.nent[level], level, base, mm)   # become shared
     if rc != OK:
         free_table(c, nt)
         return rc

@@ -15,7 +15,7 @@ cdef uint64_t copy_tables_needed(State c, const mm_t* mm) noexcept
 cdef int copy_mm(State c, const mm_t* mm, pfn_t g) noexcept nogil
 cdef int share_mm(State c, const mm_t* mm, pfn_t g, int share_level) noexcept nogil
 cdef int share_table(State c, pfn_t src_t, pfn_t dst_t, uint32_t lo,
-                     uint32_t hi) noexcept nogil
+                     uint32_t hi, int level, uint64_t base, const mm_t* mm) noexcept nogil
 cdef int copy_range(State c, int level, pfn_t src_t, pfn_t dst_t, uint64_t start,
                     uint64_t end, bint cow) noexcept nogil
 cdef uint64_t mm_mapped(State c, mm_t mm) noexcept
@@ -25,7 +25,7 @@ cdef uint64_t tables_in(State c, int level, pfn_t t, uint64_t start, uint64_t en
 cdef uint64_t tables_above(State c, int level, pfn_t t, int share_level,
                            uint32_t nents) noexcept
 cdef int share_range(State c, int level, pfn_t src_t, pfn_t dst_t, int share_level,
-                     uint32_t lo, uint32_t hi) noexcept nogil
+                     uint32_t lo, uint32_t hi, uint64_t base, const mm_t* mm) noexcept nogil
 
 
 cdef inline bint bad_leaf(State c, leaf_t pte, uint64_t lim) noexcept nogil:

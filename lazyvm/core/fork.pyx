@@ -7,7 +7,9 @@ two forks' page-table walkers and their leaf loops.
   the leaf: write-protect COW PTEs in parent and child, get_page, page_add_rmap.
   share: share_range copies the levels above share_level; at the entries that point at
   tables of share_level, share_entries gives each table one more use and clears RW in
-  the parent's and the child's entry.  No PTE, frame count or chain is touched.
+  the parent's and the child's entry, unless the table's whole span lies inside one
+  shared VMA (shm-covered: its entry keeps RW, and a fault there installs the object's
+  frame in place for every sharer).  No PTE, frame count or chain is touched.
 
 Leaf loops are compiled once per entry width (the fused type leaf_t), so i386 keeps its
 32-bit loops.  The Python entry points (Core.fork_copy, Core.fork_share in api.pyx)
@@ -47,20 +49,21 @@ cdef int share_mm(State c, const mm_t* mm, pfn_t g, int share_level) noexcept no
     cdef int rc
     top_begin(&w)
     while top_next(c, mm, &w):
-        rc = share_range(c, c.levels, mm.pgd, g, share_level, w.lo, w.hi)
+        rc = share_range(c, c.levels, mm.pgd, g, share_level, w.lo, w.hi, 0, mm)
         if rc != OK:
             return rc
     return OK
 
 
 cdef int share_table(State c, pfn_t src_t, pfn_t dst_t, uint32_t lo,
-                     uint32_t hi) noexcept nogil:
-    """share_entries over entries [lo, hi) of table src_t into table dst_t."""
+                     uint32_t hi, int level, uint64_t base, const mm_t* mm) noexcept nogil:
+    """share_entries over entries [lo, hi) of table src_t (of `level`, its span
+    starting at base, in mm) into table dst_t."""
     if c.wide:
         return share_entries(c, <pte64_t*>table_ptr(c, src_t), <pte64_t*>table_ptr(c, dst_t),
-                             lo, hi)
+                             lo, hi, base, c.shift[level], mm)
     return share_entries(c, <pte32_t*>table_ptr(c, src_t), <pte32_t*>table_ptr(c, dst_t),
-                         lo, hi)
+                         lo, hi, base, c.shift[level], mm)
 
 
 cdef int copy_range(State c, int level, pfn_t src_t, pfn_t dst_t, uint64_t start,
@@ -166,15 +169,16 @@ cdef uint64_t tables_above(State c, int level, pfn_t t, int share_level,
 
 
 cdef int share_range(State c, int level, pfn_t src_t, pfn_t dst_t, int share_level,
-                     uint32_t lo, uint32_t hi) noexcept nogil:
-    """The seed's fork at one level, over entries [lo, hi) of src_t: tables of
-    share_level are shared (one more use, RW cleared in both entries:
-    share_entries); tables above it are copied, and recursed into."""
+                     uint32_t lo, uint32_t hi, uint64_t base, const mm_t* mm) noexcept nogil:
+    """The seed's fork at one level, over entries [lo, hi) of src_t (its span starting
+    at base): tables of share_level are shared (one more use, RW cleared in both
+    entries unless shm-covered: share_entries); tables above it are copied, and
+    recursed into."""
     cdef scan_t s
     cdef pfn_t ch, nt
     cdef int rc
     if level - 1 == share_level:
-        return share_table(c, src_t, dst_t, lo, hi)
+        return share_table(c, src_t, dst_t, lo, hi, level, base, mm)
     scan_begin(&s, src_t, lo, hi)
     while scan_next(c, &s):
         ch = entry_pfn(eget(c, src_t, s.idx))
@@ -184,7 +188,8 @@ cdef int share_range(State c, int level, pfn_t src_t, pfn_t dst_t, int share_lev
         if nt == 0:
             return ERR_NOMEM
         eset(c, dst_t, s.idx, mk_entry(nt, table_entry(c, level)))
-        rc = share_range(c, level - 1, ch, nt, share_level, 0, c.nent[level - 1])
+        rc = share_range(c, level - 1, ch, nt, share_level, 0, c.nent[level - 1],
+                         base + (<uint64_t>s.idx << c.shift[level]), mm)
         if rc != OK:
             return rc
     return OK
@@ -252,16 +257,18 @@ cdef inline int copy_ptes(State c, leaf_t* src, leaf_t* dst, pfn_t dst_t, uint32
 
 
 cdef int share_entries(State c, leaf_t* src, leaf_t* dst, uint32_t lo,
-                       uint32_t hi) noexcept nogil:
+                       uint32_t hi, uint64_t base, int shift, const mm_t* mm) noexcept nogil:
     """The entries [lo, hi) of src that point at tables of the share level: each table
     gains a use, and the entry loses RW in src and in its copy in dst (the seed's
-    fork: "increment the use counts on all page tables mapped by the page directory").
-    An entry naming a frame outside memory is ERR_BUG, with the uses taken given back
-    and dst's entries cleared (src keeps RW cleared: a use count of 1 restores it at the
-    next write fault)."""
+    fork: "increment the use counts on all page tables mapped by the page directory"),
+    except a table whose span (entry i: base + i << shift, 1 << shift bytes) lies
+    inside one shared VMA of mm, whose entries keep (take) RW.  An entry naming a frame
+    outside memory is ERR_BUG, with the uses taken given back and dst's entries cleared
+    (src keeps RW cleared: a use count of 1 restores it at the next write fault)."""
     cdef count_t* count = c.count
     cdef uint64_t nframes = c.nframes, t
     cdef uint32_t nframes32 = c.nframes, t32, j
+    cdef uint64_t span = (<uint64_t>1) << shift, a
     cdef leaf_t* s = src + lo
     cdef leaf_t* d = dst + lo
     cdef leaf_t* end = src + hi
@@ -280,7 +287,11 @@ cdef int share_entries(State c, leaf_t* src, leaf_t* dst, uint32_t lo,
                 if t >= nframes:
                     break
             count[t] += 1
-            e &= ~(<leaf_t>_RW)
+            a = base + (<uint64_t>(s - src) << shift)
+            if shm_covered(mm, a, a + span):
+                e |= <leaf_t>_RW
+            else:
+                e &= ~(<leaf_t>_RW)
             s[0] = e
             d[0] = e
             n += 1

@@ -123,6 +123,24 @@ cdef inline bint span_covered(const vma_t* vmas, Py_ssize_t nv, uint64_t lo,
     return a < nv and vmas[a].start < hi
 
 
+cdef inline bint shm_covered(const mm_t* mm, uint64_t lo, uint64_t hi) noexcept nogil:
+    """True if [lo, hi) lies wholly inside one shared VMA of mm (DESIGN.md section 2,
+    "Tables of shared mappings stay shared": such a table keeps RW in its entries when
+    shared, since every sharer maps the same object at the same offset over it)."""
+    cdef Py_ssize_t a = 0, b, m
+    if mm == NULL:
+        return False
+    b = mm.nv
+    while a < b:                     # first VMA whose end is above lo
+        m = (a + b) >> 1
+        if mm.vmas[m].end <= lo:
+            a = m + 1
+        else:
+            b = m
+    return (a < mm.nv and mm.vmas[a].start <= lo and mm.vmas[a].end >= hi
+            and (mm.vmas[a].flags & VM_SHARED) != 0)
+
+
 # ---- entries, walks, rmap slots ----------------------------------------------------------
 
 cdef inline entry_t eget(State c, pfn_t t, uint32_t i) noexcept nogil:

@@ -105,7 +105,9 @@ cdef int unshare_range(State c, int level, pfn_t t, uint64_t start, uint64_t end
     """Privatize, top down, every shared table under table t (private to this mm)
     that an operation on [start, end) will change: for munmap (keep = the VMAs left)
     the shared tables whose span keep still reaches; for mprotect (keep NULL) those
-    with an entry in the range.  Stops at a consistent point on ERR_NOMEM (every
+    with an entry in the range, and every shared table reached through an entry with
+    RW (shm-covered: a new protection is not the same for every sharer, and a later
+    fault would install a PTE for all of them).  Stops at a consistent point on ERR_NOMEM (every
     table privatized so far is whole)."""
     cdef walk_t w
     cdef entry_t x
@@ -124,7 +126,8 @@ cdef int unshare_range(State c, int level, pfn_t t, uint64_t start, uint64_t end
                 if keep != NULL:
                     shared = span_covered(keep.vmas, keep.nv, w.base, w.base + w.span)
                 else:
-                    shared = has_entries(c, level - 1, ch, w.lo, w.hi)
+                    shared = (((level != c.levels or c.top_rw) and (x & _RW) != 0)
+                              or has_entries(c, level - 1, ch, w.lo, w.hi))
                 if shared:
                     rc = privatize(c, t, w.idx, level - 1, w.base, mm)
                     if rc != OK:

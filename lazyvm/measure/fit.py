@@ -4,7 +4,8 @@
 with every coefficient kept at zero or above (a cost is never negative), used for the
 published figures as well as this machine's calibration; :func:`predict_fork_ns` prices a
 copy fork of a process with V VMAs, A of them with an anon_vma, P copied PTEs and T
-tables.
+tables; :func:`stretch_of` is the wall/CPU stretch of a run's forks and :func:`stretch`
+the one a profile records.
 """
 
 import itertools
@@ -37,10 +38,12 @@ def fit(X, y, weights=None):
         cov = s2 * np.linalg.inv(Xw.T @ Xw)
         se = np.sqrt(np.diag(cov))
     else:
+        cov = np.full((X.shape[1], X.shape[1]), np.nan)
         se = np.full(X.shape[1], np.nan)
     with np.errstate(divide="ignore", invalid="ignore"):
         rel = np.where(y != 0, res / y, np.nan)
-    return {"coef": coef, "se": se, "residuals": res, "rel_residuals": rel, "dof": dof}
+    return {"coef": coef, "se": se, "cov": cov, "residuals": res, "rel_residuals": rel,
+            "dof": dof}
 
 
 def fit_nonneg(X, y, weights=None):
@@ -55,6 +58,8 @@ def fit_nonneg(X, y, weights=None):
     free_all = fit(X, y, w)
     if (free_all["coef"] >= 0).all():
         return dict(free_all, pinned=[])
+    # the covariance: the free columns' from their fit, a pinned column's variance the
+    # unconstrained fit's, uncorrelated with the rest
     best = None
     for r in range(k - 1, 0, -1):
         for cols in itertools.combinations(range(k), r):
@@ -74,17 +79,42 @@ def fit_nonneg(X, y, weights=None):
     se = np.array(free_all["se"], dtype=float)
     coef[list(cols)] = f["coef"]
     se[list(cols)] = f["se"]
+    cov = np.diag(se ** 2)
+    cov[np.ix_(list(cols), list(cols))] = f["cov"]
     res = y - X @ coef
     with np.errstate(divide="ignore", invalid="ignore"):
         rel = np.where(y != 0, res / y, np.nan)
-    return {"coef": coef, "se": se, "residuals": res, "rel_residuals": rel,
+    return {"coef": coef, "se": se, "cov": cov, "residuals": res, "rel_residuals": rel,
             "dof": X.shape[0] - len(cols), "pinned": [j for j in range(k) if j not in cols]}
 
 
 def predict_fork_ns(profile, V, A, P, T):
-    """Predicted ns of a copy fork of a process with V VMAs (A of them with an
+    """Predicted CPU ns of a copy fork of a process with V VMAs (A of them with an
     anon_vma), P copied PTEs and T tables (each both copied and allocated)."""
     c = profile.costs
-    plain = profile.meta.get("fork_vma_no_anon_ns", c["fork_vmas"])
-    return (c["forks_copy"] + plain * (V - A) + c["fork_vmas"] * A
+    return (c["forks_copy"] + c["fork_vmas"] * V + c["fork_anon_vmas"] * A
             + c["ptes_copied"] * P + (c["tables_copied"] + c["tables_allocated"]) * T)
+
+
+def stretch_of(rows, floor_ns=1_000_000):
+    """The wall/CPU stretch of forks: for each fork of each row (dicts with "fork_ns"
+    and "fork_wall_ns" lists), its wall time over the row's minimum CPU time (the
+    fork's own cost), over the rows whose fork costs at least floor_ns of CPU (below
+    it the clocks' own overhead dominates; all rows if none does).
+    {"median", "q1", "q3", "min", "max", "n"}."""
+    import statistics
+    big = [r for r in rows if r["fork_ns"] and min(r["fork_ns"]) >= floor_ns] or rows
+    ratios = sorted(w / min(r["fork_ns"]) for r in big for w in r["fork_wall_ns"]
+                    if min(r["fork_ns"]) > 0)
+    if not ratios:
+        return {"median": 1.0, "q1": 1.0, "q3": 1.0, "min": 1.0, "max": 1.0, "n": 0}
+    q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
+    return {"median": float(statistics.median(ratios)), "q1": float(q[0]),
+            "q3": float(q[2]), "min": float(ratios[0]), "max": float(ratios[-1]),
+            "n": len(ratios)}
+
+
+def stretch(profile):
+    """The wall/CPU stretch recorded in `profile` (its median), or None."""
+    st = (profile.meta or {}).get("stretch")
+    return float(st["median"]) if isinstance(st, dict) and "median" in st else None

@@ -308,7 +308,7 @@ def measure_linux(pages: int, repeats: int, warmup: int = 1,
     with its spread (``*_spread``) and median (``*_median``); ``ns_per_page`` =
     median(fork)/pages, ``ns_per_page_marginal`` = (median(fork) - median(baseline))/pages
     with its range from the quartiles, ``touch_ns`` and ``vmpte_kb``.  With `counter`
-    (lazyvm.measure.calibrate.counts: what fork copies of this process, (V, A, P, T)), also
+    (lazyvm.measure.worker.counts: what fork copies of this process, (V, A, P, T)), also
     ``kernel_counts``: {"baseline": {V, A, P, T}, "with_pages": ...}, each read just
     before the forks it goes with (untimed).  ``fork_cpu_ns_median`` and
     ``fork_cpu_ns_spread``: the CPU time of the first batch of N-page forks (the

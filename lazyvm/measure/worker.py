@@ -56,11 +56,12 @@ def _touch(m, step=PAGE, write=True):
         return s
 
 
-def counts():
-    """(V, A, P, T) of this process now (see the module docstring)."""
+def counts(pid="self"):
+    """(V, A, P, T) of this process (or of process `pid`) now (see the module
+    docstring)."""
     vmas, copied = 0, []
     cur = None
-    with open("/proc/self/smaps") as f:
+    with open(f"/proc/{pid}/smaps") as f:
         for line in f:
             head = line.split(None, 1)[0]
             if "-" in head and not head.endswith(":"):
@@ -82,7 +83,7 @@ def counts():
         copied.append(cur)
     ptes = 0
     l1, l2, l3 = set(), set(), set()
-    fd = os.open("/proc/self/pagemap", os.O_RDONLY)
+    fd = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY)
     try:
         for lo, hi, _ in copied:
             # read 2 MiB-aligned chunks so that each chunk is one PTE table's entries
@@ -131,6 +132,48 @@ class Shape:
         self.maps = []
 
 
+def llc_bytes():
+    """The size of the last-level cache (the highest level in sysfs), or 32 MiB when
+    sysfs does not say."""
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    best = (0, 0)
+    try:
+        for d in os.listdir(base):
+            if not d.startswith("index"):
+                continue
+            with open(os.path.join(base, d, "level")) as f:
+                level = int(f.read())
+            with open(os.path.join(base, d, "size")) as f:
+                text = f.read().strip()
+            mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+            size = int(text.rstrip("KMG")) * mult
+            best = max(best, (level, size))
+    except (OSError, ValueError):
+        pass
+    return best[1] or (32 << 20)
+
+
+class Evictor:
+    """A MAP_SHARED anonymous buffer (fork copies none of its PTEs, and smaps counts
+    none of it as Anonymous) read end to end before each timed fork, so that the fork
+    finds its page tables and struct pages out of the cache, as a fork larger than the
+    cache does: the cold convention."""
+
+    def __init__(self, nbytes):
+        self.buf = mmap.mmap(-1, nbytes) if nbytes else None
+        if self.buf is not None:
+            for off in range(0, nbytes, PAGE):
+                self.buf[off] = 1
+
+    def __call__(self):
+        if self.buf is not None:
+            self.buf.find(b"\x02")          # reads every byte: memchr, no allocation
+
+    def close(self):
+        if self.buf is not None:
+            self.buf.close()
+
+
 def _reap(pid):
     _, status = os.waitpid(pid, 0)
     if not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0):
@@ -145,20 +188,23 @@ def _reap_cpu(pid):
     return int(round((ru.ru_utime + ru.ru_stime) * 1e9))
 
 
-def job_fork(shape, repeats, warmup=1, execs=0):
+def job_fork(shape, repeats, warmup=1, execs=0, evict=0):
     """Fork `repeats` times.  fork_ns: the CPU time of the forking thread across
     os.fork() (CLOCK_THREAD_CPUTIME_ID: the kernel's work for the fork, without the time
     other work on the host preempts it; fork_wall_ns beside it).  exit_ns: the child
     waits on a pipe, reads its own CPU clock, then _exit()s; the CPU time its rusage
     reports beyond that reading is its exit.  With execs, fork_exec_ns: the whole CPU
     time of a child that execs /bin/true, and fork_child_ns: that of a child that exits
-    at once, both from the rusage of wait4."""
+    at once, both from the rusage of wait4.  With evict (bytes), a buffer that size is
+    read before each timed fork (Evictor)."""
+    ev = Evictor(evict)
     sh = Shape(**shape)
     v, a, p, t = counts()
     fork_ns, wall_ns, exit_ns, exec_ns, child_ns = [], [], [], [], []
     r, w = os.pipe()
     br, bw = os.pipe()
     for k in range(warmup + repeats):
+        ev()
         t0 = _clock()
         c0 = _cpu()
         pid = os.fork()
@@ -192,6 +238,7 @@ def job_fork(shape, repeats, warmup=1, execs=0):
                 (exec_ns if do_exec else child_ns).append(total)
     again = counts()
     sh.close()
+    ev.close()
     return {"V": v, "A": a, "P": p, "T": t, "counts_after": again, "fork_ns": fork_ns,
             "fork_wall_ns": wall_ns, "exit_ns": exit_ns, "fork_exec_ns": exec_ns,
             "fork_child_ns": child_ns}

@@ -200,10 +200,15 @@ def format_findings(record: dict) -> str:
             val = f"{m['ratio']:.1f} ns ({m['lo']:.1f} to {m['hi']:.1f})"
         elif f["key"] == "linux_predicted":
             cpu = f.get("measured_cpu_ns")
+            pw, st = f.get("predicted_wall_ns"), f.get("stretch")
             val = (f"{_r.ns(f['predicted_ns'])} / {_r.ns(cpu or f['measured_ns'])} = "
                    f"{f['measured']['ratio']:.2f}"
-                   + (f" (wall time {_r.ns(f['measured_ns'])}: "
-                      f"{f['predicted_ns'] / f['measured_ns']:.2f})" if cpu else ""))
+                   + (f" (wall time {_r.ns(f['measured_ns'])}: predicted x the profile's "
+                      f"wall/CPU stretch {st:.2f} = {_r.ns(pw)}, "
+                      f"{pw / f['measured_ns']:.2f})" if pw else
+                      f" (wall time {_r.ns(f['measured_ns'])}: "
+                      f"{f['predicted_ns'] / f['measured_ns']:.2f}, no stretch in the "
+                      "profile)" if cpu else ""))
         else:
             val = _r.x_range(f["measured"])
         label = f" [{basis}]" if basis else ""

@@ -49,7 +49,7 @@ from ..layout import LAYOUTS, PAGE_SIZE
 from ..machine import CONFIGS as CONFIG_MODES
 from ..measure import host as _m
 from ..measure import published
-from ..measure.fit import predict_fork_ns
+from ..measure.fit import predict_fork_ns, stretch
 from ..measure.worker import counts as count_this_process
 from ..report import format as _r
 from ..report.compare import LINUX, PREDICTED_SPREAD, WHY_DIFFERENT
@@ -477,7 +477,8 @@ def run_compare(sizes=None, repeats=None, quick: bool = False, progress: bool = 
 
 ODF_GB_QUICK = (1, 8)          # On-demand-fork sizes counted with --quick (50 GB: ~4 s)
 ODF_GB = (1, 8, 50)
-FIXED_EVENTS = ("forks_copy", "forks_share", "exits", "execs", "fork_vmas", "exit_vmas")
+FIXED_EVENTS = ("forks_copy", "forks_share", "exits", "execs", "fork_vmas", "exit_vmas",
+                "fork_anon_vmas", "exit_anon_vmas")
 def _div(a, b):
     return a / b if b else None
 
@@ -527,9 +528,13 @@ def predicted_size(entry: dict, prof) -> dict:
         pb = float(predict_fork_ns(prof, b["V"], b["A"], b["P"], b["T"]))
         meas = lin["fork_ns_median"]
         cpu = lin.get("fork_cpu_ns_median")
+        st = stretch(prof)
+        wall = pf * st if st else None
         out[LINUX] = {"counts": kc, "fork_ns": pf, "baseline_ns": pb,
                       "measured_fork_ns_median": meas,
                       "error": (pf - meas) / meas if meas else None,
+                      "stretch": st, "fork_wall_ns": wall,
+                      "error_wall": (wall - meas) / meas if meas and wall else None,
                       "measured_fork_cpu_ns_median": cpu,
                       "error_cpu": (pf - cpu) / cpu if cpu else None,
                       "marginal_ns_per_page": (pf - pb) / entry["pages"],
@@ -752,6 +757,8 @@ def predicted_findings(results: list, slopes: dict, pred: dict, prof) -> list:
                  lp["fork_ns"] / lp["measured_fork_ns_median"], big["pages"], None, None,
                  None)
         d["predicted_ns"] = lp["fork_ns"]
+        d["predicted_wall_ns"] = lp.get("fork_wall_ns")
+        d["stretch"] = lp.get("stretch")
         d["measured_ns"] = lp["measured_fork_ns_median"]
         d["measured_cpu_ns"] = lp["measured_fork_cpu_ns_median"]
         if d["measured_cpu_ns"]:

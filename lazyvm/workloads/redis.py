@@ -23,6 +23,8 @@ import threading
 import time
 
 from ..layout import PAGE_SIZE
+from ..measure import calibrate as cal, worker
+from ..measure.fit import CalibrationError, predict_fork_ns
 from ..report.replay import format_replay
 from . import snapshot
 from .replay import load_costs, replay
@@ -42,6 +44,7 @@ DEFAULTS = {
     "load_s": 0.5,            # seconds of SET load before BGSAVE
     "configs": None,          # configurations (default all four)
     "quick": False,           # keys=20000, value_size=512
+    "cpu_fork": 5,            # forks of a process of the same shape, CPU-timed (0: none)
     "out": None,              # also save the capture to this snapshot file
     "baseline": True,         # first a BGSAVE with no load and no capture (its fork time)
 }
@@ -213,6 +216,9 @@ def run_redis_bgsave(params=None):
     if params.get("quick"):
         p.update(QUICK)
     p.update(params)
+    if not isinstance(p["cpu_fork"], int) or isinstance(p["cpu_fork"], bool) \
+            or p["cpu_fork"] < 0:
+        raise snapshot.SnapshotError(f"cpu_fork must be a count >= 0, not {p['cpu_fork']!r}")
     for k in ("keys", "value_size", "requests", "clients", "pipeline", "repeats"):
         if not isinstance(p[k], int) or isinstance(p[k], bool) or p[k] <= 0:
             raise snapshot.SnapshotError(f"{k} must be a positive integer, not {p[k]!r}")
@@ -243,6 +249,12 @@ def run_redis_bgsave(params=None):
             _wait_bgsave(client, time.monotonic() + p["timeout"])
             base = {"latest_fork_usec": client.info("stats").get("latest_fork_usec"),
                     "rdb_last_cow_size": client.info("persistence").get("rdb_last_cow_size")}
+        cpu_fork = None
+        if p["cpu_fork"]:
+            # forks of a process of the same shape (as many PTEs to copy as Redis has,
+            # read from its smaps and pagemap), CPU- and wall-timed under the same
+            # conditions as the BGSAVE above: their wall/CPU is this run's stretch
+            cpu_fork = _cpu_fork(proc.pid, p["cpu_fork"])
         loadgen = subprocess.Popen(
             [bench, "-h", "127.0.0.1", "-p", str(port), "-t", "set", "-n", str(p["requests"]),
              "-r", str(p["keys"]), "-d", str(p["value_size"]), "-c", str(p["clients"]),
@@ -311,6 +323,12 @@ def run_redis_bgsave(params=None):
              "uncaptured": base,
              "load_running_at_end": still_loading, "populate_s": round(populate_s, 3),
              "bgsave_s": round(save_s, 3), "log": cow_lines}
+    if cpu_fork is not None:
+        prof = _costs(p["costs"], [])
+        if prof is not None and "redis" in cpu_fork:
+            cpu_fork["predicted_ns_from_counts"] = float(predict_fork_ns(
+                prof, *(cpu_fork["redis"][x] for x in "VAPT")))
+        rec["cpu_fork"] = cpu_fork
     rec["redis"] = redis
     rec["params"] = {k: v for k, v in p.items() if k != "check"}
     rec["capture"] = {k: snap.meta.get(k) for k in (
@@ -330,6 +348,33 @@ def _costs(name, notes):
     except snapshot.SnapshotError as e:
         notes.append(f"no predicted kernel time: {e}")
         return None
+
+
+def _cpu_fork(pid, forks):
+    """A CPU-timed copy fork of a process of Redis's shape: the calibration worker
+    (lazyvm calibrate's) holding dense private pages, the cache evicted before
+    each fork as the calibration does; `pages` is what Redis (process `pid`) has to
+    copy (measure.worker.counts) less the worker's own.  Its forking thread's CPU time (min, median,
+    max ns), its wall time, their stretch (median wall / minimum CPU, as the
+    calibration defines it) and its own counts (V, A, P, T: the pages plus the
+    worker's own)."""
+    try:
+        v, a, ptes, t = worker.counts(pid)
+        base = cal.run_worker([{"kind": "fork", "name": "base", "shape": {},
+                                "repeats": 1}])[0]["P"]
+        pages = max(0, ptes - base)
+        r = cal.run_worker([{"kind": "fork", "name": "redis shape",
+                             "shape": {"dense": int(pages)}, "repeats": forks,
+                             "evict": 2 * worker.llc_bytes()}])[0]
+    except (CalibrationError, OSError) as e:
+        return {"error": str(e)}
+    ns = sorted(r["fork_ns"])
+    wall = sorted(r["fork_wall_ns"])
+    return {"pages": int(pages), "forks": len(ns), "min_ns": ns[0],
+            "median_ns": ns[len(ns) // 2], "max_ns": ns[-1],
+            "wall_min_ns": wall[0], "wall_median_ns": wall[len(wall) // 2],
+            "wall_max_ns": wall[-1], "stretch": wall[len(wall) // 2] / ns[0],
+            "worker": {x: r[x] for x in "VAPT"}, "redis": {"V": v, "A": a, "P": ptes, "T": t}}
 
 
 def _version(server):
@@ -360,6 +405,22 @@ def _compare(rec):
     if copy is not None:
         out["copy_cow_copies_equal_write_set"] = copy["cow_copies"] == rec["write_set"]
     ns = [(n, c["kernel_ns"]) for n, c in rec["configs"].items() if c["kernel_ns"]]
+    wall = (rec["configs"].get("copy") or {}).get("kernel_wall_ns")
+    if r.get("latest_fork_usec") and wall:
+        out["predicted_wall_copy_fork_vs_latest_fork_usec"] = round(
+            wall / 1000 / r["latest_fork_usec"] - 1, 4)
+    cf = rec.get("cpu_fork") or {}
+    if cf.get("min_ns") and "copy" in dict(ns):
+        out["predicted_copy_fork_vs_cpu_timed_fork"] = round(
+            dict(ns)["copy"] / cf["min_ns"] - 1, 4)
+        if cf.get("predicted_ns_from_counts"):
+            out["predicted_from_redis_counts_vs_cpu_timed_fork"] = round(
+                cf["predicted_ns_from_counts"] / cf["min_ns"] - 1, 4)
+        un = (r.get("uncaptured") or {}).get("latest_fork_usec")
+        if un:
+            # the wall-clock prediction with the stretch measured beside that BGSAVE
+            out["predicted_wall_same_run_vs_uncaptured_latest_fork_usec"] = round(
+                dict(ns)["copy"] * cf["stretch"] / 1000 / un - 1, 4)
     if r.get("latest_fork_usec") and "copy" in dict(ns):
         out["predicted_copy_fork_vs_latest_fork_usec"] = round(
             dict(ns)["copy"] / 1000 / r["latest_fork_usec"] - 1, 4)
@@ -403,9 +464,33 @@ def format_redis(rec):
         rows.append(("fork time, idle", f"latest_fork_usec "
                      f"{un['latest_fork_usec']} us", "(a BGSAVE before: no load, no capture)"))
     rows.append(("fork time", f"latest_fork_usec {r['latest_fork_usec']} us",
-                 f"predicted {kns / 1000:.0f} us (copy, {rec['costs']})" if kns else
+                 f"predicted {kns / 1000:.0f} us CPU (copy, {rec['costs']})" if kns else
                  f"simulated {copy.get('fork_ns_median', 0) / 1000:.0f} us (copy, median; "
                  "no cost model)"))
+    if copy.get("kernel_wall_ns"):
+        rows.append(("fork time, wall", f"latest_fork_usec {r['latest_fork_usec']} us",
+                     f"predicted {copy['kernel_wall_ns'] / 1000:.0f} us = CPU x the "
+                     f"calibration's wall/CPU stretch {rec['stretch']:.2f}"))
+    cf = rec.get("cpu_fork") or {}
+    if cf.get("min_ns") and kns and un.get("latest_fork_usec"):
+        rows.append(("fork time, wall, idle", f"latest_fork_usec {un['latest_fork_usec']} us",
+                     f"predicted {kns * cf['stretch'] / 1000:.0f} us = CPU x the stretch "
+                     f"{cf['stretch']:.2f} of a same-size fork timed beside it (wall "
+                     f"median {cf['wall_median_ns'] / 1000:.0f} / CPU min "
+                     f"{cf['min_ns'] / 1000:.0f} us)"))
+    if cf.get("min_ns"):
+        rows.append(("fork CPU time, same shape",
+                     f"{cf['min_ns'] / 1000:.0f} us (min; median {cf['median_ns'] / 1000:.0f},"
+                     f" max {cf['max_ns'] / 1000:.0f}, {cf['forks']} forks of "
+                     f"{cf['worker']['P']} PTEs)",
+                     (f"predicted {kns / 1000:.0f} us CPU (copy, lazyvm's replay)" if kns
+                      else "-") + (f"; {cf['predicted_ns_from_counts'] / 1000:.0f} us from "
+                                   f"Redis's own V, A, P, T ({cf['redis']['V']}, "
+                                   f"{cf['redis']['A']}, {cf['redis']['P']}, "
+                                   f"{cf['redis']['T']})"
+                                   if cf.get("predicted_ns_from_counts") else "")))
+    elif cf.get("error"):
+        rec["notes"].append(f"no CPU-timed fork of the same shape: {cf['error']}")
     w = [max(len(x[i]) for x in rows) for i in range(3)]
     for row in rows:
         lines.append("  " + "  ".join(v.ljust(w[i]) for i, v in enumerate(row)))

@@ -16,6 +16,7 @@ from .. import Machine
 from ..costs import load_profile
 from ..layout import LAYOUTS, PAGE_SIZE as PAGE
 from ..machine import CONFIGS
+from ..measure.fit import stretch
 from ..measure.host import check_host_memory, memory_for, spread
 from .snapshot import _NONE, F_PRESENT, LEAF_SPAN, SIDE_CHILD, SnapshotError
 
@@ -67,8 +68,10 @@ def replay(snap, layout=None, costs=None, configs=None, repeats=3, use_trace=Tru
         if c not in CONFIGS:
             raise SnapshotError(f"unknown configuration {c!r}: use {', '.join(CONFIGS)}")
     extra = {"layout": layout, "contents": False}
+    st = None
     if costs is not None:
         extra["costs"] = load_costs(costs)
+        st = stretch(extra["costs"])      # the calibration's wall/CPU, or None
     wset = snap.cow_addr
     vid = snap.page_vma(wset)
     private_w = np.array([p[3] == "p" and "w" in p[:3] for p in snap.vma_perms], bool)
@@ -88,7 +91,11 @@ def replay(snap, layout=None, costs=None, configs=None, repeats=3, use_trace=Tru
               "layout": layout, "memory": memory, "costs": _costs_name(costs),
               "captured": snap.host(), "repeats": repeats, "configs": {},
               "notes": notes,
-              "write_set": int(writable.sum())}
+              "write_set": int(writable.sum()), "stretch": st}
+    if st:
+        notes.append(f"kernel_wall_ns is kernel_ns (CPU time) x {st:.2f}, the wall/CPU "
+                     "stretch lazyvm calibrate measured in the run that made the profile: "
+                     "compare it with wall-clock figures such as Redis's latest_fork_usec")
     wa, ws = wset[writable], snap.cow_side[writable]
     # What the write set reaches: leaf tables (the span one leaf table maps) written,
     # against the leaf tables the address space has.
@@ -138,6 +145,8 @@ def replay(snap, layout=None, costs=None, configs=None, repeats=3, use_trace=Tru
                "fork_ns_max": int(sp["max"]), "fork_ns_all": times,
                "first_fork_ns": times[0],
                "kernel_ns": kernel_ns, "kernel_ns_fork_and_writes": kernel_total,
+               "kernel_wall_ns": (round(kernel_ns * st) if kernel_ns is not None and st
+                                  else None),
                "write_ns": write_ns, "build_ns": build_ns, "trace_engine": traced,
                "cow_copies": writes.get("cow_copies", 0),
                "cow_reuses": writes.get("cow_reuses", 0),

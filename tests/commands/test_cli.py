@@ -42,7 +42,7 @@ WIDTH = 100
 # error against the measured fork (either sign) may be too.
 NOT_POSITIVE = {"delta", "stats_after", "frames_leaked", "map_address",
                 "ns_per_page_marginal", "ns_per_page_marginal_range", "vmpte_kb",
-                "rel_iqr", "extra", "lo", "events", "error", "error_cpu",
+                "rel_iqr", "extra", "lo", "events", "error", "error_cpu", "error_wall",
                 "measured_marginal_ns_per_page", "marginal_ns_per_page"}
 
 

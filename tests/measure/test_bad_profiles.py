@@ -108,7 +108,7 @@ def test_calibration_holds_a_negative_difference_at_zero(monkeypatch):
     rng = np.random.default_rng(3)
     coef = np.array([50_000.0, 800.0, 300.0, 60.0, 900.0])
 
-    def fake_rounds(jobs, reps, rounds):
+    def fake_rounds(jobs, reps, rounds, helper=None):
         out = {}
         for job in jobs:
             if job["kind"] == "faults":
@@ -129,7 +129,7 @@ def test_calibration_holds_a_negative_difference_at_zero(monkeypatch):
     monkeypatch.setattr(cal, "_rounds", fake_rounds)
     monkeypatch.setattr(cal, "measure_primitives", lambda quick=False: (
         80.0, 1.0, 2.0, 0.1, {"chase_bytes": 256 << 20}))
-    prof, _ = cal.calibrate(quick=True)
+    prof, _ = cal.calibrate(quick=True, helper=False)
     assert prof.costs["execs"] == 0.0 and "held at 0" in prof.source["execs"]
     assert prof.costs["tables_allocated"] == 0.0
     assert all(v >= 0 for v in prof.costs.values())

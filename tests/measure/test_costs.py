@@ -267,8 +267,22 @@ def test_quick_calibration_through_the_cli(tmp_path, capsys):
     assert 30 < prof.costs["fork_vmas"] < 20000
     assert 100 < prof.costs["tables_copied"] + prof.costs["tables_allocated"] < 50000
     rows = prof.meta["fit"]["fork"]["rows"]
-    assert len(rows) == len(cal.FIT_SHAPES)
+    helper = prof.meta["helper"]["row"]
+    assert len(rows) == len(cal.QUICK_FIT_SHAPES) + (helper is not None)
     assert max(abs(r["rel_residual"]) for r in rows) < 1.0
+    # the stretch of the same run and the cache convention are recorded
+    st = prof.meta["stretch"]
+    assert st["q1"] <= st["median"] <= st["q3"] and st["median"] >= 0.9 and st["n"] > 0
+    assert prof.meta["cache"]["llc_bytes"] > 0
+    # the fitted costs carry their covariance, and a prediction's error uses it
+    cov = prof.covariance
+    assert cov is not None and "forks_copy" in cov["events"] and "ptes_copied" in cov["events"]
+    n = {"forks_copy": 1, "ptes_copied": 100000, "tables_copied": 200,
+         "tables_allocated": 200, "fork_vmas": 50}
+    i = {e: k for k, e in enumerate(cov["events"])}
+    var = sum(n[a] * n[b] * cov["ns2"][i[a]][i[b]] for a in n for b in n)
+    assert prof.uncertainty_ns(n) == pytest.approx(math.sqrt(var))
+    assert prof.costs["tables_copied"] >= 0 and prof.costs["fork_anon_vmas"] >= 0
     assert prof.meta["primitives"]["cache_miss_ns"] > 0
     assert "Morton" in prof.source["rmap_adds"]
 

@@ -220,7 +220,8 @@ def check_derived(m, lay, procs, swap=False, shared_levels=None):
     3. a table's use count equals the entries of live pgds and live tables that
        point at it;
     4. a table with use count > 1 is reached only through entries with RW clear
-       (pae's PDPT entries have no RW bit);
+       (pae's PDPT entries have no RW bit), unless its span lies inside one shared
+       mapping of every process that reaches it;
     5. a private frame reached from more than one leaf slot has RW clear in each.
     shared_levels: the levels whose tables may be shared (None: any)."""
     d = derive(m, lay, [p.pgd for p in procs])
@@ -236,10 +237,14 @@ def check_derived(m, lay, procs, swap=False, shared_levels=None):
                                               "may be" % (lvl, t, shared_levels))
             assert lay.has_rw(lvl + 1), ("a table below pae's PDPT (%s) is shared: it "
                                          "cannot be write-protected" % t)
+            covered = all(
+                any(v[3] and v[0] <= base and base + lay.span(lvl) <= v[1] for v in p.vmas)
+                for p in procs for (l2, base, c) in d.per_proc[p.pgd]["spans"] if c == t)
             for parent, i, e in refs:
-                assert not e & RW, ("invariant 4: shared table %s (level %d, use count %d) "
-                                    "reached through writable entry %s of %s[%d]"
-                                    % (t, lvl, n, hx(e), parent, i))
+                assert covered or not e & RW, (
+                    "invariant 4: shared table %s (level %d, use count %d) reached through "
+                    "writable entry %s of %s[%d], its span not inside one shared mapping "
+                    "of every sharer" % (t, lvl, n, hx(e), parent, i))
     for f, slots in d.slots.items():
         kind = m.frame_kind(f)
         if kind == "reserved":                   # the ZERO_PAGE: never counted
@@ -714,7 +719,14 @@ class LayoutMachine(RuleBasedStateMachine):
                     if state in ("d", "s"):
                         rss_hi += 1
                         rss_lo += v.prot != ""
-                    if state is None:
+                    leaf = pg - pg % lay.span(1)
+                    if state is None and pa is not None and v.obj is not None \
+                            and v.start <= leaf and leaf + lay.span(1) <= v.end:
+                        # a table inside one shared mapping stays shared: another
+                        # sharer's fault installed the object's page for this one too
+                        rss_lo += 1
+                        rss_hi += 1
+                    elif state is None:
                         assert pa is None, ("pid %d page %s never touched maps %s"
                                             % (p.pid, hx(pg), hx(pa)))
                     elif v.prot != "":

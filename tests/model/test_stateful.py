@@ -260,6 +260,7 @@ class VMStateMachine(RuleBasedStateMachine):
         API alone (pde, pte, frame_count), not trusting Machine.check()."""
         slots = {}              # (table pfn, index) -> (pte, shared mapping?)
         users = collections.defaultdict(set)    # table pfn -> pids whose PDE points at it
+        covered = {}            # (table pfn, pid) -> span inside one shared mapping
         for p, mdl in self.procs:
             spans = {x for v in mdl.vmas for x in range(v.start >> 22, ((v.end - 1) >> 22) + 1)}
             for x in (range(USER_TOP >> 22) if all_pdes else sorted(spans)):
@@ -268,6 +269,10 @@ class VMStateMachine(RuleBasedStateMachine):
                     assert x in spans, ("pid %s keeps a table at PDE %d where it maps nothing"
                                         % (p.pid, x))
                     users[pde >> 12].add((p.pid, pde))
+                    # is this table's 4 MiB span inside one shared mapping of p?
+                    covered[(pde >> 12, p.pid)] = any(
+                        v.shared and v.start <= x << 22 and (x + 1) << 22 <= v.end
+                        for v in mdl.vmas)
             for v in mdl.vmas:
                 for pg in range(v.start, v.end, PAGE):
                     pde = int(p.pde(pg) or 0)
@@ -285,7 +290,8 @@ class VMStateMachine(RuleBasedStateMachine):
             assert self.m.frame_count(table) == len(who), (
                 "table %s has use count %d, but %d pgds point at it"
                 % (hx(table), self.m.frame_count(table), len(who)))
-            if len(who) > 1:
+            if len(who) > 1 and not all(covered[(table, pid)] for pid, _ in who):
+                # (a table inside one shared mapping of every sharer keeps RW)
                 assert all(not pde & RW for _, pde in who), (
                     "shared table %s reached through a writable PDE" % hx(table))
         frames = collections.defaultdict(list)

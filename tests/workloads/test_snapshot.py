@@ -535,3 +535,22 @@ def test_unknown_cost_profile_is_a_clear_error(cow_capture):
         rp.replay(snap, layout="i386", costs="no-such-profile", configs=["copy"])
     with pytest.raises(SnapshotError, match="unknown configuration"):
         rp.replay(snap, layout="i386", configs=["eager"])
+
+
+def test_replay_gives_cpu_and_wall_kernel_time(cow_capture):
+    """kernel_ns is the profile's CPU time; kernel_wall_ns is it times the stretch the
+    calibration measured (meta "stretch"), and null for a profile without one."""
+    from lazyvm.costs import load_profile
+    _, snap = cow_capture
+    prof = load_profile("linux-2.5.41")
+    rec = rp.replay(snap, layout="i386", repeats=1, costs=prof, configs=["copy"])
+    c = rec["configs"]["copy"]
+    assert c["kernel_ns"] > 0 and c["kernel_wall_ns"] is None and rec["stretch"] is None
+    prof.meta = dict(prof.meta, stretch={"median": 2.5, "q1": 1.5, "q3": 3.0,
+                                         "min": 1.0, "max": 9.0, "n": 40})
+    rec = rp.replay(snap, layout="i386", repeats=1, costs=prof, configs=["copy", "share"])
+    for name in ("copy", "share"):
+        c = rec["configs"][name]
+        assert c["kernel_wall_ns"] == round(c["kernel_ns"] * 2.5)
+    assert rec["stretch"] == 2.5
+    assert any("stretch" in n for n in rec["notes"])
