@@ -247,7 +247,7 @@ class Machine(_Uncopyable):
                 f"accounting={self.accounting!r})")
 
     def _repr_html_(self) -> str:
-        from .show import machine_html
+        from .view import machine_html
         return str(machine_html(self))
 
     # -- processes -------------------------------------------------------------------
