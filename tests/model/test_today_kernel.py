@@ -439,3 +439,52 @@ def test_thp_without_contents():
     s = m.stats()
     assert s["thp_faults"] == 8 and s["thp_splits"] == 8 and s["cow_copies"] == 8 * 512
     m.check()
+
+
+@pytest.mark.parametrize("layout", ["pae", "x86_64"])
+@pytest.mark.parametrize("mode", ["copy", "share", "odf"])
+@pytest.mark.parametrize("thp_cow", ["split", "copy"])
+def test_thp_out_of_memory_at_every_allocation(layout, mode, thp_cow):
+    """fail_after(n) for n = 0, 1, ... through a fork of huge mappings and a write that
+    splits (or copies) one: each failure leaves check() passing, no byte changed, and a
+    failed fork no child and no frame taken."""
+    m = Machine(memory=32 * MiB, layout=layout, thp="always", thp_cow=thp_cow, rmap=True)
+    p = m.spawn()
+    a = p.mmap(3 * HUGE, addr=0x40000000 + 4096)      # two huge pages, two partial tables
+    for pg in range(a, a + 3 * HUGE - 4096, 32 * 4096):
+        p.write(pg, pg.to_bytes(8, "little"))
+    assert m.stats()["thp_faults"] == 2
+    n = 0
+    while True:
+        free = m.stats()["frames_free"]
+        m.fail_after(n)
+        try:
+            c = p.fork(mode)
+        except OutOfMemory:
+            m.fail_after(None)
+            assert m.stats()["frames_free"] == free and len(m.processes) == 1
+            m.check()
+            n += 1
+            continue
+        m.fail_after(None)
+        break
+    m.check()
+    target = 0x40000000 + HUGE + 5 * 4096             # inside the first huge page
+    n = 0
+    while True:
+        m.fail_after(n)
+        try:
+            c.write(target, b"child")
+        except OutOfMemory:
+            m.fail_after(None)
+            m.check()
+            assert c.read(target, 5) == bytes(5)
+            n += 1
+            continue
+        m.fail_after(None)
+        break
+    assert n >= 1
+    m.check()
+    assert c.read(target, 5) == b"child" and p.read(target, 5) == bytes(5)
+    for pg in range(a, a + 3 * HUGE - 4096, 32 * 4096):
+        assert p.read(pg, 8) == c.read(pg, 8) == pg.to_bytes(8, "little")
