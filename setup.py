@@ -14,8 +14,8 @@ from setuptools import Extension, setup
 DEBUG = os.environ.get("LAZYVM_DEBUG", "") not in ("", "0")
 
 # In dependency order: each module cimports only modules listed before it.
-MODULES = ("defs", "state", "frames", "rmap", "swap", "fork", "fault", "zap", "reclaim",
-           "trace", "inspection", "api", "check")
+MODULES = ("defs", "state", "frames", "rmap", "swap", "accounting", "thp", "fork", "fault",
+           "zap", "reclaim", "trace", "inspection", "api", "check")
 
 directives = {
     "language_level": 3,

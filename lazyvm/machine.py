@@ -31,8 +31,11 @@ CONFIGS = {
     "share": ("share", False),        # lazy page-table sharing (the seed)
     "share+rmap": ("share", True),
 }
+ACCOUNTINGS = ("lazy", "eager")
+THP_MODES = ("never", "always", "madvise")
+THP_COW = ("split", "copy")
 FRAME_KINDS = {0x001: "free", 0x002: "reserved", 0x004: "pgd", 0x008: "table",
-               0x010: "anon", 0x020: "shmem"}
+               0x010: "anon", 0x020: "shmem", 0x400: "anon"}   # 0x400: a huge page's tail
 
 # Trace events (Machine.replay): rows of (pid, kind, addr, arg).
 EV_READ, EV_WRITE, EV_FORK, EV_EXIT, EV_MUNMAP = 0, 1, 2, 3, 4
@@ -45,7 +48,8 @@ RECLAIM_METHODS = ("rmap", "scan")
 
 def check_machine_args(memory: Any = 64 << 20, fork_mode: Any = "share", rmap: Any = True,
                        swap: Any = 0, layout: Any = "i386", share_level: Any = 1,
-                       contents: Any = True) -> Tuple[int, int, int, bool, bool, Layout]:
+                       contents: Any = True, accounting: Any = "lazy", thp: Any = "never",
+                       thp_cow: Any = "split") -> Tuple[int, int, int, bool, bool, Layout]:
     """Check Machine's arguments (TypeError or ValueError, as Machine raises them)
     without building anything; return (memory, swap, share_level, rmap, contents, the
     Layout)."""
@@ -81,6 +85,18 @@ def check_machine_args(memory: Any = 64 << 20, fork_mode: Any = "share", rmap: A
                if layout == "pae" else "")
         raise ValueError(f"share_level on {layout} must be 1..{lay.max_share_level}, "
                          f"not {share_level}{why}")
+    for value, what, allowed in ((accounting, "accounting", ACCOUNTINGS),
+                                 (thp, "thp", THP_MODES), (thp_cow, "thp_cow", THP_COW)):
+        if not isinstance(value, str):
+            raise TypeError(f"{what} must be a str, not {type(value).__name__}")
+        if value not in allowed:
+            raise ValueError(f"{what} must be one of {allowed}, not {value!r}")
+    if thp != "never" and layout == "i386":
+        raise ValueError("i386 has no huge pages for user memory here: thp must be "
+                         "'never' (use layout 'pae' or 'x86_64')")
+    if accounting == "eager" and share_level != 1:
+        raise ValueError("eager accounting counts pages under shared leaf tables: it "
+                         f"needs share_level=1, not {share_level}")
     return memory, swap, share_level, rmap, contents, lay
 
 
@@ -93,9 +109,10 @@ class Machine(_Uncopyable):
         Physical memory in bytes, a whole number of 4 KiB pages, at most the layout's
         limit (i386 4 GiB, pae 64 GiB, x86_64 16 TiB less one page: frame numbers
         are 32-bit; more is a ValueError naming the limit).
-    fork_mode : {"share", "copy"}
-        What ``Process.fork()`` does by default: share the page tables (the seed) or
-        copy them (Linux 2.4's ``copy_page_range``).
+    fork_mode : {"share", "copy", "odf"}
+        What ``Process.fork()`` does by default: share the page tables (the seed), copy
+        them (Linux 2.4's ``copy_page_range``), or On-demand-fork (EuroSys 2021): share
+        a leaf table only if its whole span lies inside one private VMA, copy the rest.
     rmap : bool
         Keep a reverse map (2.6.0 pte_chains) of every mapped frame.
     swap : int
@@ -111,6 +128,28 @@ class Machine(_Uncopyable):
         spaces far larger than the host can be built and forked.
     costs : str, path or lazyvm.costs.Profile, optional
         A cost profile: ``stats()["kernel_ns"]`` is then the predicted kernel time.
+    accounting : {"lazy", "eager"}
+        How pages under a shared leaf table are counted.  "lazy" (the seed): a page
+        takes a reference (and rmap slot) for another table only when a table is
+        privatized.  "eager" (COW page tables v3-v5): a share or odf fork takes, for
+        every present page under each leaf table it shares, the reference a copy fork
+        would take (``eager_refs``), copying no PTE; privatize takes none; a sharer that
+        lets go of a shared table drops one per page (``eager_refs_dropped``).  rmap
+        slots stay one per table slot.  Eager needs ``share_level=1``.
+    thp : {"never", "always", "madvise"}
+        Transparent huge pages (pae and x86_64; i386 allows only "never").  A write
+        fault in a 2 MiB-aligned range that lies inside one private writable VMA that
+        THP applies to ("always": unless madvised "nohugepage"; "madvise": if madvised
+        "hugepage") and whose pmd entry is empty maps a huge page: 512 contiguous
+        frames, the first 512-aligned, in one pmd entry with PS (0x080), and deposits a
+        zeroed leaf table for a later split (counted in ``page_tables``).  No such run
+        of free frames: 4 KiB pages (``thp_fallbacks``).  A read fault maps the
+        ZERO_PAGE as before.  Counters: ``thp_faults``, ``thp_fallbacks``,
+        ``thp_splits``, ``thp_copies``, ``tables_deposited`` (deposited now).
+    thp_cow : {"split", "copy"}
+        A write to a huge page mapped read-only with more than one reference: "split"
+        (Linux 5.8 on) splits this mapping into 512 PTEs and copies the one 4 KiB page;
+        "copy" copies the huge page whole (``thp_copies``).
 
     Raises
     ------
@@ -118,7 +157,8 @@ class Machine(_Uncopyable):
         An argument of the wrong type.
     ValueError
         A size that is not whole pages or exceeds the layout's limit, an unknown layout,
-        fork mode or share level.
+        fork mode, share level, accounting or THP mode; eager accounting with
+        ``share_level > 1``; THP on i386.
 
     Examples
     --------
@@ -132,9 +172,11 @@ class Machine(_Uncopyable):
 
     def __init__(self, memory: int = 64 << 20, fork_mode: str = "share", rmap: bool = True,
                  swap: int = 0, layout: str = "i386", share_level: int = 1,
-                 contents: bool = True, costs: Any = None) -> None:
+                 contents: bool = True, costs: Any = None, accounting: str = "lazy",
+                 thp: str = "never", thp_cow: str = "split") -> None:
         memory, swap, share_level, rmap, contents, lay = check_machine_args(
-            memory, fork_mode, rmap, swap, layout, share_level, contents)
+            memory, fork_mode, rmap, swap, layout, share_level, contents, accounting, thp,
+            thp_cow)
         self.costs = None
         if costs is not None:
             self.costs = costlib.load_profile(costs)
@@ -145,10 +187,14 @@ class Machine(_Uncopyable):
         self.layout: Layout = lay
         self.share_level = share_level
         self.contents = contents
+        self.accounting = accounting
+        self.thp = thp
+        self.thp_cow = thp_cow
         self._task_size = lay.task_size
         try:
             self._core = Core(memory // PAGE_SIZE, rmap,
-                              swap // PAGE_SIZE + 1 if swap else 0, lay.code, contents)
+                              swap // PAGE_SIZE + 1 if swap else 0, lay.code, contents,
+                              accounting == "eager", THP_MODES.index(thp), thp_cow == "copy")
         except MemoryError:
             raise OutOfMemory(f"the host cannot allocate a simulated machine of "
                               f"{memory >> 20} MiB") from None
@@ -170,7 +216,9 @@ class Machine(_Uncopyable):
     def __repr__(self) -> str:
         return (f"Machine(memory={self.memory}, fork_mode={self.fork_mode!r}, "
                 f"rmap={self.rmap_enabled}, swap={self.swap}, layout={self.layout.name!r}, "
-                f"share_level={self.share_level}, contents={self.contents})")
+                f"share_level={self.share_level}, contents={self.contents}, "
+                f"accounting={self.accounting!r}, thp={self.thp!r}, "
+                f"thp_cow={self.thp_cow!r})")
 
     def _repr_html_(self) -> str:
         # The one import that goes up the floors (tests/packaging/test_layers.py allows

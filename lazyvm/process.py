@@ -19,7 +19,8 @@ from .errors import OutOfMemory, ProcessExited, SegmentationFault
 from .layout import PAGE_SIZE, parse_prot, vm_flags
 from .vma import Vma, VmaList
 
-FORK_MODES = ("copy", "share")
+FORK_MODES = ("copy", "share", "odf")
+ADVICES = ("hugepage", "nohugepage")
 _TOKEN = object()              # Process objects are made by Machine and Process only
 
 
@@ -335,6 +336,44 @@ class Process(_Uncopyable):
             v.prot = prot
         self._splice(addr, end, changed)
 
+    @_serialized
+    def madvise(self, addr: int, length: int, advice: str) -> None:
+        """Mark [addr, addr+length), which must be fully mapped, for transparent huge
+        pages: "hugepage" (MADV_HUGEPAGE: THP applies under ``thp="madvise"``) or
+        "nohugepage" (MADV_NOHUGEPAGE: never).  VMAs are split at the range's ends as
+        mprotect splits them (and a huge mapping cut by an end is split into PTEs);
+        neighbours that differ only in the mark do not merge.  Huge pages already
+        mapped stay.
+
+        Raises
+        ------
+        ValueError
+            The range is not all mapped, an unknown advice, or a bad argument.
+        OutOfMemory
+            A shared table could not be privatized; nothing changed.
+
+        >>> m = Machine(memory=16 << 20, layout="x86_64", thp="madvise"); p = m.spawn()
+        >>> a = p.mmap(8 << 20, addr=0x40000000); p.madvise(a, 4 << 20, "hugepage")
+        >>> p.write(a, b"x"); p.write(a + (4 << 20), b"y"); m.stats()["thp_faults"]
+        1
+        """
+        core = self._live()
+        addr, length = _range(addr, length, self.machine._task_size, "madvise")
+        if not isinstance(advice, str):
+            raise TypeError(f"advice must be a str, not {type(advice).__name__}")
+        if advice not in ADVICES:
+            raise ValueError(f"advice must be one of {ADVICES}, not {advice!r}")
+        end = addr + length
+        vl = self._mm.vl
+        parts, covered = vl.pieces(addr, end)
+        if not covered:
+            raise ValueError(f"madvise: [{addr:#x}, {end:#x}) is not all mapped")
+        core.thp_split(self.pgd, vl.arr, addr, end)
+        changed = [vl[i].piece(lo, hi) for i, lo, hi in parts]
+        for v in changed:
+            v.advice = advice
+        self._splice(addr, end, changed)
+
     # -- access ----------------------------------------------------------------------
     def read(self, addr: int, length: int) -> bytes:
         """Read length bytes at addr (any alignment, may cross pages and VMAs),
@@ -497,9 +536,11 @@ class Process(_Uncopyable):
 
         Parameters
         ----------
-        mode : {"copy", "share"}, optional
-            "copy" (Linux 2.4 copy_page_range) or "share" (share the page tables, the
-            seed, at the machine's share_level); None means Machine.fork_mode.
+        mode : {"copy", "share", "odf"}, optional
+            "copy" (Linux 2.4 copy_page_range), "share" (share the page tables, the
+            seed, at the machine's share_level) or "odf" (On-demand-fork: share a leaf
+            table whose whole span lies inside one private VMA, copy every other);
+            None means Machine.fork_mode.
 
         Raises
         ------
@@ -520,6 +561,8 @@ class Process(_Uncopyable):
                 pgd = core.fork_copy(self.pgd, vl.arr)
             elif mode == "share":
                 pgd = core.fork_share(self.pgd, vl.arr, m.share_level)
+            elif mode == "odf":
+                pgd = core.fork_copy(self.pgd, vl.arr, True)
             else:
                 if not isinstance(mode, str):
                     raise TypeError(f"fork mode must be a str, not {type(mode).__name__}")
@@ -572,7 +615,7 @@ class Process(_Uncopyable):
     def walk(self, addr: int) -> List[Tuple[int, int, int, int]]:
         """The table walk of addr: [(level, table_pfn, index, entry), ...] from the pgd
         (level = layout.levels) down to the leaf (level 1), ending after the first entry
-        that is not present.
+        that is not present, or at a huge mapping's pmd entry (level 2, PS set).
 
         >>> m = Machine(memory=8 << 20, layout="x86_64"); p = m.spawn(); a = p.mmap(4096)
         >>> p.write(a, b"x"); [lvl for lvl, t, i, e in p.walk(a)]
@@ -592,7 +635,8 @@ class Process(_Uncopyable):
         return self._entry(addr, 2)
 
     def pte(self, addr: int) -> int:
-        """The raw page-table entry for addr (0 if the walk stops above the leaf).
+        """The raw page-table entry for addr (0 if the walk stops above the leaf); for
+        an address in a huge mapping, which has no PTE, its pmd entry (PS set).
 
         >>> p = Machine(memory=8 << 20).spawn(); a = p.mmap(8192); p.write(a, b"x")
         >>> p.touch(a + 4096, 4096); hex(p.pte(a) & 0xfff), hex(p.pte(a + 4096))

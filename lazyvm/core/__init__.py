@@ -6,6 +6,8 @@
   frames      mm/page_alloc.c: frames and page tables
   rmap        mm/rmap.c: the pte_chain pool, page_add_rmap, page_remove_rmap
   swap        mm/swapfile.c: swap slots and the swap cache
+  accounting  eager accounting of shared leaf tables (COW page tables v3-v5)
+  thp         mm/huge_memory.c: transparent huge pages
   fork        mm/memory.c copy_page_range, and the share fork's walker
   fault       the MMU, handle_mm_fault, privatize
   zap         zap_page_range, free_pgtables, unshare, change_protection

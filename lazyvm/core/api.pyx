@@ -15,6 +15,8 @@ One fork and one fault, through the modules (names are the kernel's):
       level below (frames) and recurse; at the leaf, copy_pte_range (write-protect COW
       PTEs in parent and child, get_page, rmap.page_add_rmap).
   fork, share mode: Core.fork_share -> fork.share_mm -> share_range(top level).
+  fork, odf mode: Core.fork_copy(odf=True): the copy walk, sharing the leaf tables
+      that lie inside one private VMA.
   fault:  Core.fault_range / fault_pages / access / read / write (trace) ->
       fault.handle_mm_fault (privatize, do_no_page, do_swap_page, do_wp_page).
   zap:  Core.zap (munmap), Core.exit_mm (exit, exec) -> zap.
@@ -32,6 +34,7 @@ from lazyvm.core.frames cimport *
 from lazyvm.core.rmap cimport *
 from lazyvm.core cimport rmap
 from lazyvm.core.fork cimport *
+from lazyvm.core.thp cimport split_range
 from lazyvm.core.zap cimport *
 from lazyvm.core cimport trace, reclaim, inspection
 
@@ -40,13 +43,12 @@ from lazyvm.core cimport trace, reclaim, inspection
 cdef class Core(State):
     """The core of one machine: State's fields (state.pxd) with the operations.
 
-    Core(nframes, rmap, nswap, layout, contents): nframes frames of 4 KiB, rmap on or
-    off, nswap swap slots (0 = no swap; slot 0 is the header and never used), layout one
-    of LAYOUT_*, contents False for a machine that keeps no page data.
+    Core(nframes, rmap, nswap, layout, contents, eager, thp, thp_copy): as State.
     """
 
     def __cinit__(self, uint32_t nframes, bint rmap, uint32_t nswap, int layout=0,
-                  bint contents=True):
+                  bint contents=True, bint eager=False, int thp=THP_NEVER,
+                  bint thp_copy=False):
         boot(self)
 
     def set_fail_after(self, n):
@@ -60,15 +62,16 @@ cdef class Core(State):
         init_pgd(self, g)
         return g
 
-    def fork_copy(self, pfn_t ppgd, const uint64_t[:, ::1] vmas):
-        """dup_mmap with copy_page_range: returns the child's pgd frame.
+    def fork_copy(self, pfn_t ppgd, const uint64_t[:, ::1] vmas, bint odf=False):
+        """dup_mmap with copy_page_range: returns the child's pgd frame.  With odf,
+        On-demand-fork: leaf tables inside one private VMA are shared, the rest copied.
 
         Chain nodes for the worst case are had first (growing the pool to that costs
         nothing, see grow_nodes); tables are allocated as the copy walks, and if one
         cannot be had the half-made child is torn down (its references dropped, its
         tables freed), so OutOfMemory leaves no trace of the child."""
         cdef mm_t mm = make_mm(ppgd, vmas)
-        cdef uint64_t ntab = copy_tables_needed(self, &mm)
+        cdef uint64_t ntab = copy_tables_needed(self, &mm, odf)
         cdef pfn_t g
         cdef int rc
         g = alloc_frame(self, F_PGD, 0)
@@ -85,13 +88,13 @@ cdef class Core(State):
             raise OutOfMemory("no pte_chain node to be had for the child")
         init_pgd(self, g)
         with nogil:
-            rc = copy_mm(self, &mm, g)
+            rc = copy_mm(self, &mm, g, odf)
         release_tables(self)
         if rc != OK:
             self.teardown(g, mm)
             raise_rc(rc, "no free frame for a page table of the child")
         self.st[ST_FORKS] += 1
-        self.st[ST_FORKS_COPY] += 1
+        self.st[ST_FORKS_ODF if odf else ST_FORKS_COPY] += 1
         self.st[ST_FORK_VMAS] += mm.nv
         return g
 
@@ -115,6 +118,12 @@ cdef class Core(State):
                                              self.user_entries)) != OK:
             free_frame(self, g)
             raise OutOfMemory("no free frame for a page table of the child")
+        if thp_on(self) and self.rmap_enabled and share_level == 1 and reserve_nodes(
+                self, self.st[ST_PTE_CHAIN_SLOTS] + self.st[ST_RMAP_DIRECT]) != OK \
+                and reserve_nodes(self, mm_mapped(self, mm)) != OK:
+            release_tables(self)         # a copied huge mapping takes a slot
+            free_frame(self, g)
+            raise OutOfMemory("no pte_chain node to be had for the child")
         init_pgd(self, g)
         with nogil:
             rc = share_mm(self, &mm, g, share_level)
@@ -138,6 +147,8 @@ cdef class Core(State):
         cdef int rc
         with nogil:
             rc = unshare_range(self, self.levels, pgd, start, end, &mm, &keep, False)
+            if rc == OK and thp_on(self):    # a huge mapping cut by an end is split
+                rc = split_range(self, self.levels, pgd, start, end, False)
         raise_rc(rc, "no free frame or pte_chain node to privatize a shared page table")
         with nogil:
             rc = zap_range(self, self.levels, pgd, start, end, &keep)
@@ -172,6 +183,9 @@ cdef class Core(State):
             for k in range(npc):
                 rc = unshare_range(self, self.levels, pgd, pieces[k, 0], pieces[k, 1], &mm,
                                    NULL, True)
+                if rc == OK and thp_on(self):    # cut by an end, or PROT_NONE: split
+                    rc = split_range(self, self.levels, pgd, pieces[k, 0], pieces[k, 1],
+                                     not (pieces[k, 2] & (VM_READ | VM_WRITE)))
                 if rc != OK:
                     break
         raise_rc(rc, "no free frame or pte_chain node to privatize a shared page table")
@@ -179,6 +193,20 @@ cdef class Core(State):
             for k in range(npc):
                 change_range(self, self.levels, pgd, pieces[k, 0], pieces[k, 1],
                              vm_page_prot(<uint32_t>pieces[k, 2]))
+
+    def thp_split(self, pfn_t pgd, const uint64_t[:, ::1] vmas, uint64_t start,
+                  uint64_t end):
+        """A VMA boundary moves to start and end (madvise): split the huge mappings
+        [start, end) covers in part, privatizing first the shared tables on the way."""
+        cdef mm_t mm = make_mm(pgd, vmas)
+        cdef int rc = OK
+        if not thp_on(self):
+            return
+        with nogil:
+            rc = unshare_range(self, self.levels, pgd, start, end, &mm, NULL, True)
+            if rc == OK:
+                rc = split_range(self, self.levels, pgd, start, end, False)
+        raise_rc(rc, "no free frame or pte_chain node to privatize a shared page table")
 
     def shm_alloc(self, uint64_t npages):
         """Room for a shared-memory object of npages pages: returns its base index."""

@@ -8,7 +8,8 @@ what the machine has used (frames below the allocator's high-water mark, swap sl
 below the swap area's), never by its size: a 16 TiB machine that uses little is checked
 in little memory.  Loops over frames and objects count in 64 bits.
 
-  1. a frame's reference count = present slots pointing at it + caches holding it
+  1. a frame's reference count = present slots pointing at it + caches holding it (with
+     eager accounting each slot counts the use count of its table)
   2. rmap: a frame's chain holds exactly those slots; pool nodes used = reachable
   3. a table's use count = the entries of live pgds and live tables pointing at it
   4. a table with use count > 1 is reached only through entries with RW clear, unless
@@ -16,6 +17,11 @@ in little memory.  Loops over frames and objects count in 64 bits.
   5. a private frame reached from more than one slot has RW clear in every slot
   6. every frame is free or in use, never both, never neither
   7. a swap slot's count = the swap entries naming it
+  Huge pages (DESIGN.md section 10): PS only in pmd entries, pointing at a 512-aligned
+  head; one deposited table per huge pmd mapping, on its pmd table's list; the head's
+  count = its pmd mappings + the present PTEs mapping any of its frames (+ caches);
+  RW clear in every private mapping of a huge page whose count is > 1; a free
+  512-frame block is free whole.
 """
 import numpy as np
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t, int64_t, uint64_t
@@ -56,13 +62,20 @@ def check(dict v, list pgds, list shm_ranges, list vmas=None):
     cdef const uint32_t[::1] shm = v["shm"]
     cdef uint64_t nswap = v["nswap"], swap_hwm = v["swap_hwm"]
     cdef uint32_t user_entries = v["user_entries"]
-    cdef bint wide = v["wide"], top_rw = v["top_rw"]
+    cdef bint wide = v["wide"], top_rw = v["top_rw"], eager = v["eager"]
     # frames >= hwm were never allocated: an entry naming one fails like one beyond
     # memory, so every per-frame array stops at hwm
     cdef int64_t[::1] exp = np.zeros(hwm, dtype=np.int64)
     cdef int32_t[::1] users = np.zeros(hwm, dtype=np.int32)
     cdef int32_t[::1] nslots = np.zeros(hwm, dtype=np.int32)
     cdef int32_t[::1] rwslots = np.zeros(hwm, dtype=np.int32)
+    cdef int32_t[::1] rwshared = np.zeros(hwm, dtype=np.int32)  # RW slots in shared tables
+    cdef int32_t[::1] maps = np.zeros(hwm, dtype=np.int32)      # mappings of a page (head)
+    cdef int32_t[::1] nhuge = np.zeros(hwm, dtype=np.int32)     # huge entries of a pmd table
+    cdef uint8_t[::1] deposited = np.zeros(hwm, dtype=np.uint8)
+    cdef uint64_t h, d
+    cdef int64_t ndeposits = 0
+    cdef int64_t tusers
     cdef int64_t[::1] swapexp = np.zeros(max(swap_hwm, 1), dtype=np.int64)
     cdef uint8_t[::1] live_pgd = np.zeros(hwm, dtype=np.uint8)
     cdef uint8_t[::1] tlevel = np.zeros(hwm, dtype=np.uint8)
@@ -76,6 +89,9 @@ def check(dict v, list pgds, list shm_ranges, list vmas=None):
 
     def entries(uint64_t frame):
         return ents[<size_t>frame * per:(<size_t>frame + 1) * per]
+
+    def row_of_table(uint64_t frame):
+        return entries(frame)
 
     # ---- pgds and the tables they reach, level by level (invariants 3, 4, 6) --------
     # shift[L]: log2 of the bytes an entry of a table of level L maps
@@ -100,6 +116,7 @@ def check(dict v, list pgds, list shm_ranges, list vmas=None):
         frontier.append((g, row[:user_entries]))
     want_bits = ENTRY_PDPT if not top_rw else ENTRY_USER
     table_rows = {}
+    pmd_rows = {}                    # pmd tables holding huge entries (rmap slots)
     for level in range(levels, 1, -1):
         nxt = {}
         for parent, row in frontier:
@@ -107,6 +124,24 @@ def check(dict v, list pgds, list shm_ranges, list vmas=None):
                 e = int(row[i])
                 ebits = e & FLAGS_MASK
                 t = entry_pfn(e)
+                if level == 2 and (e & _PS):
+                    # a huge mapping: P, US, PS, maybe RW, A, D; a 512-aligned head
+                    if (e & (_P | _US)) != (_P | _US) or (ebits & ~(<uint64_t>(
+                            _P | _RW | _US | _A | _D | _PS))) or (e >> 52):
+                        fail(6, f"pmd table {parent} entry {i} = {e:#x} is not a huge "
+                                f"mapping")
+                    if t & (HPAGE_NR - 1) or t + HPAGE_NR > hwm \
+                            or (flags[t] & (F_HUGE | F_ANON | F_FREE)) != (F_HUGE | F_ANON):
+                        fail(6, f"pmd table {parent} entry {i} maps frame {t}, not the "
+                                f"head of a huge page")
+                    exp[t] += 1
+                    nslots[t] += 1
+                    maps[t] += 1
+                    if e & _RW:
+                        rwslots[t] += 1
+                    nhuge[parent] += 1
+                    pmd_rows[parent] = row_of_table(parent)
+                    continue
                 if level == levels and not top_rw:
                     ok = ebits == ENTRY_PDPT
                 else:
@@ -131,6 +166,8 @@ def check(dict v, list pgds, list shm_ranges, list vmas=None):
             for i in np.flatnonzero(row):
                 e = int(row[i])
                 t = entry_pfn(e)
+                if level == 2 and (e & _PS):
+                    continue
                 if users[t] > 1 and (e & _RW) and not (vmas is not None and all(
                         _shm_covered(vmas[gi], tbase[t], tbase[t] + (1 << shift[level]))
                         for gi in reach[t])):
@@ -153,6 +190,7 @@ def check(dict v, list pgds, list shm_ranges, list vmas=None):
     cdef uint64_t base, npages, off, stop, k
     for t, row in table_rows.items():
         r = np.ascontiguousarray(row, dtype=np.uint64)
+        tusers = users[t] if eager else 1
         for i in range(r.shape[0]):
             e = r[i]
             if e == 0:
@@ -163,13 +201,18 @@ def check(dict v, list pgds, list shm_ranges, list vmas=None):
                     if e & _RW:
                         fail(5, f"ZERO_PAGE mapped writable at table {t} index {i}")
                     continue
-                if f >= hwm or not (flags[f] & (F_ANON | F_SHMEM)) or (flags[f] & F_FREE):
+                if f >= hwm or not (flags[f] & (F_ANON | F_SHMEM | F_TAIL)) \
+                        or (flags[f] & F_FREE):
                     fail(6, f"table {t} index {i} maps frame {f}, which is not a data "
                             f"frame in use")
-                exp[f] += 1
+                h = f & ~(<uint32_t>(HPAGE_NR - 1)) if flags[f] & F_TAIL else f
+                exp[h] += tusers
                 nslots[f] += 1
+                maps[h] += 1
                 if e & _RW:
-                    rwslots[f] += 1
+                    rwslots[h] += 1
+                    if users[t] > 1:
+                        rwshared[h] += 1
             else:
                 s = swp_offset(e)
                 if (e & (_P | _PROTNONE)) or (e >> 32) or s == 0 or s >= swap_hwm \
@@ -204,6 +247,27 @@ def check(dict v, list pgds, list shm_ranges, list vmas=None):
                 fail(1, f"swap cache of slot {s} holds frame {f} that does not know it")
             exp[f] += 1
 
+    # ---- deposited tables: one per huge pmd mapping, on its pmd table's list ---------
+    for t in range(hwm):
+        if not users[t] or tlevel[t] != 2:
+            continue
+        n = 0
+        d = link[t]
+        while d != 0:
+            if d >= hwm or (flags[d] & ~(<uint32_t>(7 << F_LEVEL_SHIFT))) \
+                    != (F_PTABLE | F_DEPOSIT) or ((flags[d] >> F_LEVEL_SHIFT) & 7) != 1 \
+                    or deposited[d] or count[d] != 1 or n > nhuge[t]:
+                fail(3, f"pmd table {t}: its deposit list reaches frame {d}, not a "
+                        f"deposited leaf table of its own")
+            if np.any(entries(d)):
+                fail(3, f"deposited table {d} (pmd table {t}) is not empty")
+            deposited[d] = 1
+            n += 1
+            d = link[d]
+        if n != nhuge[t]:
+            fail(3, f"pmd table {t} has {nhuge[t]} huge mappings and {n} deposited tables")
+        ndeposits += n
+
     # ---- every frame (invariants 1, 5, 6) --------------------------------------------
     listed = 0
     ntab = 0
@@ -221,15 +285,27 @@ def check(dict v, list pgds, list shm_ranges, list vmas=None):
                 fail(6, f"page directory {f} belongs to no live process (leaked)")
         elif fl & F_PTABLE:
             ntab += 1
-            if users[f] == 0:
+            if fl & F_DEPOSIT:
+                if not deposited[f]:
+                    fail(6, f"deposited table {f} is on no pmd table's list (leaked)")
+            elif users[f] == 0:
                 fail(6, f"page table {f} is reached by no pgd (leaked)")
+        elif fl & F_TAIL:
+            h = f & ~(<uint32_t>(HPAGE_NR - 1))
+            if fl & ~(<uint32_t>(F_TAIL | F_DIRECT | F_DIRTY)) or count[f] != 0 \
+                    or (flags[h] & (F_HUGE | F_FREE)) != F_HUGE:
+                fail(6, f"frame {f} (flags {fl:#x}, count {count[f]}) is a tail of no "
+                        f"huge page")
         elif fl & (F_ANON | F_SHMEM):
             if count[f] != exp[f]:
                 fail(1, f"frame {f} count {count[f]} != {exp[f]} "
                         f"(slots {nslots[f]} + caches)")
             if count[f] <= 0:
                 fail(6, f"frame {f} is in use with nothing holding it (leaked)")
-            if (fl & F_ANON) and count[f] > 1 and rwslots[f]:
+            # eager: a page under a shared table has a reference per sharer, and its
+            # one slot may keep RW (the entries above the table have it clear)
+            if (fl & F_ANON) and rwslots[f] and count[f] > 1 and \
+                    (not eager or maps[f] > 1 or rwslots[f] > rwshared[f]):
                 fail(5, f"private frame {f} has {count[f]} references and "
                         f"{rwslots[f]} writable slots")
             if (fl & F_SWAPCACHE) and (index[f] >= nswap or swap_cache[index[f]] != f):
@@ -242,7 +318,11 @@ def check(dict v, list pgds, list shm_ranges, list vmas=None):
     if ntab != counters["page_tables"] or len(pgds) != counters["pgds"]:
         fail(3, f"counters: {counters['page_tables']} page tables, {counters['pgds']} "
                 f"pgds; the frames say {ntab} and {len(pgds)}")
+    if ndeposits != counters["tables_deposited"]:
+        fail(3, f"counters: {counters['tables_deposited']} tables deposited, the pmd "
+                f"tables hold {ndeposits}")
     bylevel = np.bincount(np.asarray(tlevel)[np.asarray(users) > 0], minlength=5)
+    bylevel[1] += ndeposits
     for level in range(1, levels):
         if bylevel[level] != v["tables_by_level"][level - 1]:
             fail(3, f"counters: {v['tables_by_level'][level - 1]} tables of level {level}, "
@@ -264,6 +344,11 @@ def check(dict v, list pgds, list shm_ranges, list vmas=None):
             fail(6, f"free list reaches frame {f}, which is not free")
         steps += 1
         f = link[f]
+    for h in v["hfree"]:             # free 512-frame blocks, kept whole
+        if h & (HPAGE_NR - 1) or h + HPAGE_NR > hwm \
+                or np.any(np.asarray(flags[h:h + HPAGE_NR]) != F_FREE):
+            fail(6, f"free huge-page block at frame {h} is not 512 free frames")
+        steps += HPAGE_NR
     if steps != listed or listed + (nf - hwm) != v["nfree"]:
         fail(6, f"free list has {steps} frames, {listed} are marked free, "
                 f"{nf - hwm} never used; nfree says {v['nfree']}")
@@ -272,7 +357,7 @@ def check(dict v, list pgds, list shm_ranges, list vmas=None):
         if counters["pte_chain_nodes"] != 0:
             fail(2, "pte_chain nodes in use without rmap")
         return
-    _check_rmap(v, table_rows, nslots)
+    _check_rmap(v, {**table_rows, **pmd_rows}, nslots)
 
 
 def _check_rmap(dict v, dict table_rows, int32_t[::1] nslots):
@@ -318,7 +403,7 @@ def _check_rmap(dict v, dict table_rows, int32_t[::1] nslots):
 
     for f in range(hwm):
         fl = flags[f]
-        if not (fl & (F_ANON | F_SHMEM)) or (fl & F_FREE):
+        if not (fl & (F_ANON | F_SHMEM | F_TAIL)) or (fl & F_FREE):
             continue
         chain_len = 0
         if fl & F_DIRECT:

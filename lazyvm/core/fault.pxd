@@ -10,6 +10,7 @@ from lazyvm.core.frames cimport *
 from lazyvm.core.rmap cimport *
 from lazyvm.core.swap cimport *
 from lazyvm.core.fork cimport *
+from lazyvm.core.thp cimport *
 
 
 cdef int handle_mm_fault(State c, const mm_t* mm, Py_ssize_t vi, uint64_t addr,
@@ -29,7 +30,7 @@ cdef inline uint8_t* mmu(State c, pfn_t pgd, uint64_t addr, bint write) noexcept
     it for a write; sets A (and D) in the PTE.  An entry naming a frame outside
     physical memory faults too (handle_mm_fault then finds it corrupted).  Without
     contents a hit returns the ZERO_PAGE's address (no byte is ever read or written
-    through it)."""
+    through it).  A pmd entry with PS maps a huge page (thp.huge_access)."""
     cdef int level = c.levels
     cdef pfn_t t = pgd
     cdef uint32_t i
@@ -62,7 +63,11 @@ cdef inline uint8_t* mmu(State c, pfn_t pgd, uint64_t addr, bint write) noexcept
             if not (e & _P):
                 return NULL
         else:
-            if (e & (_P | _US)) != (_P | _US) or (write and not (e & _RW)):
+            # one test for the common case: present, user, no PS (a huge pmd mapping,
+            # the rare case, is taken apart only when this fails)
+            if (e & (_P | _US | _PS)) != (_P | _US) or (write and not (e & _RW)):
+                if (e & (_P | _US | _PS)) == (_P | _US | _PS) and (e & _RW or not write):
+                    return huge_access(c, t, index_of(c, addr, level), e, addr, write)
                 return NULL
         t = entry_pfn(e)
         if bad_pfn(c, t):

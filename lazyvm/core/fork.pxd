@@ -9,19 +9,21 @@ from lazyvm.core.state cimport *
 from lazyvm.core.frames cimport *
 from lazyvm.core.rmap cimport *
 from lazyvm.core.swap cimport *
+from lazyvm.core.accounting cimport *
+from lazyvm.core.thp cimport *
 
 
-cdef uint64_t copy_tables_needed(State c, const mm_t* mm) noexcept
-cdef int copy_mm(State c, const mm_t* mm, pfn_t g) noexcept nogil
+cdef uint64_t copy_tables_needed(State c, const mm_t* mm, bint odf) noexcept
+cdef int copy_mm(State c, const mm_t* mm, pfn_t g, bint odf) noexcept nogil
 cdef int share_mm(State c, const mm_t* mm, pfn_t g, int share_level) noexcept nogil
 cdef int share_table(State c, pfn_t src_t, pfn_t dst_t, uint32_t lo,
                      uint32_t hi, int level, uint64_t base, const mm_t* mm) noexcept nogil
 cdef int copy_range(State c, int level, pfn_t src_t, pfn_t dst_t, uint64_t start,
-                    uint64_t end, bint cow) noexcept nogil
+                    uint64_t end, bint cow, bint odf) noexcept nogil
 cdef uint64_t mm_mapped(State c, mm_t mm) noexcept
 cdef uint64_t count_range(State c, int level, pfn_t t, uint64_t start, uint64_t end) noexcept
 cdef uint64_t tables_in(State c, int level, pfn_t t, uint64_t start, uint64_t end,
-                        pfn_t* last) noexcept
+                        pfn_t* last, bint odf_share) noexcept
 cdef uint64_t tables_above(State c, int level, pfn_t t, int share_level,
                            uint32_t nents) noexcept
 cdef int share_range(State c, int level, pfn_t src_t, pfn_t dst_t, int share_level,
@@ -40,7 +42,8 @@ cdef inline bint bad_leaf(State c, leaf_t pte, uint64_t lim) noexcept nogil:
 
 cdef inline int copy_one_pte(State c, leaf_t* src, leaf_t* dst, uint32_t i, leaf_t wp,
                              leaf_t nod, bint rm, bint shmem_keeps_rw, pfn_t dst_t,
-                             uint64_t lim, count_t* count, uint32_t* empty) noexcept nogil:
+                             uint64_t lim, count_t* count, uint32_t* empty, bint thp,
+                             bint take) noexcept nogil:
     """copy_one_pte: copy entry i of leaf table src into dst (frame dst_t), for a copy
     fork (copy_pte_range) and for privatize (privatize_pte).  Returns OK (counting an
     empty entry in empty[0]) or ERR_BUG for an entry bad_leaf refuses (nothing changed).
@@ -49,7 +52,10 @@ cdef inline int copy_one_pte(State c, leaf_t* src, leaf_t* dst, uint32_t i, leaf
     wp (RW for a private mapping) in src and dst, unless shmem_keeps_rw and the frame is
     shared memory; nod (A, or A and D) is cleared in the copy.  The ZERO_PAGE (frame 0)
     is copied as it is; a swap entry takes a swap reference.  lim is nframes - 1 and
-    count c.count, passed in so the caller's loop keeps them in registers."""
+    count c.count, passed in so the caller's loop keeps them in registers.  take: take
+    the reference (not for privatize under eager accounting, which took it at the
+    fork); thp: the frame may belong to a huge page, whose head the reference goes on.
+    Callers pass thp and take as constants."""
     cdef leaf_t pte = src[i]
     cdef uint64_t f
     cdef uint32_t f32
@@ -81,7 +87,11 @@ cdef inline int copy_one_pte(State c, leaf_t* src, leaf_t* dst, uint32_t i, leaf
         pte &= ~wp
         src[i] = pte
     dst[i] = pte & ~nod
-    count[f] += 1
+    if take:
+        if thp:
+            count[page_head(c, <uint32_t>f)] += 1
+        else:
+            count[f] += 1
     if rm:
         page_add_rmap_t(c, <uint32_t>f, mk_slot(c, dst_t, i), src)
     return OK

@@ -9,7 +9,13 @@ two forks' page-table walkers and their leaf loops.
   tables of share_level, share_entries gives each table one more use and clears RW in
   the parent's and the child's entry, unless the table's whole span lies inside one
   shared VMA (shm-covered: its entry keeps RW, and a fault there installs the object's
-  frame in place for every sharer).  No PTE, frame count or chain is touched.
+  frame in place for every sharer).  No PTE, frame count or chain is touched (with
+  eager accounting, each present page under a shared leaf table takes a reference).
+  odf (On-demand-fork, EuroSys 2021): the copy walk, except that a leaf table whose
+  whole span lies inside the private VMA being copied is shared (odf_share_table);
+  copy_range decides per table.
+  A huge pmd entry (thp.pxd) is copied wherever its pmd table is copied:
+  copy_huge_pmd, or share_entries then huge_entries_shared.
 
 Leaf loops are compiled once per entry width (the fused type leaf_t), so i386 keeps its
 32-bit loops.  The Python entry points (Core.fork_copy, Core.fork_share in api.pyx)
@@ -18,26 +24,27 @@ reserve what these need and tear a half-made child down on failure."""
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t, int64_t, uint64_t
 
 
-cdef uint64_t copy_tables_needed(State c, const mm_t* mm) noexcept:
-    """The tables a copy fork of mm allocates for the child."""
+cdef uint64_t copy_tables_needed(State c, const mm_t* mm, bint odf) noexcept:
+    """The tables a copy (odf: On-demand-fork) fork of mm allocates for the child."""
     cdef pfn_t last[MAX_LEVELS + 1]
     cdef Py_ssize_t v
     cdef uint64_t ntab = 0
     for v in range(MAX_LEVELS + 1):
         last[v] = 0
     for v in range(mm.nv):
-        ntab += tables_in(c, c.levels, mm.pgd, mm.vmas[v].start, mm.vmas[v].end, last)
+        ntab += tables_in(c, c.levels, mm.pgd, mm.vmas[v].start, mm.vmas[v].end, last,
+                          odf and not (mm.vmas[v].flags & VM_SHARED))
     return ntab
 
 
-cdef int copy_mm(State c, const mm_t* mm, pfn_t g) noexcept nogil:
-    """copy_page_range over every VMA of mm into the child pgd g; stops at the first
-    failure (the caller tears the child down)."""
+cdef int copy_mm(State c, const mm_t* mm, pfn_t g, bint odf) noexcept nogil:
+    """copy_page_range over every VMA of mm into the child pgd g (odf: On-demand-fork);
+    stops at the first failure (the caller tears the child down)."""
     cdef Py_ssize_t v
     cdef int rc
     for v in range(mm.nv):
         rc = copy_range(c, c.levels, mm.pgd, g, mm.vmas[v].start, mm.vmas[v].end,
-                        not (mm.vmas[v].flags & VM_SHARED))
+                        not (mm.vmas[v].flags & VM_SHARED), odf)
         if rc != OK:
             return rc
     return OK
@@ -66,8 +73,24 @@ cdef int share_table(State c, pfn_t src_t, pfn_t dst_t, uint32_t lo,
                          lo, hi, base, c.shift[level], mm)
 
 
+cdef void odf_share_table(State c, pfn_t src_t, pfn_t dst_t, uint32_t i) noexcept nogil:
+    """On-demand-fork: share the leaf table that entry i of src_t (level 2) points at
+    with the child's dst_t: one more use, RW cleared in both entries."""
+    cdef entry_t e = eget(c, src_t, i) & ~(<entry_t>_RW)
+    c.count[entry_pfn(e)] += 1
+    eset(c, src_t, i, e)
+    eset(c, dst_t, i, e)
+    c.st[ST_SHARE_WRPROTECTS] += 1
+    c.st[ST_ODF_TABLES_SHARED] += 1
+    if c.eager:
+        eager_refs(c, entry_pfn(e), 1)
+
+
 cdef int copy_range(State c, int level, pfn_t src_t, pfn_t dst_t, uint64_t start,
-                    uint64_t end, bint cow) noexcept nogil:
+                    uint64_t end, bint cow, bint odf) noexcept nogil:
+    """Copy the entries of [start, end) (one VMA's range, or a part of it) under table
+    src_t of `level` into dst_t.  odf: a leaf table whose whole span lies inside this
+    private VMA is shared instead (odf_share_table)."""
     cdef walk_t w
     cdef uint32_t lo, hi
     cdef entry_t se, de
@@ -75,6 +98,9 @@ cdef int copy_range(State c, int level, pfn_t src_t, pfn_t dst_t, uint64_t start
     cdef int rc
     if level == 1:
         leaf_bounds(c, start, end, &lo, &hi)
+        if c.flags[src_t] & F_THPMAP:    # may map frames of huge pages: its own loop
+            c.flags[dst_t] |= F_THPMAP
+            return copy_thp_table(c, src_t, dst_t, lo, hi, cow)
         return copy_leaf[c.wide](c, src_t, dst_t, lo, hi, cow)
     walk_begin(c, &w, level, start, end)
     while walk_next(c, &w):
@@ -84,6 +110,14 @@ cdef int copy_range(State c, int level, pfn_t src_t, pfn_t dst_t, uint64_t start
         st = entry_pfn(se)
         if bad_pfn(c, st):
             return ERR_BUG
+        if level == 2 and (se & _PS):
+            rc = copy_huge_pmd(c, src_t, dst_t, w.idx)
+            if rc != OK:
+                return rc
+            continue
+        if odf and level == 2 and cow and w.lo == w.base and w.hi == w.base + w.span:
+            odf_share_table(c, src_t, dst_t, w.idx)
+            continue
         de = eget(c, dst_t, w.idx)
         if de & _P:
             dt = entry_pfn(de)
@@ -94,8 +128,10 @@ cdef int copy_range(State c, int level, pfn_t src_t, pfn_t dst_t, uint64_t start
             if dt == 0:
                 return ERR_NOMEM
             c.st[ST_TABLES_COPIED] += 1
+            if odf and level == 2:
+                c.st[ST_ODF_TABLES_COPIED] += 1
             eset(c, dst_t, w.idx, mk_entry(dt, table_entry(c, level)))
-        rc = copy_range(c, level - 1, st, dt, w.lo, w.hi, cow)
+        rc = copy_range(c, level - 1, st, dt, w.lo, w.hi, cow, odf)
         if rc != OK:
             return rc
     return OK
@@ -123,16 +159,20 @@ cdef uint64_t count_range(State c, int level, pfn_t t, uint64_t start, uint64_t 
     walk_begin(c, &w, level, start, end)
     while walk_next(c, &w):
         x = eget(c, t, w.idx)
-        if (x & _P) and not bad_pfn(c, entry_pfn(x)):
+        if level == 2 and (x & _PS):
+            n += 1                       # a huge mapping: one slot
+        elif (x & _P) and not bad_pfn(c, entry_pfn(x)):
             n += count_range(c, level - 1, entry_pfn(x), w.lo, w.hi)
     return n
 
 
 cdef uint64_t tables_in(State c, int level, pfn_t t, uint64_t start, uint64_t end,
-                        pfn_t* last) noexcept:
+                        pfn_t* last, bint odf_share) noexcept:
     """The tables below table t of `level` that [start, end) reaches, each once
     (last[k]: the table of level k counted last, as ranges come in address order);
-    what a copy fork of these ranges allocates for the child."""
+    what a copy fork of these ranges allocates for the child (a deposited table for
+    each huge mapping).  odf_share: the range is a private VMA under On-demand-fork,
+    whose leaf tables that it covers whole are shared, not allocated."""
     cdef walk_t w
     cdef uint64_t n = 0
     cdef entry_t x
@@ -143,11 +183,16 @@ cdef uint64_t tables_in(State c, int level, pfn_t t, uint64_t start, uint64_t en
         if not (x & _P) or bad_pfn(c, entry_pfn(x)):
             continue
         ch = entry_pfn(x)
+        if level == 2 and (x & _PS):
+            n += 1
+            continue
+        if odf_share and level == 2 and w.lo == w.base and w.hi == w.base + w.span:
+            continue
         if last[level - 1] != ch:
             last[level - 1] = ch
             n += 1
         if level - 1 > 1:
-            n += tables_in(c, level - 1, ch, w.lo, w.hi, last)
+            n += tables_in(c, level - 1, ch, w.lo, w.hi, last, odf_share)
     return n
 
 
@@ -165,6 +210,8 @@ cdef uint64_t tables_above(State c, int level, pfn_t t, int share_level,
         ch = entry_pfn(eget(c, t, s.idx))
         if not bad_pfn(c, ch):
             n += 1 + tables_above(c, level - 1, ch, share_level, c.nent[level - 1])
+            if level - 1 == 2 and thp_on(c):     # a copied pmd table: deposits
+                n += huge_in(c, ch)
     return n
 
 
@@ -178,7 +225,12 @@ cdef int share_range(State c, int level, pfn_t src_t, pfn_t dst_t, int share_lev
     cdef pfn_t ch, nt
     cdef int rc
     if level - 1 == share_level:
-        return share_table(c, src_t, dst_t, lo, hi, level, base, mm)
+        rc = share_table(c, src_t, dst_t, lo, hi, level, base, mm)
+        if rc == OK and level == 2 and thp_on(c):
+            rc = huge_entries_shared(c, src_t, dst_t, lo, hi, True)
+        if rc == OK and c.eager:
+            eager_share(c, src_t, lo, hi)
+        return rc
     scan_begin(&s, src_t, lo, hi)
     while scan_next(c, &s):
         ch = entry_pfn(eget(c, src_t, s.idx))
@@ -218,6 +270,30 @@ copy_leaf[0] = copy_table32
 copy_leaf[1] = copy_table64
 
 
+cdef int copy_thp_table(State c, pfn_t src_t, pfn_t dst_t, uint32_t lo, uint32_t hi,
+                        bint cow) noexcept nogil:
+    """copy_pte_range for a leaf table that may map frames of huge pages (F_THPMAP,
+    pae and x86_64 only): their references go on the heads.  Kept out of the 4 KiB
+    loops, which compile without the test."""
+    cdef pte64_t wp = _RW if cow else 0, nod = _A if cow else (_A | _D)
+    cdef pte64_t* src = <pte64_t*>table_ptr(c, src_t)
+    cdef pte64_t* dst = <pte64_t*>table_ptr(c, dst_t)
+    cdef uint64_t lim = c.nframes - 1
+    cdef uint32_t i, empty = 0
+    cdef int rc
+    for i in range(lo, hi):          # its own loop: copy_ptes stays inline where it is
+        rc = copy_one_pte(c, src, dst, i, wp, nod, c.rmap_enabled, False, dst_t, lim,
+                          c.count, &empty, True, True)
+        if rc != OK:
+            c.st[ST_PTES_COPIED] += i - lo - empty
+            while i < hi:
+                dst[i] = 0
+                i += 1
+            return rc
+    c.st[ST_PTES_COPIED] += hi - lo - empty
+    return OK
+
+
 cdef int copy_pte_range(State c, leaf_t* src, leaf_t* dst, pfn_t dst_t, uint32_t lo,
                         uint32_t hi, bint cow) noexcept nogil:
     """copy_pte_range over entries [lo, hi) of src into dst; every entry of the range is
@@ -244,7 +320,8 @@ cdef inline int copy_ptes(State c, leaf_t* src, leaf_t* dst, pfn_t dst_t, uint32
     cdef uint32_t i, empty = 0
     cdef int rc
     for i in range(lo, hi):
-        rc = copy_one_pte(c, src, dst, i, wp, nod, rm, False, dst_t, lim, count, &empty)
+        rc = copy_one_pte(c, src, dst, i, wp, nod, rm, False, dst_t, lim, count, &empty,
+                          False, True)
         if rc != OK:
             c.st[ST_PTES_COPIED] += i - lo - empty
             # teardown zaps the child's table whole: what was not written is cleared

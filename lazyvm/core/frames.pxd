@@ -12,6 +12,10 @@ from lazyvm.core.state cimport *
 
 
 cdef int reserve_tables(State c, uint64_t n) noexcept
+cdef uint32_t alloc_huge(State c) noexcept nogil
+cdef void free_huge(State c, uint32_t h) noexcept nogil
+cdef void break_huge_block(State c) noexcept nogil
+cdef uint32_t alloc_from_huge_block(State c, pflags_t fl, bint zero) noexcept nogil
 cdef void boot(State c) noexcept
 cdef void init_pgd(State c, uint32_t g) noexcept
 
@@ -41,6 +45,8 @@ cdef inline uint32_t alloc_frame(State c, pflags_t fl, bint zero) noexcept nogil
     elif c.hwm < c.nframes:
         f = c.hwm           # never used: still the zeros numpy gave us
         c.hwm += 1
+    elif c.nhfree:          # nothing else is left: a free huge-page block (a tail call)
+        return alloc_from_huge_block(c, fl, zero)
     else:
         return 0
     c.nfree -= 1
@@ -67,10 +73,14 @@ cdef inline void free_frame(State c, uint32_t f) noexcept nogil:
 
 
 cdef inline void put_page(State c, uint32_t f) noexcept nogil:
-    """Drop one reference to data frame f; free it with its last reference."""
+    """Drop one reference to data frame f (a huge page's head: the huge page); free it
+    with its last reference."""
     c.count[f] -= 1
     if c.count[f] == 0:
-        free_frame(c, f)
+        if c.flags[f] & F_HUGE:
+            free_huge(c, f)
+        else:
+            free_frame(c, f)
 
 
 cdef inline void release_tables(State c) noexcept nogil:

@@ -18,7 +18,7 @@ cdef int reserve_tables(State c, uint64_t n) noexcept:
         c.resv_arr = np.zeros(c.resv_cap, dtype=np.uint32)
         c.resv = <uint32_t*>array_data(c.resv_arr)
     while c.nresv < n:
-        fresh = c.free_head == 0
+        fresh = c.free_head == 0 and c.hwm < c.nframes
         f = alloc_frame(c, F_PTABLE, False)
         if f == 0:
             release_tables(c)
@@ -74,3 +74,87 @@ cdef void init_pgd(State c, uint32_t g) noexcept:
     if total < PAGE_SIZE:                # pae: the 32-byte PDPT in a frame of its own
         memset(<uint8_t*>table_ptr(c, g) + total, 0, PAGE_SIZE - total)
     c.st[ST_PGDS] += 1
+
+
+# ---- huge pages: 512 frames, the first 512-aligned ------------------------------------
+#
+# Free 512-frame blocks are kept whole on hfree (their frames are F_FREE and count in
+# nfree but are on no free list); a single frame is taken from one only when nothing
+# else is free (alloc_frame).
+
+cdef uint32_t alloc_huge(State c) noexcept nogil:
+    """A huge page: a free block, else 512 never-used frames above the high-water mark
+    (the frames skipped to align it go on the free list).  Returns its head (F_ANON |
+    F_HUGE, count 0; the others F_TAIL), or 0 when there is no such run (or fault
+    injection says so)."""
+    cdef uint32_t h, k, a, used
+    if injected_failure(c):
+        return 0
+    if c.nhfree:
+        c.nhfree -= 1
+        h = c.hfree[c.nhfree]
+        if c.contents:
+            memset(c.mem8 + (<size_t>h << PAGE_SHIFT), 0, <size_t>HPAGE_NR * PAGE_SIZE)
+    else:
+        a = (c.hwm + HPAGE_NR - 1) & ~(<uint32_t>(HPAGE_NR - 1))
+        if <uint64_t>a + HPAGE_NR > c.nframes:
+            return 0
+        while c.hwm < a:
+            free_frame(c, c.hwm)
+            c.nfree -= 1                 # it was counted free above hwm already
+            c.hwm += 1
+        h = a
+        c.hwm = a + HPAGE_NR
+    for k in range(HPAGE_NR):
+        c.flags[h + k] = F_TAIL
+        c.count[h + k] = 0
+        c.link[h + k] = 0
+    c.flags[h] = F_ANON | F_HUGE
+    c.nfree -= HPAGE_NR
+    used = c.nframes - c.nfree
+    if used > c.st[ST_FRAMES_PEAK]:
+        c.st[ST_FRAMES_PEAK] = used
+    return h
+
+
+cdef void free_huge(State c, uint32_t h) noexcept nogil:
+    """The huge page's last reference is gone: its 512 frames become a free block."""
+    cdef uint32_t k
+    for k in range(HPAGE_NR):
+        c.flags[h + k] = F_FREE
+        c.count[h + k] = 0
+        c.link[h + k] = 0
+    c.hfree[c.nhfree] = h
+    c.nhfree += 1
+    c.nfree += HPAGE_NR
+
+
+cdef void break_huge_block(State c) noexcept nogil:
+    """Put the last free block's frames on the free list."""
+    cdef uint32_t h
+    cdef int k
+    c.nhfree -= 1
+    h = c.hfree[c.nhfree]
+    for k in range(HPAGE_NR - 1, -1, -1):
+        c.link[h + k] = c.free_head
+        c.free_head = h + k
+
+
+cdef uint32_t alloc_from_huge_block(State c, pflags_t fl, bint zero) noexcept nogil:
+    """alloc_frame when only free blocks are left: break one and take its first frame,
+    as alloc_frame takes one from the free list.  Out of line (alloc_frame reaches it by
+    a tail call), so the inline allocator stays as small as it was."""
+    cdef uint32_t f, used
+    break_huge_block(c)
+    f = c.free_head
+    c.free_head = c.link[f]
+    if zero:
+        memset(c.mem8 + (<size_t>f << PAGE_SHIFT), 0, PAGE_SIZE)
+    c.nfree -= 1
+    c.flags[f] = fl
+    c.count[f] = 0
+    c.link[f] = 0
+    used = c.nframes - c.nfree
+    if used > c.st[ST_FRAMES_PEAK]:
+        c.st[ST_FRAMES_PEAK] = used
+    return f

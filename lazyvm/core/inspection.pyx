@@ -10,7 +10,7 @@ from lazyvm.core.defs import counter_names
 
 cpdef walk(State c, pfn_t pgd, uint64_t addr):
     """[(level, table, index, entry), ...] from the pgd down, ending after the
-    first entry that is not present (or at the leaf)."""
+    first entry that is not present (or at the leaf, or at a huge pmd entry)."""
     cdef int level = c.levels
     cdef pfn_t t = pgd
     cdef uint32_t i
@@ -20,7 +20,7 @@ cpdef walk(State c, pfn_t pgd, uint64_t addr):
         i = index_of(c, addr, level)
         e = eget(c, t, i)
         out.append((level, int(t), int(i), int(e)))
-        if level == 1 or not (e & _P) or bad_pfn(c, entry_pfn(e)):
+        if level == 1 or not (e & _P) or bad_pfn(c, entry_pfn(e)) or (e & _PS):
             break
         t = entry_pfn(e)
         level -= 1
@@ -29,13 +29,13 @@ cpdef walk(State c, pfn_t pgd, uint64_t addr):
 
 cpdef entry_at(State c, pfn_t pgd, uint64_t addr, int level):
     """The entry of `level` (1 = the PTE) on addr's walk, or 0 if the walk stops
-    above it."""
+    above it; a huge mapping's pmd entry for any level below it."""
     cdef int k = c.levels
     cdef pfn_t t = pgd
     cdef entry_t e
     while True:
         e = eget(c, t, index_of(c, addr, k))
-        if k == level:
+        if k == level or (k == 2 and (e & _PS)):
             return e
         if not (e & _P) or bad_pfn(c, entry_pfn(e)):
             return 0
@@ -52,6 +52,9 @@ cpdef translate(State c, pfn_t pgd, uint64_t addr):
         e = eget(c, t, index_of(c, addr, level))
         if not (e & _P) or bad_pfn(c, entry_pfn(e)):
             return -1
+        if level == 2 and (e & _PS):
+            return (<int64_t>entry_pfn(e) << PAGE_SHIFT) | \
+                <int64_t>(addr & ((<uint64_t>1 << HPAGE_SHIFT) - 1))
         if level == 1:
             return (<int64_t>entry_pfn(e) << PAGE_SHIFT) | <int64_t>(addr & (PAGE_SIZE - 1))
         t = entry_pfn(e)
@@ -60,7 +63,8 @@ cpdef translate(State c, pfn_t pgd, uint64_t addr):
 
 cpdef mm_stats(State c, pfn_t pgd):
     """(rss, [tables reached at level 1, 2, ...]) of the mm with this pgd: data
-    pages mapped (ZERO_PAGE excluded), and the distinct tables below the pgd."""
+    pages mapped (ZERO_PAGE excluded), and the distinct tables below the pgd (a huge
+    mapping: 512 pages, and its deposited table at level 1, as VmPTE counts it)."""
     cdef int64_t rss = 0
     seen = set()
     per = [0] * (c.levels - 1)
@@ -80,6 +84,10 @@ cdef int64_t mm_walk(State c, int level, pfn_t t, set seen, list per):
                 rss += 1
             continue
         if not (e & _P):
+            continue
+        if level == 2 and (e & _PS):
+            rss += HPAGE_NR
+            per[0] += 1
             continue
         ch = entry_pfn(e)
         if bad_pfn(c, ch):

@@ -10,6 +10,7 @@ from lazyvm.core.state cimport *
 from lazyvm.core.frames cimport *
 from lazyvm.core.rmap cimport *
 from lazyvm.core.swap cimport *
+from lazyvm.core.thp cimport *
 
 
 cdef bint page_referenced(State c, uint32_t f) noexcept nogil

@@ -96,7 +96,7 @@ cdef void unmap_slot(State c, uint32_t f, slot_t slot, uint32_t s) noexcept nogi
         c.flags[f] |= F_DIRTY
     slot_write(c, slot, swp_entry(s))
     c.swap_count[s] += 1
-    c.count[f] -= 1
+    c.count[f] -= slot_refs(c, <pfn_t>(slot >> c.slot_shift))
     c.st[ST_RECLAIM_RMAP_SLOTS] += 1
 
 
@@ -120,7 +120,8 @@ cdef int scan_range(State c, int level, pfn_t t, uint64_t start, uint64_t end,
             if not pte_present(pte):     # PROTNONE frames are mapped too
                 continue
             f = entry_pfn(pte)
-            if f == c.zero_pfn or bad_pfn(c, f) or not (c.flags[f] & F_ANON):
+            if f == c.zero_pfn or bad_pfn(c, f) or (c.flags[f] & (F_ANON | F_HUGE)) != F_ANON:
+                # (a frame of a huge page stays: without rmap it cannot be split)
                 continue
             if pte & _A:
                 eset(c, t, i, pte & ~(<entry_t>_A))
@@ -136,7 +137,7 @@ cdef int scan_range(State c, int level, pfn_t t, uint64_t start, uint64_t end,
             if c.rmap_enabled and rmap_remove(c, f, mk_slot(c, t, i)) != OK:
                 rc = ERR_BUG
                 break
-            c.count[f] -= 1
+            c.count[f] -= slot_refs(c, t)
             if c.count[f] == 1:
                 swapcache_drop(c, s)
                 freed[0] += 1
@@ -150,6 +151,11 @@ cdef int scan_range(State c, int level, pfn_t t, uint64_t start, uint64_t end,
     walk_begin(c, &w, level, start, end)
     while walk_next(c, &w):
         x = eget(c, t, w.idx)
+        if level == 2 and (x & _PS):
+            rc = split_huge_pmd(c, t, w.idx)     # reclaim splits a huge mapping first
+            if rc != OK:
+                return rc
+            x = eget(c, t, w.idx)
         if (x & _P) and not bad_pfn(c, entry_pfn(x)):
             rc = scan_range(c, level - 1, entry_pfn(x), w.lo, w.hi, n, freed)
             if rc != OK or freed[0] >= n:
@@ -174,6 +180,11 @@ cpdef reclaim_rmap(State c, uint32_t n):
                 c.clock_hand = c.boot_frames
             scanned += 1
             fl = c.flags[f]
+            if fl & F_HUGE:                  # split it first: its frames become pages
+                rc = split_huge_page(c, f)
+                if rc != OK:
+                    break
+                fl = c.flags[f]
             if (fl & (F_ANON | F_FREE | F_RESERVED)) != F_ANON:
                 continue
             if not (fl & F_DIRECT) and c.link[f] == 0:

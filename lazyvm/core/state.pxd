@@ -23,6 +23,10 @@ cdef class State:
     cdef uint32_t slot_shift             # rmap slot = table_pfn << slot_shift | index
     cdef readonly uint32_t nrpte         # slots in a chain node (15 or 7)
     cdef readonly bint contents          # page data is kept
+    cdef readonly bint eager             # eager accounting: a page under a shared leaf
+                                         # table holds one reference per use of the table
+    cdef readonly int thp                # THP_NEVER, THP_ALWAYS, THP_MADVISE
+    cdef readonly bint thp_copy          # a write to a shared huge page copies it whole
 
     # ---- physical memory -------------------------------------------------------------
     cdef readonly object physical        # np.uint8[nframes * 4096]
@@ -54,6 +58,9 @@ cdef class State:
     cdef uint32_t* resv                  # (pfn << 1 | never-used), taken by alloc_table
     cdef uint32_t nresv                  # frames in resv
     cdef uint32_t resv_cap               # resv's size
+    cdef readonly object hfree_arr       # np.uint32: free 512-frame blocks kept whole (heads)
+    cdef uint32_t* hfree                 # hfree_arr's data
+    cdef readonly uint32_t nhfree        # blocks on hfree (their frames count in nfree)
 
     # ---- rmap: pte_chain pool ---------------------------------------------------------
     cdef readonly bint rmap_enabled
@@ -280,6 +287,23 @@ cdef inline entry_t slot_read(State c, slot_t slot) noexcept nogil:
 cdef inline void slot_write(State c, slot_t slot, entry_t e) noexcept nogil:
     eset(c, <pfn_t>(slot >> c.slot_shift),
               <uint32_t>(slot & ((1 << c.slot_shift) - 1)), e)
+
+
+cdef inline count_t slot_refs(State c, pfn_t t) noexcept nogil:
+    """The references one slot of leaf table t holds on its frame: eager accounting
+    counts one per use of the table."""
+    return c.count[t] if c.eager else 1
+
+
+cdef inline uint32_t page_head(State c, uint32_t f) noexcept nogil:
+    """The frame whose count a reference to frame f goes on (a huge page's head)."""
+    if c.flags[f] & F_TAIL:
+        return f & ~(<uint32_t>(HPAGE_NR - 1))
+    return f
+
+
+cdef inline bint thp_on(State c) noexcept nogil:
+    return c.thp != THP_NEVER
 
 
 cdef inline bint bad_swap(State c, entry_t pte) noexcept nogil:

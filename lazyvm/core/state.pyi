@@ -30,6 +30,11 @@ class State:
     swapper_pgd: int
     rmap_enabled: bool
     nswap: int
+    eager: bool
+    thp: int
+    thp_copy: bool
+    nhfree: int
     def __init__(self, nframes: int, rmap: bool, nswap: int, layout: int = ...,
-                 contents: bool = ...) -> None: ...
+                 contents: bool = ..., eager: bool = ..., thp: int = ...,
+                 thp_copy: bool = ...) -> None: ...
     def views(self) -> Dict[str, Any]: ...

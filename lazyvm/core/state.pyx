@@ -53,15 +53,25 @@ cdef class State:
     """Physical memory, struct page, the frame allocator's, rmap pool's and swap's
     state of one machine (the fields are documented in state.pxd).
 
-    State(nframes, rmap, nswap, layout, contents): nframes frames of 4 KiB, rmap on or
-    off, nswap swap slots (0 = no swap; slot 0 is the header and never used), layout one
-    of LAYOUT_*, contents False for a machine that keeps no page data."""
+    State(nframes, rmap, nswap, layout, contents, eager, thp, thp_copy): nframes frames
+    of 4 KiB, rmap on or off, nswap swap slots (0 = no swap; slot 0 is the header and
+    never used), layout one of LAYOUT_*, contents False for a machine that keeps no page
+    data, eager True for eager accounting of shared leaf tables (leaf sharing only),
+    thp THP_NEVER / THP_ALWAYS / THP_MADVISE (pae and x86_64), thp_copy True to copy a
+    huge page whole on a write to a shared one (else split it)."""
 
     def __cinit__(self, uint32_t nframes, bint rmap, uint32_t nswap, int layout=0,
-                  bint contents=True):
+                  bint contents=True, bint eager=False, int thp=THP_NEVER,
+                  bint thp_copy=False):
         cdef uint32_t k
         self.layout = layout
         self.contents = contents
+        self.eager = eager
+        self.thp = thp if layout != L_I386 else THP_NEVER
+        self.thp_copy = thp_copy
+        self.hfree_arr = np.zeros((nframes >> 9) + 1 if self.thp else 1, dtype=np.uint32)
+        self.hfree = <uint32_t*>array_data(self.hfree_arr)
+        self.nhfree = 0
         if layout == L_I386:
             self.levels, self.wide, self.user_entries, self.top_rw = 2, False, 768, True
             self.shift[1], self.nent[1] = 12, 1024
@@ -163,6 +173,7 @@ cdef class State:
             nrpte=self.nrpte, rmap=self.rmap_enabled, node_cap=self.node_cap,
             node_hwm=self.node_hwm, node_free=self.node_free, node_nfree=self.node_nfree,
             nswap=self.nswap, swap_hwm=self.swap_hwm, swap_free=self.swap_free,
-            swap_nfree=self.swap_nfree, contents=self.contents,
+            swap_nfree=self.swap_nfree, contents=self.contents, eager=self.eager,
+            hfree=ro(self.hfree_arr[:self.nhfree]),
             counters={name: int(self.st[i]) for i, name in enumerate(counter_names())},
             tables_by_level=[int(self.st[ST_TABLES_L + k]) for k in range(4)])

@@ -10,6 +10,8 @@ from lazyvm.core.frames cimport *
 from lazyvm.core.rmap cimport *
 from lazyvm.core.swap cimport *
 from lazyvm.core.fault cimport *
+from lazyvm.core.accounting cimport *
+from lazyvm.core.thp cimport *
 
 
 cdef int zap_range(State c, int level, pfn_t t, uint64_t start, uint64_t end,

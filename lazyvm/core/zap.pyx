@@ -5,7 +5,8 @@ mm/mprotect.c change_protection): munmap, exit and mprotect's walkers.
 zap_range(level, t, start, end) is the upper-level walker of zap_page_range; the leaf
 is zap_pte_range.  A shared table whose span this mm no longer maps drops one use (the
 fast path, at every level); a shared table still mapped is privatized first
-(unshare_range, for munmap and mprotect).  free_range is free_pgtables."""
+(unshare_range, for munmap and mprotect).  free_range is free_pgtables.  A huge pmd
+entry is zapped whole (thp.zap_huge_pmd: a mapping an operation cuts was split first)."""
 
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t, int64_t, uint64_t
 
@@ -30,6 +31,11 @@ cdef int zap_range(State c, int level, pfn_t t, uint64_t start, uint64_t end,
     walk_begin(c, &w, level, start, end)
     while walk_next(c, &w):
         x = eget(c, t, w.idx)
+        if level == 2 and (x & _PS):
+            rc = zap_huge_pmd(c, t, w.idx)
+            if rc != OK:
+                return rc
+            continue
         if x & _P:
             ch = entry_pfn(x)
             if bad_pfn(c, ch):
@@ -37,9 +43,7 @@ cdef int zap_range(State c, int level, pfn_t t, uint64_t start, uint64_t end,
             if c.count[ch] > 1:
                 if keep != NULL and not span_covered(keep.vmas, keep.nv, w.base, w.base + w.span):
                     eset(c, t, w.idx, 0)
-                    c.count[ch] -= 1
-                    c.st[ST_TABLES_DROPPED] += 1
-                    c.st[ST_DROPPED_L + level - 2] += 1
+                    drop_table_use(c, ch, level - 1)
             else:
                 rc = zap_range(c, level - 1, ch, w.lo, w.hi, keep)
                 if rc != OK:
@@ -85,14 +89,17 @@ cdef int free_entries(State c, int level, pfn_t t, uint32_t lo, uint32_t hi,
     cdef int rc
     scan_begin(&s, t, lo, hi)
     while scan_next(c, &s):
+        if level == 2 and (eget(c, t, s.idx) & _PS):
+            rc = zap_huge_pmd(c, t, s.idx)
+            if rc != OK:
+                return rc
+            continue
         ch = entry_pfn(eget(c, t, s.idx))
         if bad_pfn(c, ch):
             return ERR_BUG
         eset(c, t, s.idx, 0)
         if c.count[ch] > 1:
-            c.count[ch] -= 1
-            c.st[ST_TABLES_DROPPED] += 1
-            c.st[ST_DROPPED_L + level - 2] += 1
+            drop_table_use(c, ch, level - 1)
         else:
             rc = free_range(c, level - 1, ch, scan)
             if rc != OK:
@@ -117,7 +124,7 @@ cdef int unshare_range(State c, int level, pfn_t t, uint64_t start, uint64_t end
     walk_begin(c, &w, level, start, end)
     while walk_next(c, &w):
         x = eget(c, t, w.idx)
-        if x & _P:
+        if (x & _P) and not (level == 2 and (x & _PS)):
             ch = entry_pfn(x)
             if bad_pfn(c, ch):
                 return ERR_BUG
@@ -149,7 +156,7 @@ cdef bint has_entries(State c, int level, pfn_t t, uint64_t start, uint64_t end)
     walk_begin(c, &w, level, start, end)
     while walk_next(c, &w):
         x = eget(c, t, w.idx)
-        if level == 1:
+        if level == 1 or (level == 2 and (x & _PS)):
             if x != 0:
                 return True
         elif (x & _P) and not bad_pfn(c, entry_pfn(x)) \
@@ -201,13 +208,23 @@ cdef int change_range(State c, int level, pfn_t t, uint64_t start, uint64_t end,
     walk_begin(c, &w, level, start, end)
     while walk_next(c, &w):
         x = eget(c, t, w.idx)
-        if (x & _P) and not bad_pfn(c, entry_pfn(x)):
+        if level == 2 and (x & _PS):             # whole (split_range ran first)
+            eset(c, t, w.idx, (x & (~(<entry_t>FLAGS_MASK) | _A | _D)) | prot | _PS)
+        elif (x & _P) and not bad_pfn(c, entry_pfn(x)):
             change_range(c, level - 1, entry_pfn(x), w.lo, w.hi, prot)
     return OK
 
 
 cdef int zap_pte_range(State c, leaf_t* tbl, pfn_t t, uint32_t lo, uint32_t hi) noexcept nogil:
-    """zap_pte_range: clear entries [lo, hi) of table t, dropping what they hold."""
+    """zap_pte_range: clear entries [lo, hi) of table t, dropping what they hold (a
+    frame of a huge page: a reference on its head; F_THPMAP picks that loop)."""
+    if c.flags[t] & F_THPMAP:
+        return zap_ptes(c, tbl, t, lo, hi, True)
+    return zap_ptes(c, tbl, t, lo, hi, False)
+
+
+cdef inline int zap_ptes(State c, leaf_t* tbl, pfn_t t, uint32_t lo, uint32_t hi,
+                         bint thp) noexcept nogil:
     cdef uint32_t zero = c.zero_pfn, nframes = c.nframes
     cdef bint rm = c.rmap_enabled
     cdef leaf_t pte
@@ -239,6 +256,9 @@ cdef int zap_pte_range(State c, leaf_t* tbl, pfn_t t, uint32_t lo, uint32_t hi) 
         if rm and page_remove_rmap_t(c, f, mk_slot(c, t, i), tbl) != OK:
             rc = ERR_BUG
             break
-        put_page(c, f)
+        if thp:
+            put_page(c, page_head(c, f))
+        else:
+            put_page(c, f)
     c.st[ST_PTES_ZAPPED] += zapped
     return rc
