@@ -200,6 +200,7 @@ cdef enum:
 cdef extern from *:
     """
     #define LAZYVM_MAP_NORESERVE 0x4000
+    #define LAZYVM_UNLIKELY(x) __builtin_expect(!!(x), 0)
     #ifdef LAZYVM_DEBUG
     #define LAZYVM_DEBUG_BUILD 1
     #else
@@ -207,6 +208,8 @@ cdef extern from *:
     #endif
     """
     const int MAP_NORESERVE "LAZYVM_MAP_NORESERVE"
+    # a branch the C compiler lays out of the loop's straight line (a corrupted entry)
+    bint unlikely "LAZYVM_UNLIKELY"(bint) noexcept nogil
     const int LAZYVM_DEBUG_BUILD     # setup.py defines LAZYVM_DEBUG for LAZYVM_DEBUG=1
 
 # Result codes of the nogil paths; the exception is raised after the GIL is retaken.

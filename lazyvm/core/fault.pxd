@@ -27,10 +27,11 @@ cdef int unshare_entry(State c, pfn_t tbl, uint32_t i, int level, uint64_t base,
 cdef inline uint8_t* mmu(State c, pfn_t pgd, uint64_t addr, bint write) noexcept nogil:
     """The MMU: translate a user access or return NULL for a page fault.  Checks P
     and US at every level (P only at a pae PDPT entry), RW at every level that has
-    it for a write; sets A (and D) in the PTE.  An entry naming a frame outside
-    physical memory faults too (handle_mm_fault then finds it corrupted).  Without
-    contents a hit returns the ZERO_PAGE's address (no byte is ever read or written
-    through it).  A pmd entry with PS maps a huge page (thp.huge_access)."""
+    it for a write; sets A (and D) in the PTE.  Without contents a hit returns the
+    ZERO_PAGE's address (no byte is ever read or written through it); with contents a
+    leaf entry naming a frame outside physical memory faults (it is never followed,
+    and the caller, finding the access refused after handle_mm_fault, raises).  A pmd
+    entry with PS maps a huge page (thp.huge_access)."""
     cdef int level = c.levels
     cdef pfn_t t = pgd
     cdef uint32_t i
@@ -45,7 +46,7 @@ cdef inline uint8_t* mmu(State c, pfn_t pgd, uint64_t addr, bint write) noexcept
             return NULL
         p32 = <pte32_t*>table_ptr(c, pde >> PAGE_SHIFT) + ((addr >> PAGE_SHIFT) & 1023)
         pte = p32[0]
-        if (pte & (_P | _US)) != (_P | _US) or (pte >> PAGE_SHIFT) >= c.nframes:
+        if (pte & (_P | _US)) != (_P | _US):
             return NULL
         if write:
             if not (pte & _RW):
@@ -56,6 +57,8 @@ cdef inline uint8_t* mmu(State c, pfn_t pgd, uint64_t addr, bint write) noexcept
             p32[0] = pte | _A
         if not c.contents:
             return c.mem8
+        if (pte >> PAGE_SHIFT) >= c.nframes:
+            return NULL
         return c.mem8 + (<size_t>(pte >> PAGE_SHIFT) << PAGE_SHIFT) + (addr & (PAGE_SIZE - 1))
     while level > 1:
         e = eget(c, t, index_of(c, addr, level))
@@ -75,7 +78,7 @@ cdef inline uint8_t* mmu(State c, pfn_t pgd, uint64_t addr, bint write) noexcept
         level -= 1
     i = index_of(c, addr, 1)
     e = eget(c, t, i)
-    if (e & (_P | _US)) != (_P | _US) or bad_pfn(c, entry_pfn(e)):
+    if (e & (_P | _US)) != (_P | _US):
         return NULL
     if write:
         if not (e & _RW):
@@ -86,4 +89,6 @@ cdef inline uint8_t* mmu(State c, pfn_t pgd, uint64_t addr, bint write) noexcept
         eset(c, t, i, e | _A)
     if not c.contents:
         return c.mem8
+    if bad_pfn(c, entry_pfn(e)):
+        return NULL
     return c.mem8 + (<size_t>entry_pfn(e) << PAGE_SHIFT) + (addr & (PAGE_SIZE - 1))

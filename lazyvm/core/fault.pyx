@@ -18,8 +18,9 @@ cdef int handle_mm_fault(State c, const mm_t* mm, Py_ssize_t vi, uint64_t addr,
     """handle_mm_fault for an access the VMA mm.vmas[vi] allows (the caller checked).
     Walks down from the pgd making every level present and private to this mm, then
     handles the PTE; loops, as the MMU retries the access, until it would succeed.
-    An entry the MMU would refuse for ever (US clear, a frame outside memory) is
-    ERR_BUG: every pass of the loop makes progress or returns."""
+    An entry the MMU would refuse for ever is ERR_BUG here (US clear) or returns OK
+    and is found by the caller, whose access the MMU still refuses (a leaf frame
+    outside memory): every pass of the loop makes progress or returns."""
     cdef uint64_t vmf = mm.vmas[vi].flags, idx, span
     cdef int level
     cdef pfn_t t, nt, f
@@ -69,8 +70,6 @@ cdef int handle_mm_fault(State c, const mm_t* mm, Py_ssize_t vi, uint64_t addr,
         level -= 1
     while True:                  # the leaf: retried, as the MMU retries the access
         pte = eget(c, t, ptx)
-        if (pte & _P) and (not (pte & _US) or bad_pfn(c, entry_pfn(pte))):
-            return ERR_BUG
         if (pte & (_P | _US)) == (_P | _US):
             if not write:
                 eset(c, t, ptx, pte | _A)
@@ -113,10 +112,10 @@ cdef int handle_mm_fault(State c, const mm_t* mm, Py_ssize_t vi, uint64_t addr,
             if bad_swap(c, pte):
                 return ERR_BUG
             rc = do_swap_page(c, t, ptx, pte, <uint32_t>vmf, write)
-        elif (pte & _P) and not bad_pfn(c, entry_pfn(pte)):
+        elif (pte & (_P | _US)) == (_P | _US) and not bad_pfn(c, entry_pfn(pte)):
             rc = do_wp_page(c, t, ptx, pte)
         else:
-            return ERR_BUG                   # PROTNONE under an accessible VMA
+            return ERR_BUG                   # PROTNONE under an accessible VMA, US clear
         if rc != OK:
             return rc
 

@@ -78,14 +78,14 @@ cdef inline int copy_one_pte(State c, leaf_t* src, leaf_t* dst, uint32_t i, leaf
     else:
         f = (pte >> PAGE_SHIFT) & PFN_MASK
         bad = f - 1 >= lim
-    if bad:
+    if unlikely(bad):
         if f != 0:
             return ERR_BUG
         dst[i] = pte                 # the ZERO_PAGE
         return OK
-    if not (shmem_keeps_rw and (c.flags[f] & F_SHMEM)):
+    if (pte & wp) and not (shmem_keeps_rw and (c.flags[f] & F_SHMEM)):
         pte &= ~wp
-        src[i] = pte
+        src[i] = pte                 # only if it changes: a clean line stays clean
     dst[i] = pte & ~nod
     if take:
         if thp:
