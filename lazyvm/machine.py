@@ -8,13 +8,14 @@ consistent (Machine.check() passes after every error).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 from collections import Counter
 from numbers import Integral
 from typing import (Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple,
                     TypeVar, Union, cast)
-from typing import NoReturn, SupportsIndex
+from typing import Iterator, NoReturn, SupportsIndex
 
 import numpy as np
 
@@ -77,6 +78,21 @@ def _serialized(method: _F) -> _F:
         with (self if isinstance(self, Machine) else self.machine)._lock:
             return method(self, *args, **kwargs)
     return cast(_F, locked)
+
+
+def _charged(method: _F) -> _F:
+    """_serialized for a Process method whose work is done in that process's context:
+    with costs, its predicted kernel time goes to the process's account."""
+    @functools.wraps(method)
+    def charged(self: Any, *args: Any, **kwargs: Any) -> Any:
+        m = self.machine
+        with m._lock:
+            if m.costs is None:
+                return method(self, *args, **kwargs)
+            with m._charge(self):
+                return method(self, *args, **kwargs)
+    return cast(_F, charged)
+
 
 _NO_VMAS = vmalib.vma_array([])
 RECLAIM_METHODS = ("rmap", "scan")
@@ -221,6 +237,14 @@ class Machine(_Uncopyable):
         self._shm_live = 0           # shared objects ever made and not yet released
         self._shm_holes: List[Tuple[int, int]] = []   # index ranges of released objects
         self._lock = threading.RLock()
+        # Who pays (DESIGN.md section 10): the running prediction already handed out
+        # to accounts, the machine's own account (boot, spawn, reclaim) and that of the
+        # processes that have exited.
+        self._charged_ns = 0
+        self._machine_ns = 0
+        self._exited_ns = 0
+        if self.costs is not None:
+            self._machine_ns = self._charged_ns = self.costs.kernel_ns(self._core.counters())
 
     def __repr__(self) -> str:
         return (f"Machine(memory={self.memory}, fork_mode={self.fork_mode!r}, "
@@ -265,7 +289,8 @@ class Machine(_Uncopyable):
         >>> m = Machine(memory=8 << 20); p = m.spawn(); p.vmas, p.alive
         ([], True)
         """
-        pgd = self._core.new_pgd()
+        with self._charge(None):
+            pgd = self._core.new_pgd()
         return self._add(pgd, [])
 
     def _add(self, pgd: int, vmas: List[Vma], arr: Optional[np.ndarray] = None) -> "Process":
@@ -287,7 +312,31 @@ class Machine(_Uncopyable):
         out: Dict[str, int] = self._core.stats()
         if self.costs is not None:
             out["kernel_ns"] = int(self.costs.kernel_ns(out))
+            out["kernel_ns_exited"] = self._exited_ns
+            out["kernel_ns_machine"] = self._machine_ns
         return out
+
+    @contextlib.contextmanager
+    def _charge(self, who: Optional["Process"]) -> Iterator[None]:
+        """Hand the predicted kernel time of the work done inside the block to `who`
+        (a Process, or None for the machine's own account), also when the block raises.
+
+        The share is the difference of the machine's rounded running prediction
+        (Profile.kernel_ns of the core's counters) after and before, so the shares of
+        all operations add up exactly, in integers, to ``stats()["kernel_ns"]``.  A
+        nested charge hands out its part first; the outer one gets the rest."""
+        if self.costs is None:
+            yield
+            return
+        try:
+            yield
+        finally:
+            now = self.costs.kernel_ns(self._core.counters())
+            share, self._charged_ns = now - self._charged_ns, now
+            if who is None:
+                self._machine_ns += share
+            else:
+                who._kernel_ns += share
 
     @_serialized
     def reset_peaks(self) -> None:
@@ -426,11 +475,12 @@ class Machine(_Uncopyable):
             raise ValueError("method 'rmap' needs Machine(rmap=True)")
         if n == 0:
             return 0
-        if method == "rmap":
-            return int(self._core.reclaim_rmap(n))
-        mms = [(p.pgd, p._varr) for p in self._procs.values()]
-        freed, self._scan_cursor = self._core.reclaim_scan(n, mms, self._scan_cursor)
-        return int(freed)
+        with self._charge(None):           # reclaim is the machine's work (kswapd's)
+            if method == "rmap":
+                return int(self._core.reclaim_rmap(n))
+            mms = [(p.pgd, p._varr) for p in self._procs.values()]
+            freed, self._scan_cursor = self._core.reclaim_scan(n, mms, self._scan_cursor)
+            return int(freed)
 
     @_serialized
     def fail_after(self, n: Optional[int]) -> None:
@@ -503,7 +553,8 @@ class Machine(_Uncopyable):
                 raise ValueError(f"event {s}: no live process has pid {who}")
             k = int(kind[s])
             if k <= EV_WRITE:
-                p._access_pages(addrs[s:e], writes[s:e], check_first=False)
+                with self._charge(p):
+                    p._access_pages(addrs[s:e], writes[s:e], check_first=False)
             elif k == EV_FORK:
                 arg = int(ev[s, 3])
                 children.append(p.fork(None if arg < 0 else FORK_MODES[arg != 0]))
@@ -576,6 +627,7 @@ class Process(_Uncopyable):
         self.pid = pid
         self.pgd = pgd
         self.alive = True
+        self._kernel_ns = 0          # predicted kernel time of work in its context
         self._vmas: List[Vma] = []
         self._varr = _NO_VMAS
         self._set_vmas(list(vmas), arr)
@@ -645,10 +697,12 @@ class Process(_Uncopyable):
         for k, n in enumerate(per, 1):
             out[f"page_tables_l{k}"] = n
         out["vmas"] = len(self._vmas)
+        if self.machine.costs is not None:
+            out["kernel_ns"] = self._kernel_ns
         return out
 
     # -- mappings ---------------------------------------------------------------------
-    @_serialized
+    @_charged
     def mmap(self, length: int, prot: str = "rw", shared: bool = False,
              addr: Optional[int] = None) -> int:
         """Map length bytes of anonymous memory, private or shared; return the address.
@@ -707,7 +761,7 @@ class Process(_Uncopyable):
                 return pos
         raise OutOfMemory(f"no room for {length:#x} bytes in the user address space")
 
-    @_serialized
+    @_charged
     def munmap(self, addr: int, length: int) -> None:
         """Unmap [addr, addr+length): frames lose their references, tables whose span no
         VMA reaches any more are freed (one use dropped, if shared).
@@ -732,7 +786,7 @@ class Process(_Uncopyable):
         core.zap(self.pgd, self._varr, new_arr, addr, end)
         self._set_vmas(kept, new_arr)
 
-    @_serialized
+    @_charged
     def mprotect(self, addr: int, length: int, prot: str) -> None:
         """Change the protection of [addr, addr+length), which must be fully mapped.
         A private mapping never gets RW back from mprotect: the next write faults.
@@ -781,13 +835,15 @@ class Process(_Uncopyable):
         """
         m = self.machine
         with m._lock:
-            if type(addr) is int and type(length) is int and self.alive and m.contents \
+            if m.costs is None and type(addr) is int and type(length) is int and self.alive \
+                    and m.contents \
                     and 0 < length <= PAGE_SIZE - (addr & (PAGE_SIZE - 1)) and addr >= 0:
                 r = m._core.access(self.pgd, self._varr, addr, length, False)
                 if isinstance(r, bytes):
                     return r
             return self._read(addr, length)
 
+    @_charged
     def _read(self, addr: Any, length: Any) -> bytes:
         core = self._live()
         addr, length = _span(addr, length, self.machine._task_size)
@@ -817,12 +873,14 @@ class Process(_Uncopyable):
         """
         m = self.machine
         with m._lock:
-            if type(data) is bytes and type(addr) is int and self.alive and m.contents \
+            if m.costs is None and type(data) is bytes and type(addr) is int and self.alive \
+                    and m.contents \
                     and 0 < len(data) <= PAGE_SIZE - (addr & (PAGE_SIZE - 1)) and addr >= 0:
                 if m._core.access(self.pgd, self._varr, addr, len(data), True, data):
                     return
             self._write(addr, data)
 
+    @_charged
     def _write(self, addr: Any, data: Any) -> None:
         core = self._live()
         if isinstance(data, np.ndarray) and data.dtype.hasobject:
@@ -842,7 +900,7 @@ class Process(_Uncopyable):
         for i, lo, hi in parts:
             core.write_from(self.pgd, self._varr, i, lo, src, lo - addr, hi - lo)
 
-    @_serialized
+    @_charged
     def touch(self, addr: int, length: int, write: bool = False) -> None:
         """Access every page of [addr, addr+length) (bulk faulting in the core).
 
@@ -862,7 +920,7 @@ class Process(_Uncopyable):
         for i, lo, hi in parts:
             core.fault_range(self.pgd, self._varr, i, lo, hi, write)
 
-    @_serialized
+    @_charged
     def touch_pages(self, addrs: Union[Sequence[int], np.ndarray], write: bool = False) -> None:
         """Access the page of each address in addrs (a sequence or numpy array), in order.
 
@@ -931,7 +989,7 @@ class Process(_Uncopyable):
         (b'1', b'2', 1)
         """
         m = self.machine
-        with m._lock:
+        with m._lock, m._charge(self):
             core = self._live()
             if mode is None:
                 mode = m.fork_mode
@@ -945,7 +1003,7 @@ class Process(_Uncopyable):
                 raise ValueError(f"fork mode must be one of {FORK_MODES}, not {mode!r}")
             return m._add(pgd, self._vmas, self._varr)
 
-    @_serialized
+    @_charged
     def exec(self) -> None:
         """Drop the whole user space, keep the process (and its page directory).
 
@@ -966,11 +1024,14 @@ class Process(_Uncopyable):
         """
         m = self.machine
         with m._lock:
-            core = self._live()
-            core.exit_mm(self.pgd, self._varr, True)
-            self._set_vmas([], _NO_VMAS)
+            with m._charge(self):
+                core = self._live()
+                core.exit_mm(self.pgd, self._varr, True)
+                self._set_vmas([], _NO_VMAS)
             self.alive = False
             del m._procs[self.pid]
+            m._exited_ns += self._kernel_ns
+            self._kernel_ns = 0
 
     # -- raw entries -----------------------------------------------------------------
     def _entry_addr(self, value: Any) -> int:
