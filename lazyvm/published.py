@@ -295,7 +295,7 @@ def fit_2541(cells=None):
                              for n, yy, r, rr in zip(names, y, f["residuals"],
                                                      f["rel_residuals"])]},
             "program": PROGRAM, "exec_image": EXEC_IMAGE,
-            "unpriced": [e for e in EVENTS if source[e].startswith("0, UNPRICED")],
+            "unpriced": [e for e in EVENTS if source.get(e, "").startswith("0, UNPRICED")],
             "sources": [_MCC, _MORTON]}
     return Profile(name="linux-2.5.41", costs=costs, uncertainty=unc, source=source,
                    version=FORMAT_VERSION,
