@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-from lazyvm.linux import LinuxMapping
+from lazyvm.measure.host import LinuxMapping
 
 from benchlib import BIG, FULL, per_item, rounds
 

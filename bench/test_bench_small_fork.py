@@ -8,7 +8,7 @@ import pytest
 
 from benchlib import release
 from lazyvm import Machine
-from lazyvm.workloads import CONFIGS, _image
+from lazyvm.workloads.builtin import CONFIGS, _image
 
 
 @pytest.fixture(scope="module", params=list(CONFIGS))

@@ -1,7 +1,7 @@
-"""``python -m lazyvm``: the ``lazyvm`` command (see :mod:`lazyvm.cli`)."""
+"""``python -m lazyvm``: the ``lazyvm`` command (see :mod:`lazyvm.commands`)."""
 
 import sys
 
-from .cli import main
+from .commands import main
 
 sys.exit(main())

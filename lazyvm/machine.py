@@ -252,7 +252,7 @@ class Machine(_Uncopyable):
                 f"share_level={self.share_level}, contents={self.contents})")
 
     def _repr_html_(self) -> str:
-        from .show import machine_html
+        from .view import machine_html
         return str(machine_html(self))
 
     # -- processes -------------------------------------------------------------------

@@ -12,12 +12,12 @@ import pytest
 from subproc import LAZYVM_ENV, NEUTRAL_CWD
 
 from lazyvm import Machine
-from lazyvm.show import (BUILTIN, ScenarioError, build, chromium, machine_html, page_html,
+from lazyvm.view import (BUILTIN, ScenarioError, build, chromium, machine_html, page_html,
                          snapshot, step_svg)
-from lazyvm.show import _adapter as ad
-from lazyvm.show import model, scenario
+from lazyvm.view import _adapter as ad
+from lazyvm.view import model, scenario
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _seed_states():
@@ -214,7 +214,7 @@ def test_bad_scenarios_say_where_in_one_line(tmp_path, bad, msg):
     assert msg in str(e.value) and "\n" not in str(e.value)
 
 
-@pytest.mark.parametrize("entry", [["lazyvm.show"], ["lazyvm", "show"]])
+@pytest.mark.parametrize("entry", [["lazyvm.view"], ["lazyvm", "show"]])
 def test_cli_errors_are_one_line_exit_2(tmp_path, entry):
     r = subprocess.run([sys.executable, "-m", *entry, "nosuch"], capture_output=True,
                        text=True, cwd=NEUTRAL_CWD, env=LAZYVM_ENV)
@@ -226,7 +226,7 @@ def test_cli_errors_are_one_line_exit_2(tmp_path, entry):
                        capture_output=True, text=True, cwd=NEUTRAL_CWD, env=LAZYVM_ENV)
     assert r.returncode == 0 and out.stat().st_size > 10_000
     out = tmp_path / "c.svg"
-    r = subprocess.run([sys.executable, "-m", "lazyvm.show", "cow", "--svg", str(out),
+    r = subprocess.run([sys.executable, "-m", "lazyvm.view", "cow", "--svg", str(out),
                         "--step", "99"], capture_output=True, text=True, cwd=NEUTRAL_CWD, env=LAZYVM_ENV)
     assert r.returncode == 2 and "--step must be 1..9" in r.stderr
 
@@ -260,7 +260,7 @@ needs_chromium = pytest.mark.skipif(
 
 
 def _dom(path, fragment=""):
-    from lazyvm.show import run_chromium
+    from lazyvm.view import run_chromium
     return run_chromium(["--dump-dom", path.resolve().as_uri() + fragment]).decode()
 
 
@@ -332,7 +332,7 @@ def test_a_broken_page_is_caught(tmp_path):
 def test_screenshot_is_not_blank(tmp_path):
     mpimg = pytest.importorskip("matplotlib.image", reason="reading the PNG needs matplotlib")
     png = tmp_path / "seed.png"
-    r = subprocess.run([sys.executable, "-m", "lazyvm.show", "seed", "--png", str(png),
+    r = subprocess.run([sys.executable, "-m", "lazyvm.view", "seed", "--png", str(png),
                         "--step", "6"], capture_output=True, text=True, cwd=NEUTRAL_CWD, env=LAZYVM_ENV, timeout=120)
     assert r.returncode == 0, r.stderr
     img = mpimg.imread(str(png))
@@ -344,8 +344,8 @@ def test_screenshot_is_not_blank(tmp_path):
 
 def test_doctests_of_the_package():
     import doctest
-    import lazyvm.show
-    r = doctest.testmod(lazyvm.show, optionflags=doctest.ELLIPSIS)
+    import lazyvm.view
+    r = doctest.testmod(lazyvm.view, optionflags=doctest.ELLIPSIS)
     assert r.attempted > 0 and r.failed == 0
 
 
@@ -364,7 +364,7 @@ BIG = {"title": "A 4-process 3 GiB machine",
 
 
 def test_a_4_process_3gib_page_stays_under_5mb(tmp_path):
-    from lazyvm.show import render
+    from lazyvm.view import render
     sc = scenario.validate(BIG)
     states, diffs = build(sc)
     assert states[-1]["stats"]["page_tables"] > 768 and len(states[-1]["procs"]) == 4
@@ -426,7 +426,7 @@ def test_layout_views_follow_the_walk(layout, share_level, tmp_path):
         sc = scenario.validate({**BUILTIN["seed"], "machine": {
             **BUILTIN["seed"]["machine"], "layout": layout, "share_level": share_level}})
         states, diffs = build(sc)
-        from lazyvm.show import render
+        from lazyvm.view import render
         f = tmp_path / "l.html"
         f.write_text(render.page(sc, states, diffs))
         attrs = _root_attrs(_dom(f, "#step=6"))
@@ -435,14 +435,14 @@ def test_layout_views_follow_the_walk(layout, share_level, tmp_path):
 
 def test_add_commands_registers_show(tmp_path):
     import argparse
-    from lazyvm.show import add_commands
+    from lazyvm.view import add_commands
     parser = argparse.ArgumentParser(prog="lazyvm")
     add_commands(parser.add_subparsers(dest="command"))
     out = tmp_path / "s.html"
     args = parser.parse_args(["show", "cow", "--html", str(out)])
     assert args.handler(args) == 0 and out.stat().st_size > 10_000
     args = parser.parse_args(["show", "nosuch"])
-    from lazyvm.cli import UsageError
+    from lazyvm.commands import UsageError
     with pytest.raises(UsageError, match="no scenario 'nosuch'"):
         args.handler(args)
 
@@ -457,7 +457,7 @@ def test_scenario_on_a_machine_without_contents():
 
 @pytest.mark.parametrize("name", sorted(BUILTIN))
 def test_builtin_as_toml_round_trips(name, tmp_path):
-    r = subprocess.run([sys.executable, "-m", "lazyvm.show", name, "--toml"],
+    r = subprocess.run([sys.executable, "-m", "lazyvm.view", name, "--toml"],
                        capture_output=True, text=True, cwd=NEUTRAL_CWD, env=LAZYVM_ENV)
     assert r.returncode == 0, r.stderr
     f = tmp_path / f"{name}.toml"

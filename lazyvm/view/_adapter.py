@@ -3,7 +3,7 @@
 lazyvm 0.1.0 has one layout (i386) and exposes tables only as raw memory
 (``m.physical``), ``p.pde``/``p.pte``, ``m.frame_count`` and ``m.rmap``.  0.2.0 adds
 ``m.layout``, ``m.table(pfn)`` and ``m.frame_kind(pfn)``.  Everything else in
-lazyvm.show calls :func:`layout_of`, :func:`table_entries` and :func:`frame_kind`
+lazyvm.view calls :func:`layout_of`, :func:`table_entries` and :func:`frame_kind`
 below and never the machine's tables directly, so moving to the new API is a change
 here alone: each function uses the new method when the machine has it.
 """
@@ -99,7 +99,7 @@ def use_count(machine, pfn) -> int:
 def use_counts(machine, pfns) -> np.ndarray:
     """use_count of each frame in an int array, as int64.  A view of 3 GiB asks for
     ~800,000 counts per state, so this reads the core's count array directly when it
-    has one (the same numbers frame_count returns; tests/test_show.py checks), else
+    has one (the same numbers frame_count returns; tests/view/test_show.py checks), else
     calls frame_count per frame."""
     pfns = np.asarray(pfns, dtype=np.int64)
     counts = getattr(machine, "frame_counts", None)            # a vectorized public API

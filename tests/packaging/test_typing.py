@@ -48,7 +48,7 @@ def test_user_script_passes_mypy_strict(tmp_path):
         pytest.skip("mypy is not installed (pip install mypy)")
     script = tmp_path / "user.py"
     script.write_text(SCRIPT)
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     # --follow-imports=silent: as for an installed package, mypy reads lazyvm's types but
     # reports only the user's own script
     r = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--no-incremental",

@@ -12,9 +12,9 @@ from subproc import LAZYVM_ENV, NEUTRAL_CWD
 pd = pytest.importorskip("pandas", reason="lazyvm sweep needs pandas (lazyvm[sweep])")
 
 from lazyvm import Machine  # noqa: E402
-from lazyvm import sweep as sw  # noqa: E402
+from lazyvm.workloads import sweep as sw  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TIMES = ("fork_ns", "write_ns", "exit_ns", "sim_ns")
 
 SMALL = {"grid": {"fork_mode": ["copy", "share"], "rmap": [False, True],
@@ -156,7 +156,7 @@ def test_cli_writes_results_plot_and_one_line_errors(tmp_path):
     spec = tmp_path / "s.toml"
     spec.write_text("[grid]\nfork_mode = ['copy', 'share']\npages = [256, 1024]\n")
     out, png = tmp_path / "r.csv", tmp_path / "p.png"
-    cmd = [sys.executable, "-m", "lazyvm.sweep", str(spec), "--out", str(out),
+    cmd = [sys.executable, "-m", "lazyvm.workloads.sweep", str(spec), "--out", str(out),
            "--plot", str(png), "--x", "pages", "--y", "ptes_copied"]
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=NEUTRAL_CWD, env=LAZYVM_ENV, timeout=120)
     assert r.returncode == 0, r.stderr
@@ -164,13 +164,13 @@ def test_cli_writes_results_plot_and_one_line_errors(tmp_path):
     assert "point/s" not in r.stderr and "it/s" not in r.stderr     # no bar off a terminal
     bad = tmp_path / "bad.toml"
     bad.write_text("[grid]\npages = [1]\nwarp = [2]\n")
-    for entry in (["lazyvm.sweep"], ["lazyvm", "sweep"]):
+    for entry in (["lazyvm.workloads.sweep"], ["lazyvm", "sweep"]):
         r = subprocess.run([sys.executable, "-m", *entry, str(bad), "--out",
                             str(out)], capture_output=True, text=True, cwd=NEUTRAL_CWD, env=LAZYVM_ENV)
         assert r.returncode == 2 and r.stderr.count("\n") == 1
         assert "unknown parameter 'warp'" in r.stderr and "Traceback" not in r.stderr
         assert r.stderr.startswith("lazyvm sweep: ") and r.stderr.count("lazyvm sweep") == 1
-    r = subprocess.run([sys.executable, "-m", "lazyvm.sweep", str(spec), "--out",
+    r = subprocess.run([sys.executable, "-m", "lazyvm.workloads.sweep", str(spec), "--out",
                         str(tmp_path / "r.xlsx")], capture_output=True, text=True, cwd=NEUTRAL_CWD, env=LAZYVM_ENV)
     assert r.returncode == 2 and ".parquet or .csv" in r.stderr
 
@@ -185,6 +185,6 @@ def test_add_commands_registers_sweep(tmp_path):
     args = parser.parse_args(["sweep", str(spec), "--out", str(out), "--no-progress"])
     assert args.handler(args) == 0 and len(sw.read_results(out)) == 2
     args = parser.parse_args(["sweep", str(spec), "--out", str(out), "--scheduler", "x"])
-    from lazyvm.cli import UsageError
+    from lazyvm.commands import UsageError
     with pytest.raises(UsageError, match="--scheduler needs --executor dask"):
         args.handler(args)

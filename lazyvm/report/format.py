@@ -135,8 +135,8 @@ def check_plot(path: str) -> None:
 
 def envelope(kind: str) -> dict:
     """The keys every JSON file a command writes starts with (docs/JSON.md)."""
-    from . import __version__
-    from .measure import build_info, machine_description
+    from .. import __version__
+    from ..measure.host import build_info, machine_description
 
     return {
         "format": f"lazyvm-{kind}",

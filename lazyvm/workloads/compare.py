@@ -4,15 +4,15 @@ For each size N (touched pages) the run measures, one after the other and in the
 process:
 
 - Linux: this machine's fork() of a real process holding N touched private pages
-  (:func:`lazyvm.measure.measure_linux`), with a baseline fork of the same process
+  (:func:`lazyvm.measure.host.measure_linux`), with a baseline fork of the same process
   without them;
 - the simulator in four configurations: ``copy``, ``copy+rmap``, ``share``,
   ``share+rmap``.  Each gets its own :class:`lazyvm.Machine`, one process with N private
   pages written by ``touch``; its first fork is the warm-up and the one whose counters are
   recorded (page tables, chain nodes, frames it took); then ``repeats`` forks of each
   are timed, round-robin across the four machines, each child exiting before the next
-  fork.  A configuration whose spread is wide (:data:`lazyvm.measure.WIDE`) gets more
-  rounds, up to :data:`lazyvm.measure.MAX_FACTOR` times as many, and the report says
+  fork.  A configuration whose spread is wide (:data:`lazyvm.measure.host.WIDE`) gets more
+  rounds, up to :data:`lazyvm.measure.host.MAX_FACTOR` times as many, and the report says
   whether it settled.  The machines are kept alive together for this (their resident
   memory is small: the simulator never writes the data frames of a touched page), and
   freed before the next size; Linux is measured with no machine alive, so that its fork
@@ -20,7 +20,7 @@ process:
 
 Every timed figure carries its spread (median, quartiles, extremes).  Every figure the
 report prints was measured in that run, or is quoted from a publication with its source
-(:mod:`lazyvm.measure`'s published figures), or is predicted from exact counts.
+(:mod:`lazyvm.measure.host`'s published figures), or is predicted from exact counts.
 
 With a cost profile (``costs``, lazyvm.costs; `lazyvm compare --costs`) each size and
 configuration also gets a *predicted kernel time*: the events of its first fork and of
@@ -29,7 +29,7 @@ deterministic and carry no spread.  The findings then set predicted ratios (not 
 simulator's) beside McCracken, On-demand-fork (x86_64 counts at 1, 8 and 50 GB) and the
 COW page-table RFC, and say for each miss what each side is made of and what fixed cost
 no count carries would close it; with a host's profile this machine's fork is predicted
-from this process's own counts (lazyvm.calibrate.counts) and set beside its measured CPU
+from this process's own counts (lazyvm.measure.calibrate.counts) and set beside its measured CPU
 and wall time.  The simulator counts the work the kernel
 would do and does it in compiled loops over numpy memory: its times are those of that
 work, not of a kernel.
@@ -41,9 +41,9 @@ import gc
 import sys
 import time
 
-from . import measure as _m
-from . import report as _r
-from .costs import EVENTS
+from ..measure import host as _m
+from ..report import format as _r
+from ..costs import EVENTS
 
 PAGE_SIZE = _m.PAGE_SIZE
 MAP_BASE = 0x40000000                 # where a mapping goes when it fits above it
@@ -87,7 +87,7 @@ def default_repeats(pages: int, quick: bool = False) -> int:
 
 def machine_memory(pages: int, layout: str = "i386") -> int:
     """Bytes of simulated memory for N touched pages: the pages and two sets of page
-    tables (parent and a copying child), with lazyvm.measure.memory_for's slack."""
+    tables (parent and a copying child), with lazyvm.measure.host.memory_for's slack."""
     return _m.memory_for(pages + 2 * (-(-pages // 512)), layout)
 
 
@@ -383,15 +383,15 @@ def run_compare(sizes=None, repeats=None, quick: bool = False, progress: bool = 
     profile: name, path or lazyvm.costs.Profile; `costs_reason` says why it was
     chosen) every size and configuration also gets its predicted kernel time, the
     findings set predicted ratios beside the published ones, and this machine's fork is
-    predicted from its own counts (lazyvm.calibrate.counts) when the profile is a
+    predicted from its own counts (lazyvm.measure.calibrate.counts) when the profile is a
     host's.  Raises ValueError for sizes or options this build cannot run, or a
     profile that does not load (before anything is measured)."""
-    from .costs import load_profile
+    from ..costs import load_profile
 
     prof = load_profile(costs) if costs is not None else None
     counter = None
     if prof is not None:
-        from .calibrate import counts as counter
+        from ..measure.calibrate import counts as counter
     options = _m.machine_options(layout, share_level)
     user_pages, max_memory = _m.layout_limits(layout)
     if sizes is None:
@@ -489,7 +489,7 @@ def predicted_size(entry: dict, prof) -> dict:
     prof.kernel_ns(counts)) with their ratios; and, for a host's profile, this machine's
     fork predicted from this process's own counts (V, A, P, T) beside its measured
     median."""
-    from .calibrate import predict_fork_ns
+    from ..measure.calibrate import predict_fork_ns
 
     cfg = entry["configs"]
     pc = {}
@@ -578,7 +578,7 @@ def predicted_record(prof, reason, layout: str, quick: bool, results: list) -> d
     fork, the COW page-table RFC)."""
     if prof is None:
         return {"profile": None, "reason": reason or "no cost profile given"}
-    from . import published
+    from ..measure import published
 
     notes = []
     if host_like(prof) and layout != "x86_64":
@@ -600,7 +600,7 @@ def predicted_record(prof, reason, layout: str, quick: bool, results: list) -> d
             "method": "per size and configuration, the events of the first fork (and of "
                       "fork+exit) counted as differences of Machine.stats(), priced by "
                       "the profile (Profile.kernel_ns); this machine's fork priced from "
-                      "this process's own VMAs, PTEs and tables (lazyvm.calibrate.counts "
+                      "this process's own VMAs, PTEs and tables (lazyvm.measure.calibrate.counts "
                       "of /proc/self/smaps and pagemap) when the profile is a host's",
             "spread": PREDICTED_SPREAD, "notes": notes,
             "odf": od, "odf_gb": list(gbs), "cow_pt_rfc": cow_pt_rfc(prof)}

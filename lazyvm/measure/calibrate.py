@@ -716,7 +716,7 @@ def _fit_meta(f, rows, y, key):
 
 def _host():
     try:
-        from lazyvm.linux import machine_description
+        from lazyvm.measure.host import machine_description
         return machine_description()
     except Exception as e:                  # the description is informative only
         return {"error": str(e)}
@@ -910,7 +910,7 @@ def add_commands(subparsers):
 
 
 def cmd_calibrate(args):
-    from lazyvm.cli import UsageError    # here: cli.py imports this module
+    from lazyvm.commands import UsageError    # here: cli.py imports this module
     if not sys.platform.startswith("linux"):
         raise UsageError("calibrate measures a Linux kernel: this is " + sys.platform)
     if args.out is not None and os.path.isdir(args.out):
@@ -941,9 +941,9 @@ def cmd_calibrate(args):
 
 
 def main(argv=None):
-    """``lazyvm calibrate ...`` through the command line (``python -m lazyvm.calibrate``
+    """``lazyvm calibrate ...`` through the command line (``python -m lazyvm.measure.calibrate``
     is the measuring worker)."""
-    from lazyvm.cli import main as cli_main
+    from lazyvm.commands import main as cli_main
     return cli_main(sys.argv[1:] if argv is None else argv)
 
 

@@ -4,7 +4,7 @@
 (``--save ""``, ``--appendonly no``, ``--enable-debug-command yes``, a temporary
 directory), fills it with ``DEBUG POPULATE``, starts a bounded ``redis-benchmark`` SET
 load (``-n`` requests, 127.0.0.1 only), and runs ``BGSAVE`` while
-:func:`lazyvm.snapshot.capture` with ``cow`` records the BGSAVE child.  It then replays
+:func:`lazyvm.workloads.snapshot.capture` with ``cow`` records the BGSAVE child.  It then replays
 the capture in every configuration and prints the replay beside Redis's own figures
 (``latest_fork_usec``, ``rdb_last_cow_size``) and the kernel's ``VmPTE``.  The server is
 always stopped.  Returns ``(text, record)``.
@@ -422,7 +422,7 @@ run_redis_bgsave.defaults = DEFAULTS
 
 
 def main(argv=None):
-    """python -m lazyvm.redis_bgsave [KEY=VALUE ...] [--json F]: the workload alone, until
+    """python -m lazyvm.workloads.redis [KEY=VALUE ...] [--json F]: the workload alone, until
     `lazyvm run redis-bgsave` is wired; errors are one line, exit status 2."""
     import ast
     import json

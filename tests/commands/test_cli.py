@@ -21,11 +21,12 @@ from pathlib import Path
 import pytest
 
 import lazyvm
-from lazyvm import Machine, cli
+from lazyvm import Machine
+from lazyvm import commands as cli
 
 # The subprocess imports the same lazyvm as this test (a checkout or an installed copy).
 PKG_PARENT = Path(lazyvm.__file__).resolve().parent.parent
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ("copy", "copy+rmap", "share", "share+rmap")
 HAVE_MPL = importlib.util.find_spec("matplotlib") is not None
 MACHINE_KW = set(inspect.signature(Machine).parameters)
@@ -191,7 +192,7 @@ def test_no_progress_bar_when_stderr_is_not_a_terminal(quick_run):
 
 def test_wide_row_is_marked(quick_run):
     _, rec, _, _ = quick_run
-    from lazyvm import compare
+    from lazyvm.workloads import compare
     rec = copy.deepcopy(rec)
     s = rec["results"][0]["configs"]["share"]["fork_ns_spread"]
     s.update(wide=True, settled=False, extra=3 * rec["results"][0]["repeats"])
@@ -240,7 +241,7 @@ def test_plot_draws_quartile_error_bars(quick_run, tmp_path, monkeypatch):
     matplotlib.use("Agg")
     import matplotlib.axes
 
-    from lazyvm import compare
+    from lazyvm.workloads import compare
     calls = []
     real = matplotlib.axes.Axes.errorbar
 
@@ -315,7 +316,7 @@ def test_size_beyond_user_space(capsys):
     (["--plot", "f.xyz"], ["--plot", ".png"]),
 ])
 def test_output_paths_checked_before_the_run(argv, words, capsys, monkeypatch, tmp_path):
-    from lazyvm import compare
+    from lazyvm.workloads import compare
 
     def never(**kw):
         raise AssertionError("the run started before its output path was checked")
@@ -354,7 +355,7 @@ def test_sizes_parser():
 
 
 def test_run_list_shows_parameters_and_defaults(capsys):
-    from lazyvm.workloads import WORKLOADS
+    from lazyvm.workloads.builtin import WORKLOADS
     assert cli.main(["run", "--list"]) == 0
     out = capsys.readouterr().out
     for name, w in WORKLOADS.items():
@@ -368,7 +369,7 @@ def test_readme_uses_the_real_workload_names():
     readme = ROOT / "README.md"
     if not readme.is_file():
         pytest.skip("README.md not beside the tests")
-    from lazyvm.workloads import EXTERNAL, WORKLOADS
+    from lazyvm.workloads.builtin import EXTERNAL, WORKLOADS
     text = readme.read_text()
     for name in list(WORKLOADS) + list(EXTERNAL):
         assert f"`{name}`" in text, name
@@ -432,7 +433,7 @@ def test_bench_runs_from_the_checkout(monkeypatch, tmp_path):
 
 def test_bench_outside_a_checkout_says_what_it_needs(monkeypatch, tmp_path, capsys):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(cli, "__file__", str(tmp_path / "site" / "lazyvm" / "cli.py"))
+    monkeypatch.setattr(cli, "__file__", str(tmp_path / "site" / "lazyvm" / "commands" / "__init__.py"))
     err = _one_line_error(capsys, ["bench"])
     assert "checkout" in err
 
@@ -440,7 +441,8 @@ def test_bench_outside_a_checkout_says_what_it_needs(monkeypatch, tmp_path, caps
 def test_compare_takes_more_forks_for_a_wide_row_only():
     """_timed_rounds: a run whose fork times spread wide gets more rounds, up to
     MAX_FACTOR times the repeats; a steady one gets none."""
-    from lazyvm import compare, measure
+    from lazyvm.measure import host as measure
+    from lazyvm.workloads import compare
 
     class Run:
         def __init__(self, times):
@@ -460,7 +462,7 @@ def test_compare_takes_more_forks_for_a_wide_row_only():
 
 
 def test_spread_and_ratio():
-    from lazyvm import measure
+    from lazyvm.measure import host as measure
     s = measure.spread([1, 2, 3, 4, 100])
     assert (s["min"], s["q1"], s["median"], s["q3"], s["max"], s["n"]) == (1, 2, 3, 4, 100, 5)
     assert s["rel_iqr"] == pytest.approx(2 / 3) and s["wide"]
@@ -473,7 +475,7 @@ def test_other_modules_add_their_commands(monkeypatch, capsys):
     """cli calls add_commands(subparsers) of lazyvm.costs, .snapshot, .show, .sweep ...
     when they import; their handlers get the same one-line UsageError contract."""
     import types
-    mod = types.ModuleType("lazyvm.sweep")
+    mod = types.ModuleType("lazyvm.workloads.sweep")
 
     def add_commands(sub):
         p = sub.add_parser("sweepish", help="a command from another module")
@@ -486,7 +488,7 @@ def test_other_modules_add_their_commands(monkeypatch, capsys):
             return 0
         p.set_defaults(handler=handler)
     mod.add_commands = add_commands
-    monkeypatch.setitem(sys.modules, "lazyvm.sweep", mod)
+    monkeypatch.setitem(sys.modules, "lazyvm.workloads.sweep", mod)
     assert cli.main(["sweepish", "--n", "3"]) == 0
     assert capsys.readouterr().out == "swept 3\n"
     assert _one_line_error(capsys, ["sweepish", "--n", "-1"]) == (
@@ -499,10 +501,10 @@ def test_a_command_whose_dependency_is_missing_is_named_in_help(monkeypatch):
     import types
 
     def import_module(name):
-        if name == "lazyvm.show":
+        if name == "lazyvm.view":
             raise ModuleNotFoundError("No module named 'websockets'", name="websockets")
-        if name == "lazyvm.sweep":  # not in this build: left out without a word
-            raise ModuleNotFoundError("No module named 'lazyvm.sweep'", name=name)
+        if name == "lazyvm.workloads.sweep":  # not in this build: left out without a word
+            raise ModuleNotFoundError("No module named 'lazyvm.workloads.sweep'", name=name)
         return importlib.import_module(name)
     monkeypatch.setattr(cli, "importlib", types.SimpleNamespace(
         import_module=import_module, util=importlib.util))
@@ -587,7 +589,7 @@ def test_compare_findings_set_predicted_ratios_beside_the_published(quick_run):
 
 @pytest.mark.skipif(not HAVE_MPL, reason="matplotlib not installed (the plot extra)")
 def test_plot_has_a_predicted_panel(quick_run, tmp_path):
-    from lazyvm import compare
+    from lazyvm.workloads import compare
     _, rec, _, _ = quick_run
     fig = compare.plot(rec, str(tmp_path / "p.png"))
     assert len(fig.axes) == 2
@@ -638,7 +640,9 @@ def test_same_compare_twice_gives_identical_predictions(tmp_path):
 @pytest.mark.parametrize("bad", ["missing", "not-json", "not-a-profile", "unknown-name"])
 def test_a_profile_that_does_not_load_is_one_line_before_anything_runs(
         cmd, bad, capsys, monkeypatch, tmp_path):
-    from lazyvm import compare, redis_bgsave, workloads
+    from lazyvm.workloads import builtin as workloads
+    from lazyvm.workloads import compare
+    from lazyvm.workloads import redis as redis_bgsave
 
     def never(*a, **kw):
         raise AssertionError("measuring started before --costs was checked")
@@ -693,7 +697,7 @@ def test_run_costs_none_turns_prediction_off(tmp_path, capsys):
 
 
 def test_run_published_prints_the_published_report(tmp_path, capsys, monkeypatch):
-    from lazyvm import published
+    from lazyvm.measure import published
     seen = []
 
     def report(profile, *a, **kw):
@@ -718,7 +722,7 @@ def test_run_published_prints_the_published_report(tmp_path, capsys, monkeypatch
 
 
 def test_run_list_shows_redis_bgsave_with_its_parameters(capsys):
-    from lazyvm import redis_bgsave
+    from lazyvm.workloads import redis as redis_bgsave
     assert cli.main(["run", "--list"]) == 0
     out = capsys.readouterr().out
     assert re.search(r"^redis-bgsave$", out, re.M)
@@ -743,7 +747,7 @@ def test_run_list_shows_redis_bgsave_with_its_parameters(capsys):
     ["run", "redis-bgsave", "--costs", "none", "-p", "costs=host"],
 ])
 def test_redis_parameters_checked_before_redis_starts(argv, capsys, monkeypatch):
-    from lazyvm import redis_bgsave
+    from lazyvm.workloads import redis as redis_bgsave
 
     def never(*a, **kw):
         raise AssertionError("redis started before its parameters were checked")
@@ -752,14 +756,15 @@ def test_redis_parameters_checked_before_redis_starts(argv, capsys, monkeypatch)
 
 
 def test_redis_missing_is_one_line_exit_2(capsys, monkeypatch):
-    from lazyvm import redis_bgsave
+    from lazyvm.workloads import redis as redis_bgsave
     monkeypatch.setattr(redis_bgsave.shutil, "which", lambda name: None)
     err = _one_line_error(capsys, ["run", "redis-bgsave", "--quick", "--costs", "none"])
     assert "redis-server is not installed" in err
 
 
 def test_redis_snapshot_error_is_one_line_exit_2(capsys, monkeypatch):
-    from lazyvm import redis_bgsave, snapshot
+    from lazyvm.workloads import redis as redis_bgsave
+    from lazyvm.workloads import snapshot
     got = []
 
     def fail(params):
@@ -774,7 +779,7 @@ def test_redis_snapshot_error_is_one_line_exit_2(capsys, monkeypatch):
 
 
 def test_redis_bgsave_runs_and_prints_its_text(capsys, monkeypatch, tmp_path):
-    from lazyvm import redis_bgsave
+    from lazyvm.workloads import redis as redis_bgsave
 
     def run(params):
         return "REDIS TEXT\n", {"configs": {}, "params": params}
@@ -791,7 +796,7 @@ def test_redis_bgsave_runs_and_prints_its_text(capsys, monkeypatch, tmp_path):
 def test_a_host_profile_predicts_this_machines_fork_from_its_own_counts(tmp_path):
     """With a host's profile (meta["host"]) compare prices this process's own VMAs, PTEs
     and tables beside its measured fork, in wall and in CPU time."""
-    from lazyvm.calibrate import predict_fork_ns
+    from lazyvm.measure.calibrate import predict_fork_ns
     from lazyvm.costs import EVENTS, Profile
     prof = Profile(name="host-test", costs={e: 10.0 * (i + 1) for i, e in enumerate(EVENTS)},
                    uncertainty={e: 1.0 for e in EVENTS}, source={e: "test" for e in EVENTS},

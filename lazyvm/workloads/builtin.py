@@ -16,7 +16,7 @@ would otherwise dominate the first iterations' times.) It reports wall time with
 iteration, the counters of ``Machine.stats()`` as differences over the measured
 iterations, and the peaks (``reset_peaks()`` before, ``*_peak`` after).
 
-    >>> from lazyvm.workloads import run_workload, format_results
+    >>> from lazyvm.workloads.builtin import run_workload, format_results
     >>> print(format_results(run_workload("small_fork", quick=True)))   # doctest: +SKIP
 
 ``run_workload`` returns a dict::
@@ -47,9 +47,9 @@ import numpy as np
 from lazyvm import Machine
 from lazyvm.costs import EVENTS
 
-from . import costs as _costs
-from . import measure as _m
-from . import report as _r
+from .. import costs as _costs
+from ..measure import host as _m
+from ..report import format as _r
 
 __all__ = ["CONFIGS", "COUNTER_KEYS", "PEAK_KEYS", "PUBLISHED", "WORKLOADS", "EXTERNAL",
            "run_workload", "format_results", "check_params", "check_external_params",
@@ -77,7 +77,7 @@ PEAK_KEYS = ("frames_peak", "page_tables_peak", "pte_chain_nodes_peak")
 _clock = _m.clock
 
 # --------------------------------------------------------------------------------------
-# Published figures: quoted, never computed (lazyvm.measure holds them).
+# Published figures: quoted, never computed (lazyvm.measure.host holds them).
 
 PUBLISHED = [
     # shape, baseline ms, with shared tables ms, what the simulator compares, source
@@ -108,8 +108,8 @@ class _Meter:
     runner keeps Python's cyclic garbage collector off while the bodies run.)
 
     With ``settle`` a loop whose per-iteration times have a wide spread
-    (lazyvm.measure.WIDE) runs `n` more iterations, again while it stays wide, up to
-    lazyvm.measure.MAX_FACTOR times `n`; ``settled`` records per loop the iterations
+    (lazyvm.measure.host.WIDE) runs `n` more iterations, again while it stays wide, up to
+    lazyvm.measure.host.MAX_FACTOR times `n`; ``settled`` records per loop the iterations
     added and whether the spread narrowed."""
 
     def __init__(self, machine, check, warmup, settle=False):
@@ -194,7 +194,7 @@ class _Meter:
 
 def _summary(samples):
     """count, total and mean of a phase's or loop's samples, and their spread: median,
-    quartiles, extremes (ns, integers) and whether it is wide (lazyvm.measure.WIDE)."""
+    quartiles, extremes (ns, integers) and whether it is wide (lazyvm.measure.host.WIDE)."""
     out = {"count": len(samples), "total_ns": int(sum(samples)),
            "mean_ns": int(sum(samples) // max(1, len(samples)))}
     if samples:
@@ -574,7 +574,7 @@ class External:
 
 
 EXTERNAL = {w.name: w for w in [
-    External("redis-bgsave", "lazyvm.redis_bgsave", "run_redis_bgsave",
+    External("redis-bgsave", "lazyvm.workloads.redis", "run_redis_bgsave",
              "A real Redis BGSAVE (redis-server, DEBUG POPULATE, under a "
              "redis-benchmark SET load) captured from /proc and replayed in every "
              "configuration, beside Redis's latest_fork_usec and rdb_last_cow_size and "
@@ -702,7 +702,7 @@ def run_workload(name, configs=None, quick=False, check=False, memory=None, warm
     `lazyvm run` does this), so its counts are no longer exact multiples of the
     iterations asked for. `memory` overrides the simulated memory size; `layout` and
     `share_level` go to
-    Machine (lazyvm.measure.machine_options). With `costs` (a cost profile: a name, a
+    Machine (lazyvm.measure.host.machine_options). With `costs` (a cost profile: a name, a
     path or a lazyvm.costs.Profile) the result also has "predicted" (see `predicted`):
     the counts of each configuration priced by the profile.  Returns the dict described
     in the module docstring.  Raises ValueError for a parameter check_params refuses (or
@@ -804,7 +804,7 @@ def _sim_summary(cfg, measure):
 
 
 def _sim_ratio(a, b):
-    """a / b of two summaries, with its range from their quartiles (lazyvm.measure.ratio)."""
+    """a / b of two summaries, with its range from their quartiles (lazyvm.measure.host.ratio)."""
     if not a or not b or not b["median_ns"]:
         return None
     def sp(x):
@@ -974,7 +974,7 @@ def format_results(results):
     return "\n".join(out)
 
 
-if __name__ == "__main__":       # python -m lazyvm.workloads [name ...] [--quick]
+if __name__ == "__main__":       # python -m lazyvm.workloads.builtin [name ...] [--quick]
     import sys
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     quick = "--quick" in sys.argv

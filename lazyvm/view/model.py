@@ -1,6 +1,6 @@
 """A picture-ready snapshot of a machine, and what changed between two snapshots.
 
-:func:`snapshot` walks every live process's table tree (through lazyvm.show._adapter
+:func:`snapshot` walks every live process's table tree (through lazyvm.view._adapter
 only) and returns plain data: *nodes* (page directories, tables, frames, swap slots, and
 summaries of big runs) laid out in columns, one column per level and one for frames,
 each node with *rows* (its entries, runs of like entries collapsed) pointing at other

@@ -529,7 +529,7 @@ def add_commands(subparsers):
 
 
 def cmd_sweep(args):
-    from lazyvm.cli import UsageError as err
+    from lazyvm.commands import UsageError as err
     try:
         if args.workers < 1:
             raise SpecError("--workers must be at least 1")
@@ -559,8 +559,8 @@ def cmd_sweep(args):
 
 
 def main(argv=None):
-    """``python -m lazyvm.sweep ...``: the same as ``lazyvm sweep ...``."""
-    from lazyvm.cli import main as cli_main
+    """``python -m lazyvm.workloads.sweep ...``: the same as ``lazyvm sweep ...``."""
+    from lazyvm.commands import main as cli_main
     return cli_main(["sweep", *(sys.argv[1:] if argv is None else argv)])
 
 

@@ -220,7 +220,7 @@ def fit_2541(cells=None):
     rmap_removes of the MORTON_CELL cycle = 0.5 ms).  Never the shared column.
     Returns the Profile."""
     import numpy as np
-    from lazyvm.calibrate import fit_nonneg
+    from lazyvm.measure.calibrate import fit_nonneg
     if cells is None:
         cells, _ = cell_counts()
     X, y, names = [], [], []

@@ -140,7 +140,7 @@ def slope(xs: Sequence[float], ys: Sequence[float]) -> Optional[float]:
 
 def machine_keywords() -> set:
     """The keyword arguments this build's Machine takes."""
-    from .machine import Machine
+    from ..machine import Machine
 
     return set(inspect.signature(Machine).parameters)
 
@@ -178,13 +178,13 @@ def layout_limits(layout: str = "i386") -> tuple:
     if layout == "i386" and "layout" not in machine_keywords():
         out = (0xC0000000 // PAGE_SIZE, 1 << 32)   # the 0.1.0 core: i386 only
     else:
-        from . import layout as _layout
+        from .. import layout as _layout
 
         info = getattr(_layout, "LAYOUTS", {}).get(layout)
         if info is None:
             if "layout" not in machine_keywords():
                 raise ValueError(f"layout {layout!r} is not in this build of lazyvm")
-            from .machine import Machine
+            from ..machine import Machine
 
             info = Machine(memory=4 << 20, layout=layout).layout
         out = (int(info.task_size) // PAGE_SIZE, int(info.max_memory))
@@ -204,7 +204,7 @@ def build_info() -> dict:
     """Which compiled core ran: ``debug`` is True for the checked build (LAZYVM_DEBUG=1:
     bounds and wraparound checks), False for the fast one, None when the core does not
     say; ``core`` is the file it was loaded from."""
-    from . import _core
+    from .. import _core
 
     debug = getattr(_core, "DEBUG_BUILD", None)
     return {"debug": None if debug is None else bool(debug),
@@ -328,7 +328,7 @@ def measure_linux(pages: int, repeats: int, warmup: int = 1,
     with its spread (``*_spread``) and median (``*_median``); ``ns_per_page`` =
     median(fork)/pages, ``ns_per_page_marginal`` = (median(fork) - median(baseline))/pages
     with its range from the quartiles, ``touch_ns`` and ``vmpte_kb``.  With `counter`
-    (lazyvm.calibrate.counts: what fork copies of this process, (V, A, P, T)), also
+    (lazyvm.measure.calibrate.counts: what fork copies of this process, (V, A, P, T)), also
     ``kernel_counts``: {"baseline": {V, A, P, T}, "with_pages": ...}, each read just
     before the forks it goes with (untimed).  ``fork_cpu_ns_median`` and
     ``fork_cpu_ns_spread``: the CPU time of the first batch of N-page forks (the

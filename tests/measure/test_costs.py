@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from lazyvm import Machine
-from lazyvm import calibrate as cal
-from lazyvm import published as pub
+from lazyvm.measure import calibrate as cal
+from lazyvm.measure import published as pub
 from lazyvm.costs import (EVENTS, FORMAT, FORMAT_VERSION, Profile, ProfileError,
                           event_counts, host_profile_path, load_profile)
 

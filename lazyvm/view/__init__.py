@@ -7,10 +7,10 @@
     lazyvm show seed --toml > my.toml          # a built-in as TOML, to edit
 
 SCENARIO is a built-in name (seed, cow, rmap, reclaim, small-process) or a .toml / .py
-file (lazyvm/show/scenario.py describes the format; docs/SHOW.md has a tutorial).
+file (lazyvm/view/scenario.py describes the format; docs/SHOW.md has a tutorial).
 
     >>> from lazyvm import Machine
-    >>> from lazyvm.show import machine_html
+    >>> from lazyvm.view import machine_html
     >>> m = Machine(memory=8 << 20); p = m.spawn(); p.write(p.mmap(4096), b"x")
     >>> "use 1" in machine_html(m)
     True
@@ -155,7 +155,7 @@ def cmd_show(args):
         for name, s in BUILTIN.items():
             print(f"{name:14s} {s['title']}")
         return 0
-    from lazyvm.cli import UsageError as err
+    from lazyvm.commands import UsageError as err
     if not args.scenario:
         raise err("name a scenario (lazyvm show --list) or a .toml/.py file")
     if args.toml:
@@ -187,6 +187,6 @@ def cmd_show(args):
 
 
 def main(argv=None):
-    """``python -m lazyvm.show ...``: the same as ``lazyvm show ...``."""
-    from lazyvm.cli import main as cli_main
+    """``python -m lazyvm.view ...``: the same as ``lazyvm show ...``."""
+    from lazyvm.commands import main as cli_main
     return cli_main(["show", *(sys.argv[1:] if argv is None else argv)])

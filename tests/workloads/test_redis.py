@@ -6,8 +6,8 @@ import socket
 
 import pytest
 
-from lazyvm import redis_bgsave
-from lazyvm.snapshot import SnapshotError
+from lazyvm.workloads import redis as redis_bgsave
+from lazyvm.workloads.snapshot import SnapshotError
 
 HAVE_REDIS = bool(shutil.which("redis-server") and shutil.which("redis-benchmark"))
 needs_redis = pytest.mark.skipif(

@@ -1,10 +1,10 @@
-"""lazyvm.workloads: every workload runs in every configuration, reports the documented
+"""lazyvm.workloads.builtin: every workload runs in every configuration, reports the documented
 keys, and its counters say what the policy implies (one unshare per written table,
 no unshare under copy, the same COW copies either way, ...)."""
 
 import pytest
 
-from lazyvm.workloads import (CONFIGS, COUNTER_KEYS, PEAK_KEYS, PUBLISHED, WORKLOADS,
+from lazyvm.workloads.builtin import (CONFIGS, COUNTER_KEYS, PEAK_KEYS, PUBLISHED, WORKLOADS,
                               format_results, run_workload)
 
 # Tiny shapes: each workload, all four configurations, check() after every iteration.
@@ -265,7 +265,7 @@ def test_check_params_refuses_with_one_line(name, params, words):
     """Every parameter is checked for its name, type and range, and the whole for its
     memory, before anything runs (0.1.0 took pages='abc' into the run and failed there
     with a traceback)."""
-    from lazyvm.workloads import check_params
+    from lazyvm.workloads.builtin import check_params
     with pytest.raises(ValueError) as e:
         check_params(name, params)
     msg = str(e.value)
@@ -275,7 +275,7 @@ def test_check_params_refuses_with_one_line(name, params, words):
 
 
 def test_check_params_accepts_and_fills_defaults():
-    from lazyvm.workloads import check_params
+    from lazyvm.workloads.builtin import check_params
     q = check_params("snapshot", {"write_fraction": 0, "pages": 4096}, quick=True)
     assert q == dict(WORKLOADS["snapshot"].quick, write_fraction=0, pages=4096)
     # An integer where the default is a float is a number all the same.
@@ -316,7 +316,8 @@ def _fake_clock(durations):
 def test_a_wide_loop_takes_more_iterations_until_it_settles_or_says_not(monkeypatch):
     """With settle=True (what `lazyvm run` asks for) a loop whose times spread wide runs
     more iterations, up to MAX_FACTOR times as many, and records whether it settled."""
-    from lazyvm import measure, workloads
+    from lazyvm.measure import host as measure
+    from lazyvm.workloads import builtin as workloads
 
     def run(durations):
         monkeypatch.setattr(workloads, "_clock", _fake_clock(durations))

@@ -1,6 +1,6 @@
 """The ``lazyvm`` command: ``compare``, ``run`` and ``bench``, and the commands other
-modules add (``add_commands(subparsers)`` of lazyvm.costs, lazyvm.calibrate,
-lazyvm.snapshot, lazyvm.show and lazyvm.sweep, when they are there).
+modules add (``add_commands(subparsers)`` of lazyvm.costs, lazyvm.measure.calibrate,
+lazyvm.workloads.snapshot, lazyvm.view and lazyvm.workloads.sweep, when they are there).
 
     lazyvm --version
     lazyvm compare [--quick] [--sizes N,N,...] [--repeats R] [--json FILE] [--plot FILE.png]
@@ -35,8 +35,10 @@ from pathlib import Path
 
 LAYOUTS = ("i386", "pae", "x86_64")
 # Modules that may add commands (each with add_commands(subparsers)), in --help order.
-COMMAND_MODULES = ("lazyvm.costs", "lazyvm.calibrate", "lazyvm.snapshot", "lazyvm.show",
-                   "lazyvm.sweep")
+# module -> the name its commands go by in the help
+COMMAND_MODULES = {"lazyvm.costs": "costs", "lazyvm.measure.calibrate": "calibrate",
+                   "lazyvm.workloads.snapshot": "snapshot", "lazyvm.view": "show",
+                   "lazyvm.workloads.sweep": "sweep"}
 
 
 class UsageError(Exception):
@@ -66,7 +68,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _version() -> str:
-    from . import __version__
+    from .. import __version__
 
     return __version__
 
@@ -128,7 +130,7 @@ def _add_costs_option(p: argparse.ArgumentParser) -> None:
 def _profile(args):
     """(Profile or None, spec, why) for --costs, or UsageError (one line) when it does
     not load: called before anything is measured."""
-    from . import costs
+    from .. import costs
 
     try:
         return costs.choose_profile(args.costs)
@@ -209,19 +211,19 @@ def build_parser() -> argparse.ArgumentParser:
     bp.set_defaults(handler=cmd_bench, pytest_args=[])
 
     missing = []
-    for name in COMMAND_MODULES:
+    for name, label in COMMAND_MODULES.items():
         try:
             mod = importlib.import_module(name)
         except ImportError as e:  # not in this build, or a dependency is missing
             if getattr(e, "name", None) != name:
-                missing.append(f"{name.rsplit('.', 1)[1]} ({e})")
+                missing.append(f"{label} ({e})")
             continue
         add = getattr(mod, "add_commands", None)
         if add is not None:
             try:
                 add(sub)
             except Exception as e:  # a broken module must not take compare and run down
-                missing.append(f"{name.rsplit('.', 1)[1]} (add_commands failed: {e})")
+                missing.append(f"{label} (add_commands failed: {e})")
     if missing:
         parser.epilog = "commands not available: " + "; ".join(missing)
     return parser
@@ -232,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _check_outputs(args) -> None:
     """Refuse unwritable --json/--plot paths before a long run starts."""
-    from . import report
+    from ..report import format as report
 
     try:
         if getattr(args, "json", None):
@@ -244,7 +246,7 @@ def _check_outputs(args) -> None:
 
 
 def _machine_options(args) -> dict:
-    from . import measure
+    from ..measure import host as measure
 
     layout = args.layout or "i386"
     try:
@@ -255,7 +257,7 @@ def _machine_options(args) -> dict:
 
 
 def cmd_compare(args) -> int:
-    from . import compare
+    from ..workloads import compare
 
     _check_outputs(args)
     opts = _machine_options(args)
@@ -283,7 +285,7 @@ def cmd_compare(args) -> int:
 def _format_list(workloads) -> str:
     """Every workload: its name, what it does, and each parameter with its default and
     its --quick value."""
-    from . import report
+    from ..report import format as report
 
     out = []
     every = dict(workloads.WORKLOADS, **workloads.EXTERNAL)
@@ -302,7 +304,7 @@ def _format_list(workloads) -> str:
 
 
 def cmd_run(args) -> int:
-    from . import workloads
+    from ..workloads import builtin as workloads
 
     if args.list:
         print(_format_list(workloads))
@@ -356,14 +358,14 @@ def cmd_run(args) -> int:
     if profile is None:
         print(f"no predicted kernel time: {why}")
     if args.name == "published" and profile is not None:
-        from . import published
+        from ..measure import published
 
         text, rec = published.report(profile)
         print()
         print(_fit_width(text))
         results["predicted_published"] = rec
     if args.json:
-        from . import report
+        from ..report import format as report
 
         report.write_json(results, args.json, kind="run")
         print(f"wrote {args.json}")
@@ -373,7 +375,7 @@ def cmd_run(args) -> int:
 def _fit_width(text: str) -> str:
     """`text` with every line wider than report.WIDTH wrapped, its continuation lines
     indented two more than the line itself."""
-    from . import report
+    from ..report import format as report
 
     out = []
     for line in text.splitlines():
@@ -389,7 +391,7 @@ def _run_external(args, params) -> int:
     """`lazyvm run redis-bgsave ...`: -p checked against the workload's DEFAULTS, the
     cost profile resolved before anything starts; the workload's own errors (redis not
     installed, a failed capture or BGSAVE) are one line, exit status 2."""
-    from . import workloads
+    from ..workloads import builtin as workloads
 
     if args.share_level != 1:
         raise UsageError(f"{args.name} replays with share level 1 only")
@@ -414,7 +416,7 @@ def _run_external(args, params) -> int:
     if args.check:
         params["check"] = True
     _check_outputs(args)
-    from . import snapshot
+    from ..workloads import snapshot
 
     try:
         text, rec = workloads.EXTERNAL[args.name].run(params)
@@ -435,7 +437,7 @@ def _run_external(args, params) -> int:
 def _bench_dir():
     """bench/ of a source checkout: the current directory's, else the one beside the
     imported package (an editable or in-place build); None if neither has one."""
-    for root in (Path.cwd(), Path(__file__).resolve().parent.parent):
+    for root in (Path.cwd(), Path(__file__).resolve().parents[2]):
         if (root / "bench" / "conftest.py").is_file():
             return root / "bench"
     return None
@@ -461,7 +463,7 @@ def cmd_bench(args) -> int:
         # saved runs in the checkout's .benchmarks/, as `pytest bench/` from the top
         cmd.insert(4, "--benchmark-storage=file://" + str(bench.parent / ".benchmarks"))
     # The benchmarks import the lazyvm this command runs, wherever it was imported from.
-    here = str(Path(__file__).resolve().parent.parent)
+    here = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [here] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
     print(f"+ (cd {bench}; " + " ".join(cmd[1:]) + ")", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""lazyvm.snapshot: capture of real processes this test starts, the file format, the
+"""lazyvm.workloads.snapshot: capture of real processes this test starts, the file format, the
 relocation into 3 GiB, replay, and bad input (docs/SNAPSHOT.md, DESIGN.md section 9)."""
 
 import inspect
@@ -12,8 +12,8 @@ import pytest
 from subproc import LAZYVM_ENV, NEUTRAL_CWD
 
 from lazyvm import Machine
-from lazyvm import snapshot as snp
-from lazyvm.snapshot import Snapshot, SnapshotError
+from lazyvm.workloads import snapshot as snp
+from lazyvm.workloads.snapshot import Snapshot, SnapshotError
 
 PAGE = 4096
 ROOT = os.geteuid() == 0
@@ -384,7 +384,7 @@ def test_json_fields(cow_capture, tmp_path):
 # --------------------------------------------------------------------------- bad input
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "lazyvm.snapshot", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "lazyvm.workloads.snapshot", *map(str, args)],
                           capture_output=True, text=True, timeout=60,
                           cwd=NEUTRAL_CWD, env=LAZYVM_ENV)
 
@@ -444,7 +444,7 @@ def test_cli_capture_and_replay(tmp_path):
     t = Target(tmp_path, npages=256, a=[3], b=[4])
     out = tmp_path / "c.npz"
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "lazyvm.snapshot", "capture",
+        proc = subprocess.Popen([sys.executable, "-m", "lazyvm.workloads.snapshot", "capture",
                                  str(t.proc.pid), "--out", str(out), "--cow",
                                  "--timeout", "30"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -469,7 +469,7 @@ NONROOT_DRIVER = r"""
 import json, subprocess, sys
 sys.path.insert(0, sys.argv[1])
 import numpy as np
-from lazyvm import snapshot as snp
+from lazyvm.workloads import snapshot as snp
 t = subprocess.Popen([sys.argv[3], sys.argv[2], "256", "3,7", "4,7"], stdin=subprocess.PIPE,
                      stdout=subprocess.PIPE, text=True)
 base = int(t.stdout.readline())
@@ -497,7 +497,7 @@ def test_capture_without_root_uses_the_exclusive_bit():
     drop = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
     checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     probe = subprocess.run(drop + [sys.executable, "-c", f"import sys; sys.path.insert(0, "
-                                   f"{checkout!r}); import numpy, lazyvm.snapshot"],
+                                   f"{checkout!r}); import numpy, lazyvm.workloads.snapshot"],
                            capture_output=True, text=True, timeout=60, cwd="/")
     if probe.returncode:
         pytest.skip("user 65534 cannot run this interpreter or read this checkout: "

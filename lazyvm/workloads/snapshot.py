@@ -778,7 +778,7 @@ def load_costs(costs):
     """The cost profile for a spec (name, path or Profile), or SnapshotError with the
     cost model's own sentence (no such profile, no host profile yet, bad JSON)."""
     try:
-        from .costs import load_profile
+        from ..costs import load_profile
     except ImportError:
         raise SnapshotError("--costs needs lazyvm.costs (the 0.2.0 cost model), "
                             "which this build does not have") from None
@@ -1059,7 +1059,7 @@ def _as_usage(handler):
         try:
             return handler(args)
         except SnapshotError as e:
-            from .cli import UsageError
+            from ..commands import UsageError
             raise UsageError(str(e)) from None
     return run
 
@@ -1166,8 +1166,8 @@ def cmd_replay(args):
 
 
 def main(argv=None):
-    """``python -m lazyvm.snapshot capture|replay ...``: the same as ``lazyvm ...``."""
-    from lazyvm.cli import main as cli_main
+    """``python -m lazyvm.workloads.snapshot capture|replay ...``: the same as ``lazyvm ...``."""
+    from lazyvm.commands import main as cli_main
     return cli_main(sys.argv[1:] if argv is None else argv)
 
 

@@ -1,0 +1,1 @@
+"""Formatting only: text tables, the JSON envelope, plots (format)."""
