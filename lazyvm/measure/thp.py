@@ -18,7 +18,7 @@ small process, so that its own fork cost stays small beside the mapping's):
   the same number of 4 KiB demand-zero faults.
 
 :func:`measure` runs them in a worker and returns the samples; ``lazyvm calibrate --thp``
-turns them into the profile's THP costs (``lazyvm.calibrate.thp_costs``).  Whether THP is
+turns them into the profile's THP costs (``lazyvm.measure.calibrate.thp_costs``).  Whether THP is
 on at all is :func:`thp_mode` (``/sys/kernel/mm/transparent_hugepage/enabled``): with
 ``never`` the THP jobs report ``huge_kb == 0`` and their figures are 4 KiB ones.
 """
