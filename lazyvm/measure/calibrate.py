@@ -906,6 +906,8 @@ def add_commands(subparsers):
     p.add_argument("--out", metavar="PATH", help="where to write the profile (default: "
                    "the user cache dir, where load_profile('host') reads it)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--thp", action="store_true", help="only measure transparent huge "
+                   "pages (fork, split, huge fault) into the profile calibrate wrote")
     p.set_defaults(func=cmd_calibrate)
 
 
@@ -917,6 +919,18 @@ def cmd_calibrate(args):
         raise UsageError(f"--out {args.out} is a directory: give a file path")
     from lazyvm.costs import host_profile_path
     out = args.out or host_profile_path()
+    if getattr(args, "thp", False):
+        from lazyvm.measure import thp
+        if not os.path.exists(out):
+            raise UsageError(f"--thp adds to a profile: none at {out}; run lazyvm calibrate")
+        try:
+            _, rows = thp.calibrate_thp(out, quick=args.quick,
+                                        progress=lambda m: print(m, file=sys.stderr))
+        except ValueError as e:
+            raise UsageError(f"--thp: {e}") from None
+        print(thp.format_validate(rows))
+        print(f"wrote {out}")
+        return 0
     previous = None
     if os.path.exists(out):
         from lazyvm.costs import Profile, ProfileError

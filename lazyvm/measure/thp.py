@@ -79,13 +79,18 @@ def address_of(m):
     return ctypes.addressof(ctypes.c_char.from_buffer(m))
 
 
+GIB = 1 << 30
+
+
 def mapping(size, thp):
-    """A private anonymous mapping of size bytes, 2 MiB-aligned (a larger one is made and
-    the ends beyond the aligned part are left unused), madvised HUGEPAGE or NOHUGEPAGE.
-    Returns (mmap object, aligned offset into it)."""
-    m = mmap.mmap(-1, size + HUGE, flags=_ANON)
+    """A private anonymous mapping of size bytes starting at a 1 GiB boundary (a larger
+    one is made and the ends beyond the aligned part are left untouched), so that its
+    page tables are its own: size / 2 MiB PTE tables and ceil(size / 1 GiB) PMD tables
+    once written.  madvised HUGEPAGE or NOHUGEPAGE.  Returns (mmap object, offset of
+    the aligned part)."""
+    m = mmap.mmap(-1, size + GIB, flags=_ANON)
     base = address_of(m)
-    off = (-base) % HUGE
+    off = (-base) % GIB
     m.madvise(mmap.MADV_HUGEPAGE if thp else mmap.MADV_NOHUGEPAGE, off, size)
     if not thp:
         m.madvise(mmap.MADV_NOHUGEPAGE)
@@ -111,6 +116,7 @@ def _reap(pid):
 
 def job_fork(size, thp, repeats, warmup=1):
     """Fork a process holding `size` written bytes (THP or 4 KiB) `repeats` times."""
+    pte_before = status_kb("VmPTE")
     m, off = mapping(size, thp)
     _write_pages(m, off, size)
     huge_kb = _vma_huge_kb(m, off)
@@ -141,7 +147,8 @@ def job_fork(size, thp, repeats, warmup=1):
             wall.append(t1 - t0)
             child_pte.append(pte)
     m.close()
-    return {"size": size, "thp": thp, "huge_kb": huge_kb, "parent_vm_pte_kb": parent_pte,
+    return {"size": size, "thp": thp, "huge_kb": huge_kb, "vm_pte_kb_before": pte_before,
+            "parent_vm_pte_kb": parent_pte,
             "parent_vm_pte_kb_after": parent_after, "child_vm_pte_kb": child_pte,
             "fork_cpu_ns": cpu, "fork_wall_ns": wall}
 
@@ -265,6 +272,151 @@ def measure(jobs=None, timeout=1800):
     return {"thp_mode": thp_mode(), "kernel": os.uname().release,
             "loadavg_before_after": [list(load0), list(os.getloadavg())],
             "results": [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]}
+
+
+def _median(v):
+    v = sorted(v)
+    n = len(v)
+    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
+
+
+def _spread(v):
+    """{"min", "median", "max", "n"} of samples."""
+    return {"min": min(v), "median": _median(v), "max": max(v), "n": len(v)}
+
+
+def summary(measured):
+    """The figures of a measure() result: {"fork": {(size, thp): {...}}, "bare", "split",
+    "fault"}, each timed figure as a spread (ns)."""
+    out = {"fork": {}, "split": {}, "fault": None, "bare": None}
+    for r in measured["results"]:
+        if r["kind"] == "bare":
+            out["bare"] = _spread(r["fork_cpu_ns"])
+        elif r["kind"] == "fork":
+            out["fork"][(r["size"], r["thp"])] = {
+                "cpu_ns": _spread(r["fork_cpu_ns"]), "wall_ns": _spread(r["fork_wall_ns"]),
+                "huge_kb": r["huge_kb"], "parent_vm_pte_kb": r["parent_vm_pte_kb"],
+                "child_vm_pte_kb": _median(r["child_vm_pte_kb"])}
+        elif r["kind"] == "split":
+            out["split"][r["thp"]] = {"write_ns": _spread(r["write_ns"]),
+                                      "huge_kb_before_after": r["huge_kb_before_after"][0]}
+        elif r["kind"] == "fault":
+            out["fault"] = {"huge_ns": _spread(r["huge_fault_ns"]),
+                            "small_ns": _spread(r["small_fault_ns"]),
+                            "huge_kb": _median(r["huge_kb"])}
+    return out
+
+
+def thp_costs(measured, costs):
+    """The THP events measured here, from a measure() result and the profile's costs of
+    the events they are measured beside: {event: (ns, se, source)}.
+
+    - thp_splits: a write after fork to a THP mapping (a split and a 4 KiB copy-on-write)
+      minus a write after fork to a 4 KiB mapping (the copy-on-write fault alone), each
+      the minimum over its repeats (the host's other work only adds time);
+    - thp_faults: a write to a fresh 2 MiB of a MADV_HUGEPAGE mapping (allocate, clear
+      2 MiB, deposit a table), minus the fault's base cost (`faults`) and the deposit
+      (`tables_deposited`), the minimum over its repeats.
+    thp_pmds_copied stays derived from the 4 KiB costs (= ptes_copied), so that the THP
+    fork this machine measures checks the model rather than fits it (validate_fork).
+    Raises ValueError when the kernel mapped no huge page (THP off, or none to be had)."""
+    s = summary(measured)
+    sp = s["split"]
+    if not sp.get(True) or sp[True]["huge_kb_before_after"][0] == 0:
+        raise ValueError(f"no huge page was mapped (THP is {measured.get('thp_mode')!r} in "
+                         f"{THP_ENABLED}): nothing to measure")
+    w_thp, w_4k = sp[True]["write_ns"], sp[False]["write_ns"]
+    split = w_thp["min"] - w_4k["min"]
+    split_se = (w_thp["max"] - w_thp["min"]) / 2
+    f = s["fault"]["huge_ns"]
+    fault = f["min"] - costs["faults"] - costs["tables_deposited"]
+    fault_se = (f["median"] - f["min"])
+    n_split = measured_size = None
+    for r in measured["results"]:
+        if r["kind"] == "split":
+            measured_size = r["size"]
+            n_split = len(r["write_ns"])
+    how = (f"measured on {measured.get('kernel', '?')} (THP {measured.get('thp_mode')}), "
+           f"{measured_size >> 20} MiB, min of {n_split} repeats: ")
+    return {
+        "thp_splits": (round(split, 1), round(split_se, 1), how +
+                       f"a write after fork to a THP mapping ({w_thp['min']:.0f} ns: split "
+                       f"and 4 KiB copy) minus one to a 4 KiB mapping ({w_4k['min']:.0f} ns)"),
+        "thp_faults": (round(max(fault, 0.0), 1), round(fault_se, 1), how +
+                       f"a huge-page write fault ({f['min']:.0f} ns, median "
+                       f"{f['median']:.0f}) minus faults and tables_deposited"),
+    }
+
+
+def predicted_fork_ns(profile, size):
+    """Predicted kernel time of a copy fork of a process holding `size` bytes of written,
+    PMD-mapped anonymous memory in one 1 GiB-aligned VMA beside nothing else (x86_64),
+    beyond the fork of the same process without the mapping, and the counts it prices:
+    size / 2 MiB huge entries copied and tables deposited, ceil(size / 1 GiB) PMD tables
+    allocated and copied, one VMA."""
+    n = size // HUGE
+    pmd = -(-size // (1 << 30))
+    counts = {"thp_pmds_copied": n, "tables_deposited": n, "tables_allocated": pmd,
+              "tables_copied": pmd, "fork_vmas": 1}
+    return profile.kernel_ns(counts), counts
+
+
+def predicted_fork_4k_ns(profile, size):
+    """As predicted_fork_ns for the same memory in 4 KiB pages: size / 4 KiB PTEs copied,
+    size / 2 MiB PTE tables and ceil(size / 1 GiB) PMD tables allocated and copied."""
+    n = size // HUGE
+    pmd = -(-size // (1 << 30))
+    counts = {"ptes_copied": size // PAGE, "tables_allocated": n + pmd,
+              "tables_copied": n + pmd, "fork_vmas": 1}
+    return profile.kernel_ns(counts), counts
+
+
+def validate_fork(measured, profile):
+    """Rows of predicted against measured fork (CPU ns beyond the worker's bare fork)
+    at each measured size, THP and 4 KiB: {"size", "thp", "measured_ns" (spread),
+    "predicted_ns", "ratio" (predicted / measured median), "child_vm_pte_kb"}."""
+    s = summary(measured)
+    bare = s["bare"]["median"]
+    rows = []
+    for (size, thp), f in sorted(s["fork"].items()):
+        pred, counts = (predicted_fork_ns if thp else predicted_fork_4k_ns)(profile, size)
+        meas = {k: (v - bare if k != "n" else v) for k, v in f["cpu_ns"].items()}
+        rows.append({"size": size, "thp": thp, "huge_kb": f["huge_kb"],
+                     "measured_ns": meas, "predicted_ns": pred, "counts": counts,
+                     "ratio": pred / meas["median"] if meas["median"] > 0 else None,
+                     "wall_ns": f["wall_ns"], "child_vm_pte_kb": f["child_vm_pte_kb"],
+                     "parent_vm_pte_kb": f["parent_vm_pte_kb"]})
+    return rows
+
+
+def calibrate_thp(profile_path, quick=False, progress=None):
+    """`lazyvm calibrate --thp`: measure (default_jobs), put thp_splits and thp_faults
+    into the profile at profile_path (which `lazyvm calibrate` wrote) and save it; the
+    raw figures and the fork validation go to its meta["thp"].  Returns (profile, rows)."""
+    from lazyvm.costs import Profile
+    prof = Profile.load(profile_path)
+    if progress:
+        progress(f"measuring THP (the kernel's THP mode: {thp_mode()})")
+    measured = measure(default_jobs(quick=quick))
+    for e, (ns, se, src) in thp_costs(measured, prof.costs).items():
+        prof.costs[e], prof.uncertainty[e], prof.source[e] = ns, se, src
+    rows = validate_fork(measured, prof)
+    prof.meta["thp"] = {"measured": measured, "validate_fork": rows}
+    prof.save(profile_path)
+    return prof, rows
+
+
+def format_validate(rows):
+    """predicted against measured fork, one line per size and page size."""
+    lines = ["fork beyond the bare worker's (CPU time), predicted against measured:"]
+    for r in rows:
+        m = r["measured_ns"]
+        lines.append(f"  {r['size'] >> 20:>6} MiB {'THP ' if r['thp'] else '4 KiB'}: "
+                     f"measured {m['median'] / 1e6:.3f} ms (min {m['min'] / 1e6:.3f}, max "
+                     f"{m['max'] / 1e6:.3f}, n={m['n']}), predicted "
+                     f"{r['predicted_ns'] / 1e6:.3f} ms ({r['ratio']:.2f}x); child VmPTE "
+                     f"{r['child_vm_pte_kb']} kB")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
