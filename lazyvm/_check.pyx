@@ -5,7 +5,8 @@ views of the core's arrays (Core.views()).  Nothing here changes the machine.
 Every frame number read from memory is bounds-checked before it is used, so a corrupted
 entry is reported as an InvariantError, never followed.
 
-  1. a frame's reference count = present slots pointing at it + caches holding it
+  1. a frame's reference count = present slots pointing at it + caches holding it (with
+     eager accounting each slot counts the use count of its table)
   2. rmap: a frame's chain holds exactly those slots; pool nodes used = reachable
   3. a table's use count = the entries of live pgds and live tables pointing at it
   4. a table with use count > 1 is reached only through entries with RW clear
@@ -55,11 +56,13 @@ def check(dict v, list pgds, list shm_ranges):
     cdef const uint32_t[::1] shm = v["shm"]
     cdef uint32_t nswap = v["nswap"], swap_hwm = v["swap_hwm"]
     cdef uint32_t user_entries = v["user_entries"]
-    cdef bint wide = v["wide"], top_rw = v["top_rw"]
+    cdef bint wide = v["wide"], top_rw = v["top_rw"], eager = v["eager"]
     cdef int64_t[::1] exp = np.zeros(nf, dtype=np.int64)
     cdef int32_t[::1] users = np.zeros(nf, dtype=np.int32)
     cdef int32_t[::1] nslots = np.zeros(nf, dtype=np.int32)
     cdef int32_t[::1] rwslots = np.zeros(nf, dtype=np.int32)
+    cdef int32_t[::1] rwshared = np.zeros(nf, dtype=np.int32)   # RW slots in shared tables
+    cdef int32_t tusers
     cdef int64_t[::1] swapexp = np.zeros(max(nswap, 1), dtype=np.int64)
     cdef uint8_t[::1] live_pgd = np.zeros(nf, dtype=np.uint8)
     cdef uint8_t[::1] tlevel = np.zeros(nf, dtype=np.uint8)
@@ -134,6 +137,7 @@ def check(dict v, list pgds, list shm_ranges):
     cdef uint32_t nswp = nswap
     for t, row in table_rows.items():
         r = np.ascontiguousarray(row, dtype=np.uint64)
+        tusers = users[t] if eager else 1
         for i in range(r.shape[0]):
             e = r[i]
             if e == 0:
@@ -147,10 +151,12 @@ def check(dict v, list pgds, list shm_ranges):
                 if f >= nf or not (flags[f] & (F_ANON | F_SHMEM)) or (flags[f] & F_FREE):
                     fail(6, f"table {t} index {i} maps frame {f}, which is not a data "
                             f"frame in use")
-                exp[f] += 1
+                exp[f] += tusers
                 nslots[f] += 1
                 if e & _RW:
                     rwslots[f] += 1
+                    if users[t] > 1:
+                        rwshared[f] += 1
             else:
                 s = <uint32_t>((e >> 8) & 0xFFFFFF)
                 if (e & 0x81) or (e >> 32) or s == 0 or s >= nswp or swap_count[s] < 0:
@@ -203,7 +209,10 @@ def check(dict v, list pgds, list shm_ranges):
                         f"(slots {nslots[f]} + caches)")
             if count[f] <= 0:
                 fail(6, f"frame {f} is in use with nothing holding it (leaked)")
-            if (fl & F_ANON) and count[f] > 1 and rwslots[f]:
+            # eager: a page under a shared table has a reference per sharer, and its
+            # one slot may keep RW (the entries above the table have it clear)
+            if (fl & F_ANON) and rwslots[f] and count[f] > 1 and \
+                    (not eager or nslots[f] > 1 or rwslots[f] > rwshared[f]):
                 fail(5, f"private frame {f} has {count[f]} references and "
                         f"{rwslots[f]} writable slots")
             if (fl & F_SWAPCACHE) and (index[f] >= nswap or swap_cache[index[f]] != f):

@@ -112,7 +112,12 @@ cdef enum:
     ST_TABLES_L = 40                 # current user tables of level 1..4
     ST_UNSHARES_L = 44               # tables privatized, level 1..4
     ST_DROPPED_L = 48                # fast-path drops, level 1..4
-    ST_N = 52
+    ST_FORKS_ODF = 52
+    ST_ODF_SHARED                    # On-demand-fork: leaf tables shared
+    ST_ODF_COPIED                    # On-demand-fork: leaf tables copied
+    ST_EAGER_REFS                    # eager accounting: page references taken by a share
+    ST_EAGER_DROPS                   # eager accounting: references dropped with a table
+    ST_N = 64
 
 _COUNTER_NAMES = (
     ("forks", ST_FORKS), ("forks_copy", ST_FORKS_COPY), ("forks_share", ST_FORKS_SHARE),
@@ -133,6 +138,9 @@ _COUNTER_NAMES = (
     ("pgds", ST_PGDS), ("pte_chain_nodes", ST_NODES), ("pte_chain_slots", ST_SLOTS),
     ("rmap_direct", ST_DIRECT), ("frames_peak", ST_FRAMES_PEAK),
     ("page_tables_peak", ST_TABLES_PEAK), ("pte_chain_nodes_peak", ST_NODES_PEAK),
+    ("forks_odf", ST_FORKS_ODF), ("odf_tables_shared", ST_ODF_SHARED),
+    ("odf_tables_copied", ST_ODF_COPIED), ("eager_refs", ST_EAGER_REFS),
+    ("eager_refs_dropped", ST_EAGER_DROPS),
 )
 
 cdef enum:
@@ -191,9 +199,10 @@ cdef class Core:
     """Physical memory, struct page, the frame allocator, the page-table walkers, the
     rmap pool and swap of one machine.
 
-    Core(nframes, rmap, nswap, layout, contents): nframes frames of 4 KiB, rmap on or
-    off, nswap swap slots (0 = no swap; slot 0 is the header and never used), layout one
-    of LAYOUT_*, contents False for a machine that keeps no page data.
+    Core(nframes, rmap, nswap, layout, contents, eager): nframes frames of 4 KiB, rmap on
+    or off, nswap swap slots (0 = no swap; slot 0 is the header and never used), layout
+    one of LAYOUT_*, contents False for a machine that keeps no page data, eager True for
+    eager accounting of shared leaf tables (DESIGN.md section 10; leaf sharing only).
     """
     # ---- layout ----------------------------------------------------------------------
     cdef readonly int layout             # LAYOUT_*
@@ -206,6 +215,8 @@ cdef class Core:
     cdef uint32_t slot_shift             # rmap slot = table_pfn << slot_shift | index
     cdef readonly uint32_t nrpte         # slots in a chain node (15 or 7)
     cdef readonly bint contents          # page data is kept
+    cdef readonly bint eager             # eager accounting: a page under a shared leaf
+                                         # table holds one reference per use of the table
 
     # ---- physical memory -------------------------------------------------------------
     cdef readonly object physical        # np.uint8[nframes * 4096]
@@ -265,10 +276,11 @@ cdef class Core:
     cdef int64_t st[ST_N]
 
     def __cinit__(self, uint32_t nframes, bint rmap, uint32_t nswap, int layout=0,
-                  bint contents=True):
+                  bint contents=True, bint eager=False):
         cdef uint32_t k
         self.layout = layout
         self.contents = contents
+        self.eager = eager
         if layout == L_I386:
             self.levels, self.wide, self.user_entries, self.top_rw = 2, False, 768, True
             self.shift[1], self.nent[1] = 12, 1024
@@ -763,7 +775,10 @@ cdef class Core:
     # (copy_pud_range and copy_pmd_range in 2.6.11+); copy_pte_range is the leaf.
 
     cdef int copy_range(self, int level, pfn_t src_t, pfn_t dst_t, uint64_t start,
-                        uint64_t end, bint cow) noexcept nogil:
+                        uint64_t end, bint cow, bint odf) noexcept nogil:
+        """Copy the entries of [start, end) (one VMA's range, or a part of it) under
+        table src_t of `level` into dst_t.  odf (On-demand-fork): a leaf table whose whole
+        span lies inside this private VMA is shared instead (odf_share_table)."""
         cdef walk_t w
         cdef uint32_t i, lo, hi
         cdef uint64_t base, span, s, e
@@ -790,6 +805,9 @@ cdef class Core:
             st = entry_pfn(se)
             if self.bad_pfn(st):
                 return ERR_BUG
+            if odf and level == 2 and cow and s == base and e == base + span:
+                self.odf_share_table(src_t, dst_t, i)
+                continue
             de = self.eget(dst_t, i)
             if de & _P:
                 dt = entry_pfn(de)
@@ -800,14 +818,17 @@ cdef class Core:
                 if dt == 0:
                     return ERR_NOMEM
                 self.st[ST_TABLES_COPIED] += 1
+                if odf and level == 2:
+                    self.st[ST_ODF_COPIED] += 1
                 self.eset(dst_t, i, mk_entry(dt, self.table_entry(level)))
-            rc = self.copy_range(level - 1, st, dt, s, e, cow)
+            rc = self.copy_range(level - 1, st, dt, s, e, cow, odf)
             if rc != OK:
                 return rc
         return OK
 
-    def fork_copy(self, pfn_t ppgd, const uint64_t[:, ::1] vmas):
-        """dup_mmap with copy_page_range: returns the child's pgd frame.
+    def fork_copy(self, pfn_t ppgd, const uint64_t[:, ::1] vmas, bint odf=False):
+        """dup_mmap with copy_page_range: returns the child's pgd frame.  With odf,
+        On-demand-fork: leaf tables inside one private VMA are shared, the rest copied.
 
         Chain nodes for the worst case are had first (growing the pool to that costs
         nothing, see grow_nodes); tables are allocated as the copy walks, and if one
@@ -821,7 +842,8 @@ cdef class Core:
         cdef int rc = OK
         memset(last, 0, sizeof(last))
         for v in range(mm.nv):
-            ntab += self.tables_in(self.levels, ppgd, mm.vmas[v].start, mm.vmas[v].end, last)
+            ntab += self.tables_in(self.levels, ppgd, mm.vmas[v].start, mm.vmas[v].end, last,
+                                   odf and not (mm.vmas[v].flags & VM_SHARED))
         g = self.alloc_frame(F_PGD, 0)
         if g == 0:
             raise OutOfMemory("no free frame for the child's page directory")
@@ -837,7 +859,7 @@ cdef class Core:
         with nogil:
             for v in range(mm.nv):
                 rc = self.copy_range(self.levels, ppgd, g, mm.vmas[v].start, mm.vmas[v].end,
-                                     not (mm.vmas[v].flags & VM_SHARED))
+                                     not (mm.vmas[v].flags & VM_SHARED), odf)
                 if rc != OK:
                     break
         self.release_tables()
@@ -845,7 +867,7 @@ cdef class Core:
             self._teardown(g, mm)
             self._raise(rc, "no free frame for a page table of the child")
         self.st[ST_FORKS] += 1
-        self.st[ST_FORKS_COPY] += 1
+        self.st[ST_FORKS_ODF if odf else ST_FORKS_COPY] += 1
         self.st[ST_FORK_VMAS] += mm.nv
         return g
 
@@ -880,10 +902,12 @@ cdef class Core:
         return n
 
     cdef uint64_t tables_in(self, int level, pfn_t t, uint64_t start, uint64_t end,
-                            pfn_t* last) noexcept:
+                            pfn_t* last, bint odf_share) noexcept:
         """The tables below table t of `level` that [start, end) reaches, each once
         (last[k]: the table of level k counted last, as ranges come in address order);
-        what a copy fork of these ranges allocates for the child."""
+        what a copy fork of these ranges allocates for the child.  odf_share: the range
+        is a private VMA under On-demand-fork, whose leaf tables that it covers whole are
+        shared, not allocated."""
         cdef walk_t w
         cdef uint32_t i
         cdef uint64_t base, span, s, e, n = 0
@@ -900,11 +924,13 @@ cdef class Core:
             if not (x & _P) or self.bad_pfn(entry_pfn(x)):
                 continue
             c = entry_pfn(x)
+            if odf_share and level == 2 and s == base and e == base + span:
+                continue
             if last[level - 1] != c:
                 last[level - 1] = c
                 n += 1
             if level - 1 > 1:
-                n += self.tables_in(level - 1, c, s, e, last)
+                n += self.tables_in(level - 1, c, s, e, last, odf_share)
         return n
 
     cdef uint64_t tables_above(self, int level, pfn_t t, int share_level,
@@ -943,10 +969,14 @@ cdef class Core:
         cdef int rc
         if level - 1 == share_level:
             if self.wide:
-                return share_entries(self, <pte64_t*>self.table_ptr(src_t),
-                                     <pte64_t*>self.table_ptr(dst_t), i, nents)
-            return share_entries(self, <pte32_t*>self.table_ptr(src_t),
-                                 <pte32_t*>self.table_ptr(dst_t), i, nents)
+                rc = share_entries(self, <pte64_t*>self.table_ptr(src_t),
+                                   <pte64_t*>self.table_ptr(dst_t), i, nents)
+            else:
+                rc = share_entries(self, <pte32_t*>self.table_ptr(src_t),
+                                   <pte32_t*>self.table_ptr(dst_t), i, nents)
+            if rc == OK and self.eager:
+                self.eager_share(src_t, i, nents)
+            return rc
         while True:
             i = self.next_present(src_t, i, nents)
             if i >= nents:
@@ -1013,10 +1043,10 @@ cdef class Core:
         if level == 1:
             if self.wide:
                 privatize_pte(self, <pte64_t*>self.table_ptr(t), <pte64_t*>self.table_ptr(nt),
-                              nt, base, mm)
+                              nt, base, mm, not self.eager)
             else:
                 privatize_pte(self, <pte32_t*>self.table_ptr(t), <pte32_t*>self.table_ptr(nt),
-                              nt, base, mm)
+                              nt, base, mm, not self.eager)
         else:                       # above the leaf (pae, x86_64): the tables below
             if self.wide:           # become shared
                 rc = share_entries(self, <pte64_t*>self.table_ptr(t),
@@ -1292,9 +1322,7 @@ cdef class Core:
                 if self.count[c] > 1:
                     if keep != NULL and not span_covered(keep.vmas, keep.nv, base, base + span):
                         self.eset(t, i, 0)
-                        self.count[c] -= 1
-                        self.st[ST_TABLES_DROPPED] += 1
-                        self.st[ST_DROPPED_L + level - 2] += 1
+                        self.drop_table_use(c, level - 1)
                 else:
                     rc = self.zap_range(level - 1, c, s, e, keep)
                     if rc != OK:
@@ -1334,9 +1362,7 @@ cdef class Core:
                 return ERR_BUG
             self.eset(t, i, 0)
             if self.count[c] > 1:
-                self.count[c] -= 1
-                self.st[ST_TABLES_DROPPED] += 1
-                self.st[ST_DROPPED_L + level - 2] += 1
+                self.drop_table_use(c, level - 1)
             else:
                 rc = self.free_range(level - 1, c, scan)
                 if rc != OK:
@@ -1462,9 +1488,7 @@ cdef class Core:
             self.eset(pgd, i, 0)
             i += 1
             if self.count[c] > 1:
-                self.count[c] -= 1
-                self.st[ST_TABLES_DROPPED] += 1
-                self.st[ST_DROPPED_L + self.levels - 2] += 1
+                self.drop_table_use(c, self.levels - 1)
             else:
                 rc = self.free_range(self.levels - 1, c, False)
                 if rc != OK:
@@ -1498,6 +1522,62 @@ cdef class Core:
             if (x & _P) and not self.bad_pfn(entry_pfn(x)):
                 self.change_range(level - 1, entry_pfn(x), s, e, prot)
         return OK
+
+    # ================================================================ eager accounting, On-demand-fork
+    #
+    # Eager accounting (COW page tables v3-v5): a page under a shared leaf table holds one
+    # reference per use of the table, taken when the table is shared and dropped when a
+    # sharer lets go of it, so a frame's count is the sum over the slots that map it of
+    # their table's use count (plus caches).  Leaf sharing only: Machine refuses eager with
+    # share_level > 1.  On-demand-fork shares a leaf table whose whole span lies inside one
+    # private VMA (copy_range decides per table) and copies the rest.
+
+    cdef inline count_t slot_refs(self, pfn_t t) noexcept nogil:
+        """The references one slot of leaf table t holds on its frame."""
+        return self.count[t] if self.eager else 1
+
+    cdef void eager_share(self, pfn_t t, uint32_t i, uint32_t n) noexcept nogil:
+        """Entries [i, n) of table t point at leaf tables that just gained a use: each
+        present page under them takes one more reference."""
+        cdef entry_t x
+        while True:
+            i = self.next_present(t, i, n)
+            if i >= n:
+                return
+            x = self.eget(t, i)
+            if not self.bad_pfn(entry_pfn(x)):
+                self.eager_refs(entry_pfn(x), 1)
+            i += 1
+
+    cdef void eager_refs(self, pfn_t t, int sign) noexcept nogil:
+        """One reference more (sign 1) or less (-1) on every present page of leaf table t."""
+        cdef int64_t n
+        if self.wide:
+            n = table_refs(self, <pte64_t*>self.table_ptr(t), sign)
+        else:
+            n = table_refs(self, <pte32_t*>self.table_ptr(t), sign)
+        self.st[ST_EAGER_REFS if sign > 0 else ST_EAGER_DROPS] += n
+
+    cdef void drop_table_use(self, pfn_t c, int level) noexcept nogil:
+        """The zap fast path: this mm lets go of shared table c of `level`: one use less,
+        and with eager accounting a leaf table's pages lose the reference it held."""
+        self.count[c] -= 1
+        self.st[ST_TABLES_DROPPED] += 1
+        self.st[ST_DROPPED_L + level - 1] += 1
+        if self.eager and level == 1:
+            self.eager_refs(c, -1)
+
+    cdef void odf_share_table(self, pfn_t src_t, pfn_t dst_t, uint32_t i) noexcept nogil:
+        """On-demand-fork: share the leaf table that entry i of src_t (level 2) points at
+        with the child's dst_t: one more use, RW cleared in both entries."""
+        cdef entry_t e = self.eget(src_t, i) & ~(<entry_t>_RW)
+        self.count[entry_pfn(e)] += 1
+        self.eset(src_t, i, e)
+        self.eset(dst_t, i, e)
+        self.st[ST_SHARE_WRPROTECTS] += 1
+        self.st[ST_ODF_SHARED] += 1
+        if self.eager:
+            self.eager_refs(entry_pfn(e), 1)
 
     # ================================================================ Python entry points
     #
@@ -1848,7 +1928,7 @@ cdef class Core:
             self.flags[f] |= F_DIRTY
         self.slot_write(slot, swp_entry(s))
         self.swap_count[s] += 1
-        self.count[f] -= 1
+        self.count[f] -= self.slot_refs(<pfn_t>(slot >> self.slot_shift))
         self.st[ST_RMAP_SLOTS] += 1
 
     def reclaim_rmap(self, uint32_t n):
@@ -1952,7 +2032,7 @@ cdef class Core:
                 if self.rmap_enabled and self.rmap_remove(f, self.mk_slot(t, i)) != OK:
                     rc = ERR_BUG
                     break
-                self.count[f] -= 1
+                self.count[f] -= self.slot_refs(t)
                 if self.count[f] == 1:
                     self.swapcache_drop(s)
                     freed[0] += 1
@@ -2108,7 +2188,7 @@ cdef class Core:
             nrpte=self.nrpte, rmap=self.rmap_enabled, node_cap=self.node_cap,
             node_hwm=self.node_hwm, node_free=self.node_free, node_nfree=self.node_nfree,
             nswap=self.nswap, swap_hwm=self.swap_hwm, swap_free=self.swap_free,
-            swap_nfree=self.swap_nfree, contents=self.contents,
+            swap_nfree=self.swap_nfree, contents=self.contents, eager=self.eager,
             counters={name: int(self.st[i]) for name, i in _COUNTER_NAMES},
             tables_by_level=[int(self.st[ST_TABLES_L + k]) for k in range(4)])
 
@@ -2337,13 +2417,13 @@ cdef int share_entries(Core c, leaf_t* src, leaf_t* dst, uint32_t lo,
 
 
 cdef void privatize_pte(Core c, leaf_t* src, leaf_t* dst, pfn_t nt, uint64_t base,
-                        const mm_t* mm) noexcept nogil:
+                        const mm_t* mm, bint take) noexcept nogil:
     """The seed's privatize of a leaf table src into the fresh table dst (frame nt),
     whose span starts at base.  Only the ranges this mm's VMAs cover are copied (no entry
     lies outside them: every change that removes one privatizes first).  Each present
-    entry takes a frame reference and a chain slot in dst ("extend the pte_chains");
-    private entries lose RW in both tables, since two tables now reach the frame; swap
-    entries take a swap reference."""
+    entry takes a frame reference if take (lazy accounting; eager took it at the fork)
+    and a chain slot in dst ("extend the pte_chains"); private entries lose RW in both
+    tables, since two tables now reach the frame; swap entries take a swap reference."""
     cdef uint64_t span = (<uint64_t>1) << c.shift[2], s, e
     cdef uint32_t zero = c.zero_pfn, lo, hi, i, f
     cdef bint rm = c.rmap_enabled
@@ -2371,8 +2451,29 @@ cdef void privatize_pte(Core c, leaf_t* src, leaf_t* dst, pfn_t nt, uint64_t bas
                 if (pte & _RW) and not (c.flags[f] & F_SHMEM):
                     pte &= ~(<leaf_t>_RW)
                     src[i] = pte
-                c.count[f] += 1
+                if take:
+                    c.count[f] += 1
                 if rm:
                     page_add_rmap_t(c, f, c.mk_slot(nt, i), src)
             dst[i] = pte
     c.st[ST_PTES_COPIED] += copied
+
+cdef int64_t table_refs(Core c, leaf_t* tbl, int sign) noexcept nogil:
+    """Eager accounting: one reference more (sign 1) or less (-1) on each present page of
+    leaf table tbl (the ZERO_PAGE aside); returns how many."""
+    cdef uint32_t zero = c.zero_pfn, nframes = c.nframes, i, f, n = c.nent[1]
+    cdef leaf_t pte
+    cdef int64_t k = 0
+    for i in range(n):
+        pte = tbl[i]
+        if not pte_present(pte):
+            continue
+        f = entry_pfn(pte)
+        if f == zero or f >= nframes:
+            continue
+        if sign > 0:
+            c.count[f] += 1
+        else:
+            c.put_page(f)
+        k += 1
+    return k

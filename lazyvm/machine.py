@@ -26,7 +26,8 @@ from .errors import InvariantError, OutOfMemory, ProcessExited, SegmentationFaul
 from .layout import LAYOUTS, MAX_SWAP_SLOTS, PAGE_SIZE, Layout, parse_prot, vm_flags
 from .vma import ShmObject, Vma
 
-FORK_MODES = ("copy", "share")
+FORK_MODES = ("copy", "share", "odf")
+ACCOUNTINGS = ("lazy", "eager")
 FRAME_KINDS = {0x001: "free", 0x002: "reserved", 0x004: "pgd", 0x008: "table",
                0x010: "anon", 0x020: "shmem"}
 _TOKEN = object()              # Process objects are made by Machine and Process only
@@ -146,9 +147,10 @@ class Machine(_Uncopyable):
     memory : int
         Physical memory in bytes, a whole number of 4 KiB pages, at most the layout's
         limit (i386 4 GiB, pae 64 GiB, x86_64 16 TiB).
-    fork_mode : {"share", "copy"}
-        What ``Process.fork()`` does by default: share the page tables (the seed) or
-        copy them (Linux 2.4's ``copy_page_range``).
+    fork_mode : {"share", "copy", "odf"}
+        What ``Process.fork()`` does by default: share the page tables (the seed), copy
+        them (Linux 2.4's ``copy_page_range``), or On-demand-fork (EuroSys 2021): share
+        a leaf table only if its whole span lies inside one private VMA, copy the rest.
     rmap : bool
         Keep a reverse map (2.6.0 pte_chains) of every mapped frame.
     swap : int
@@ -164,6 +166,14 @@ class Machine(_Uncopyable):
         spaces far larger than the host can be built and forked.
     costs : str, path or lazyvm.costs.Profile, optional
         A cost profile: ``stats()["kernel_ns"]`` is then the predicted kernel time.
+    accounting : {"lazy", "eager"}
+        How pages under a shared leaf table are counted.  "lazy" (the seed): a page
+        takes a reference (and rmap slot) for another table only when a table is
+        privatized.  "eager" (COW page tables v3-v5): a share or odf fork takes, for
+        every present page under each leaf table it shares, the reference a copy fork
+        would take (``eager_refs``), copying no PTE; privatize takes none; a sharer that
+        lets go of a shared table drops one per page (``eager_refs_dropped``).  rmap
+        slots stay one per table slot.  Eager needs ``share_level=1``.
 
     Raises
     ------
@@ -171,7 +181,7 @@ class Machine(_Uncopyable):
         An argument of the wrong type.
     ValueError
         A size that is not whole pages or exceeds the layout's limit, an unknown layout,
-        fork mode or share level.
+        fork mode, share level or accounting; eager accounting with ``share_level > 1``.
 
     Examples
     --------
@@ -185,7 +195,7 @@ class Machine(_Uncopyable):
 
     def __init__(self, memory: int = 64 << 20, fork_mode: str = "share", rmap: bool = True,
                  swap: int = 0, layout: str = "i386", share_level: int = 1,
-                 contents: bool = True, costs: Any = None) -> None:
+                 contents: bool = True, costs: Any = None, accounting: str = "lazy") -> None:
         memory = _int(memory, "memory")
         swap = _int(swap, "swap")
         share_level = _int(share_level, "share_level")
@@ -200,6 +210,10 @@ class Machine(_Uncopyable):
             raise TypeError(f"fork_mode must be a str, not {type(fork_mode).__name__}")
         if fork_mode not in FORK_MODES:
             raise ValueError(f"fork_mode must be one of {FORK_MODES}, not {fork_mode!r}")
+        if not isinstance(accounting, str):
+            raise TypeError(f"accounting must be a str, not {type(accounting).__name__}")
+        if accounting not in ACCOUNTINGS:
+            raise ValueError(f"accounting must be one of {ACCOUNTINGS}, not {accounting!r}")
         if memory <= 0 or memory % PAGE_SIZE:
             raise ValueError(f"memory must be a positive whole number of pages, not {memory}")
         if memory > lay.max_memory:
@@ -217,6 +231,9 @@ class Machine(_Uncopyable):
                    if layout == "pae" else "")
             raise ValueError(f"share_level on {layout} must be 1..{lay.max_share_level}, "
                              f"not {share_level}{why}")
+        if accounting == "eager" and share_level != 1:
+            raise ValueError("eager accounting counts pages under shared leaf tables: it "
+                             f"needs share_level=1, not {share_level}")
         self.costs = None
         if costs is not None:
             from . import costs as costlib
@@ -228,9 +245,10 @@ class Machine(_Uncopyable):
         self.layout: Layout = lay
         self.share_level = share_level
         self.contents = contents
+        self.accounting = accounting
         self._task_size = lay.task_size
         self._core = Core(memory // PAGE_SIZE, rmap, swap // PAGE_SIZE + 1 if swap else 0,
-                          lay.code, contents)
+                          lay.code, contents, accounting == "eager")
         self._procs: Dict[int, Process] = {}
         self._next_pid = 1
         self._scan_cursor = 0
@@ -249,7 +267,8 @@ class Machine(_Uncopyable):
     def __repr__(self) -> str:
         return (f"Machine(memory={self.memory}, fork_mode={self.fork_mode!r}, "
                 f"rmap={self.rmap_enabled}, swap={self.swap}, layout={self.layout.name!r}, "
-                f"share_level={self.share_level}, contents={self.contents})")
+                f"share_level={self.share_level}, contents={self.contents}, "
+                f"accounting={self.accounting!r})")
 
     def _repr_html_(self) -> str:
         from .view import machine_html
@@ -975,9 +994,11 @@ class Process(_Uncopyable):
 
         Parameters
         ----------
-        mode : {"copy", "share"}, optional
-            "copy" (Linux 2.4 copy_page_range) or "share" (share the page tables, the
-            seed, at the machine's share_level); None means Machine.fork_mode.
+        mode : {"copy", "share", "odf"}, optional
+            "copy" (Linux 2.4 copy_page_range), "share" (share the page tables, the
+            seed, at the machine's share_level) or "odf" (On-demand-fork: share a leaf
+            table whose whole span lies inside one private VMA, copy every other);
+            None means Machine.fork_mode.
 
         Raises
         ------
@@ -997,6 +1018,8 @@ class Process(_Uncopyable):
                 pgd = core.fork_copy(self.pgd, self._varr)
             elif mode == "share":
                 pgd = core.fork_share(self.pgd, self._varr, m.share_level)
+            elif mode == "odf":
+                pgd = core.fork_copy(self.pgd, self._varr, True)
             else:
                 if not isinstance(mode, str):
                     raise TypeError(f"fork mode must be a str, not {type(mode).__name__}")
