@@ -36,9 +36,12 @@ def _delta(m, op):
 
 
 @pytest.mark.parametrize("profile", [INTEGER, FRACTIONAL, "linux-2.5.41"])
-@pytest.mark.parametrize("mode", ["copy", "share"])
-def test_accounts_add_up_to_the_machine_after_every_operation(profile, mode):
-    m = Machine(memory=32 << 20, fork_mode=mode, swap=4 << 20, costs=profile)
+@pytest.mark.parametrize("mode, accounting", [("copy", "lazy"), ("share", "lazy"),
+                                              ("share", "eager"), ("odf", "lazy"),
+                                              ("odf", "eager")])
+def test_accounts_add_up_to_the_machine_after_every_operation(profile, mode, accounting):
+    m = Machine(memory=32 << 20, fork_mode=mode, swap=4 << 20, costs=profile,
+                accounting=accounting)
     p = m.spawn()
     a = p.mmap(64 << 12)
     shm = p.mmap(8 << 12, shared=True)
@@ -67,6 +70,24 @@ def test_accounts_add_up_to_the_machine_after_every_operation(profile, mode):
     s = _balance(m)
     assert s["kernel_ns_exited"] + s["kernel_ns_machine"] == s["kernel_ns"] > 0
     assert s["kernel_ns_machine"] > 0               # the reclaim
+
+
+def test_eager_share_fork_pays_the_references_in_the_parent():
+    """Eager accounting: the share fork's references are the parent's work; the child's
+    later write takes none (its table privatize copies entries only)."""
+    m = Machine(memory=32 << 20, fork_mode="share", accounting="eager", costs=INTEGER)
+    p = m.spawn()
+    a = p.mmap(1024 << 12)
+    p.touch(a, 1024 << 12, write=True)
+    before = p.stats()["kernel_ns"]
+    box = {}
+    d = _delta(m, lambda: box.setdefault("c", p.fork()))
+    assert d["eager_refs"] == 1024
+    assert p.stats()["kernel_ns"] - before == _priced(d)
+    c = box["c"]
+    d = _delta(m, lambda: c.write(a, b"x"))
+    assert d["eager_refs"] == 0 and d["unshares"] == 1
+    assert c.stats()["kernel_ns"] == _priced(d)
 
 
 def test_fork_is_paid_by_the_parent_and_a_fault_by_the_faulting_process():
