@@ -579,6 +579,13 @@ EXTERNAL = {w.name: w for w in [
              "redis-benchmark SET load) captured from /proc and replayed in every "
              "configuration, beside Redis's latest_fork_usec and rdb_last_cow_size and "
              "the kernel's VmPTE. Needs redis-server and redis-benchmark."),
+    External("breakeven", "lazyvm.workloads.breakeven", "run_breakeven",
+             "Where sharing page tables at fork wins: copy, share, share-eager, odf, "
+             "odf-eager and share-l2, with 4 KiB pages and THP, over resident size, the "
+             "fraction written after fork, clustered or uniform writes, and a child that "
+             "execs or lives; predicted parent fork latency, first-write latency, total "
+             "kernel time and page-table memory (contents=False, x86_64). -p plot=FILE.png "
+             "draws the heat maps."),
 ]}
 
 
