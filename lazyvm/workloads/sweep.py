@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 
 PAGE = 4096
-WORKLOADS = ("fork-write-exit", "parent-writes", "fork-exec")
+WORKLOADS = ("fork-write-exit", "parent-writes", "fork-exec", "breakeven")
 MACHINE_KEYWORDS = ("layout", "share_level", "costs", "contents")   # new in 0.2.0
 
 
@@ -75,7 +75,16 @@ PARAMS = {
     "share_level": (lambda v: _is_int(v) and v >= 1, "an integer >= 1", 1),
     "costs": (lambda v: isinstance(v, str), "a cost profile name or path", ""),
     "contents": (lambda v: isinstance(v, bool), "true or false", True),
+    # workload "breakeven" only (lazyvm.workloads.breakeven: one cell per point)
+    "policy": (lambda v: v == "" or _breakeven_policy(v), "a breakeven policy", ""),
+    "spread": (lambda v: v in ("clustered", "uniform"), "'clustered' or 'uniform'", "uniform"),
+    "child": (lambda v: v in ("exec", "live"), "'exec' or 'live'", "live"),
 }
+
+
+def _breakeven_policy(v):
+    from .breakeven import POLICY_NAMES
+    return v in POLICY_NAMES
 PARAM_ORDER = tuple(PARAMS)
 
 
@@ -97,6 +106,8 @@ def normalise(point, where="point"):
             raise SpecError(f"{where}: {k} = {v!r} is not {what}")
     full = {k: point.get(k, PARAMS[k][2]) for k in PARAM_ORDER}
     full["write_fraction"] = float(full["write_fraction"])
+    if full["workload"] == "breakeven":
+        _check_breakeven(full, where)
     sig = _machine_params()
     for k in MACHINE_KEYWORDS:
         if k not in sig and full[k] != PARAMS[k][2]:
@@ -105,6 +116,22 @@ def normalise(point, where="point"):
     if full["costs"]:
         _check_costs(full["costs"], where)
     return full
+
+
+def _check_breakeven(full, where):
+    """A breakeven point: a policy, a size breakeven takes (1 GiB and more: whole GiB)
+    and a fraction 0 or 1/2**k.  The policy names the Machine (x86_64, contents=False,
+    no pte_chains): fork_mode, rmap, layout, share_level, memory and contents are not
+    used."""
+    from . import breakeven
+    if not full["policy"]:
+        raise SpecError(f"{where}: workload breakeven needs a policy (one of "
+                        f"{', '.join(breakeven.POLICY_NAMES)})")
+    try:
+        breakeven.parse_size(full["pages"] * PAGE)
+        breakeven.parse_fraction(full["write_fraction"])
+    except breakeven.BreakevenError as e:
+        raise SpecError(f"{where}: {e}") from None
 
 
 _COSTS_OK: set = set()
@@ -134,6 +161,8 @@ def point_key(point):
     p["pages"], p["seed"], p["memory"], p["share_level"] = (
         int(p["pages"]), int(p["seed"]), int(p["memory"]), int(p["share_level"]))
     p["rmap"], p["contents"] = bool(p["rmap"]), bool(p["contents"])
+    for k in ("policy", "spread", "child"):
+        p[k] = "" if not isinstance(p[k], str) else p[k]
     p["costs"] = "" if p["costs"] is None or (isinstance(p["costs"], float)
                                               and math.isnan(p["costs"])) else str(p["costs"])
     return json.dumps(p, sort_keys=True)
@@ -219,8 +248,36 @@ def _memory_for(point):
     return min(need, cap) if cap else need
 
 
+def run_breakeven_point(point):
+    """A breakeven cell (lazyvm.workloads.breakeven.counts: simulated, or extrapolated
+    per GiB beyond 2 GiB): its total counts, and with costs the predicted parent fork
+    latency (kernel_ns_fork), first write (kernel_ns_first_write), total from the fork on
+    (kernel_ns_run) and the child's own page tables (child_pt_kb)."""
+    from fractions import Fraction
+
+    from . import breakeven
+    from ..costs import load_profile
+    row = dict(point)
+    t0 = time.perf_counter_ns()
+    c = breakeven.counts(point["policy"], point["pages"] * PAGE,
+                         Fraction(point["write_fraction"]).limit_denominator(1 << 20),
+                         point["spread"], point["child"])
+    row.update({k: int(v) for k, v in c["total"].items()})
+    row.update({"pages_written": c["written"], "child_tables": c["child_tables"],
+                "peak_tables": c["peak_tables"], "extrapolated": bool(c.get("extrapolated")),
+                "sim_ns": time.perf_counter_ns() - t0})
+    if point["costs"]:
+        pr = breakeven.price(c, load_profile(point["costs"]))
+        row.update({"kernel_ns_fork": pr["fork_ns"], "kernel_ns_run": pr["total_ns"],
+                    "kernel_ns_first_write": pr["first_write_ns"] or 0,
+                    "child_pt_kb": pr["child_pt_kb"], "peak_pt_kb": pr["peak_pt_kb"]})
+    return row
+
+
 def run_point(point):
     """Run one point in this process; return its row (a dict)."""
+    if point["workload"] == "breakeven":
+        return run_breakeven_point(point)
     from lazyvm import Machine
     row = dict(point)
     sig = _machine_params()

@@ -126,3 +126,28 @@ def test_breakeven_through_the_cli(tmp_path, capsys):
     assert "parent fork latency" in capsys.readouterr().out
     assert main(["run", "breakeven", "-p", "fractions=1/3"]) == 2
     assert "breakeven" in capsys.readouterr().err
+
+
+def test_a_sweep_point_is_a_breakeven_cell():
+    from lazyvm.workloads import sweep
+    point = sweep.normalise({"workload": "breakeven", "policy": "share", "pages": 4096,
+                             "write_fraction": 0.125, "spread": "clustered",
+                             "child": "live", "costs": "linux-2.5.41"})
+    row = sweep.run_point(point)
+    c = be.counts("share", 4096 * 4096, Fraction(1, 8), "clustered", "live")
+    pr = be.price(c, load_profile("linux-2.5.41"))
+    assert row["kernel_ns_fork"] == pr["fork_ns"] and row["kernel_ns_run"] == pr["total_ns"]
+    assert row["unshares"] == c["total"]["unshares"] and row["pages_written"] == 512
+    with pytest.raises(sweep.SpecError, match="needs a policy"):
+        sweep.normalise({"workload": "breakeven"})
+    with pytest.raises(sweep.SpecError, match="1/2"):
+        sweep.normalise({"workload": "breakeven", "policy": "copy", "write_fraction": 0.3})
+
+
+def test_the_example_sweep_spec_is_the_breakeven_grid():
+    import pathlib
+    from lazyvm.workloads import sweep
+    spec = pathlib.Path(__file__).parents[2] / "examples" / "breakeven-sweep.toml"
+    points = sweep.load_spec(str(spec))
+    assert len(points) == 6 * 7 * 3 * 2 * 2
+    assert {p["workload"] for p in points} == {"breakeven"}
