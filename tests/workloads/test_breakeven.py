@@ -151,3 +151,23 @@ def test_the_example_sweep_spec_is_the_breakeven_grid():
     points = sweep.load_spec(str(spec))
     assert len(points) == 6 * 7 * 3 * 2 * 2
     assert {p["workload"] for p in points} == {"breakeven"}
+
+
+def test_odf_shares_and_copies_leaf_tables_by_its_rule_exactly():
+    if be.supported("odf") is not None:
+        pytest.skip("fork_mode='odf' is not accepted: " + be.supported("odf"))
+    assert be.odf_rule(be.ODF_VMAS) == (13, 4)
+    assert be.odf_tables() == be.odf_rule(be.ODF_VMAS)
+
+
+def test_targets_from_the_counts():
+    rows = be.targets(load_profile("linux-2.5.41"), seconds=61.0)
+    by = {r["target"]: r for r in rows}
+    assert by["512 MiB: lazy share fork >= 10x below copy"]["holds"] is True
+    assert by["breakeven's default grid in at most 60 s"]["holds"] is False
+    pt = by["1 GiB: child's own page tables, copy 2,048 + upper kB, share <= 16 kB"]
+    assert pt["predicted"] == "copy 2056 kB, share 8 kB" and pt["holds"] is True
+    # the 2002 profile has no THP measurement: those rows say so, unchecked
+    assert any(r["holds"] is None and "calibrate --thp" in r["note"] for r in rows)
+    text = be.format_targets(rows)
+    assert max(len(line) for line in text.splitlines()) <= 100
