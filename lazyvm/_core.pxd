@@ -60,6 +60,7 @@ cdef enum:
     _A = 0x020
     _D = 0x040
     _PROTNONE = 0x080                # PS in an upper entry; PROTNONE in a non-present PTE
+    _PS = 0x080                      # a pmd entry mapping a 2 MiB huge page
     _G = 0x100
     ENTRY_USER = 0x067               # pmd_populate: P | RW | US | A | D
     ENTRY_PDPT = 0x001               # a pae PDPT entry: P only, the hardware allows no more
@@ -85,6 +86,8 @@ cdef enum:
     VM_WRITE = 0x2
     VM_EXEC = 0x4
     VM_SHARED = 0x8
+    VM_HUGEPAGE = 0x20000000         # madvise(MADV_HUGEPAGE)
+    VM_NOHUGEPAGE = 0x40000000       # madvise(MADV_NOHUGEPAGE)
 
 # Frame flags (struct page flags).  A table's level is kept in bits 12..14.
 cdef enum:
@@ -97,7 +100,21 @@ cdef enum:
     F_DIRECT = 0x040                 # rmap: the one slot is kept in struct page (PageDirect)
     F_SWAPCACHE = 0x080              # in the swap cache: index = swap slot; holds a count
     F_DIRTY = 0x100                  # a D bit was carried to the page (zap, unmap)
+    F_HUGE = 0x200                   # the head of a huge page (with F_ANON): its count is
+                                     # the huge page's
+    F_TAIL = 0x400                   # frames 1..511 of a huge page: count 0, rmap of its own
+    F_THPMAP = 0x800                 # a leaf table that may map frames of a huge page
+    F_DEPOSIT = 0x8000               # a leaf table deposited for a huge pmd mapping
     F_LEVEL_SHIFT = 12
+
+# Transparent huge pages (pae, x86_64): a pmd entry with PS maps 512 frames, the first
+# 512-aligned.  A leaf table deposited for it waits on the pmd table's list (link).
+cdef enum:
+    HPAGE_NR = 512
+    HPAGE_SHIFT = 21
+    THP_NEVER = 0
+    THP_ALWAYS = 1
+    THP_MADVISE = 2
 
 # rmap: a pte_chain node is one 64-byte cache line of 16 uint32 words.  Word 0 is
 # next_and_idx = next_node << 4 | idx.  The slots are pte_addr_t, as in 2.6.0:

@@ -117,6 +117,11 @@ cdef enum:
     ST_ODF_COPIED                    # On-demand-fork: leaf tables copied
     ST_EAGER_REFS                    # eager accounting: page references taken by a share
     ST_EAGER_DROPS                   # eager accounting: references dropped with a table
+    ST_THP_FAULTS                    # huge pages allocated by a fault
+    ST_THP_FALLBACKS                 # eligible faults with no 512-frame run: 4 KiB pages
+    ST_THP_SPLITS                    # huge pmd mappings split into 512 PTEs
+    ST_THP_COPIES                    # huge pages copied whole on a write (thp_cow="copy")
+    ST_DEPOSITED                     # leaf tables deposited now (one per huge pmd mapping)
     ST_N = 64
 
 _COUNTER_NAMES = (
@@ -140,7 +145,9 @@ _COUNTER_NAMES = (
     ("page_tables_peak", ST_TABLES_PEAK), ("pte_chain_nodes_peak", ST_NODES_PEAK),
     ("forks_odf", ST_FORKS_ODF), ("odf_tables_shared", ST_ODF_SHARED),
     ("odf_tables_copied", ST_ODF_COPIED), ("eager_refs", ST_EAGER_REFS),
-    ("eager_refs_dropped", ST_EAGER_DROPS),
+    ("eager_refs_dropped", ST_EAGER_DROPS), ("thp_faults", ST_THP_FAULTS),
+    ("thp_fallbacks", ST_THP_FALLBACKS), ("thp_splits", ST_THP_SPLITS),
+    ("thp_copies", ST_THP_COPIES), ("tables_deposited", ST_DEPOSITED),
 )
 
 cdef enum:
@@ -199,10 +206,12 @@ cdef class Core:
     """Physical memory, struct page, the frame allocator, the page-table walkers, the
     rmap pool and swap of one machine.
 
-    Core(nframes, rmap, nswap, layout, contents, eager): nframes frames of 4 KiB, rmap on
-    or off, nswap swap slots (0 = no swap; slot 0 is the header and never used), layout
-    one of LAYOUT_*, contents False for a machine that keeps no page data, eager True for
-    eager accounting of shared leaf tables (DESIGN.md section 10; leaf sharing only).
+    Core(nframes, rmap, nswap, layout, contents, eager, thp, thp_copy): nframes frames of
+    4 KiB, rmap on or off, nswap swap slots (0 = no swap; slot 0 is the header and never
+    used), layout one of LAYOUT_*, contents False for a machine that keeps no page data,
+    eager True for eager accounting of shared leaf tables (DESIGN.md section 10; leaf
+    sharing only), thp THP_NEVER / THP_ALWAYS / THP_MADVISE (pae and x86_64), thp_copy
+    True to copy a huge page whole on a write to a shared one (else split it).
     """
     # ---- layout ----------------------------------------------------------------------
     cdef readonly int layout             # LAYOUT_*
@@ -217,6 +226,8 @@ cdef class Core:
     cdef readonly bint contents          # page data is kept
     cdef readonly bint eager             # eager accounting: a page under a shared leaf
                                          # table holds one reference per use of the table
+    cdef readonly int thp                # THP_NEVER, THP_ALWAYS, THP_MADVISE
+    cdef readonly bint thp_copy          # a write to a shared huge page copies it whole
 
     # ---- physical memory -------------------------------------------------------------
     cdef readonly object physical        # np.uint8[nframes * 4096]
@@ -242,6 +253,9 @@ cdef class Core:
     cdef object resv_arr                 # np.uint32: frames had ahead for a fork's tables
     cdef uint32_t* resv                  # (pfn << 1 | never-used), taken by alloc_table
     cdef uint32_t nresv, resv_cap
+    cdef readonly object hfree_arr       # np.uint32: free 512-frame blocks kept whole (heads)
+    cdef uint32_t* hfree
+    cdef readonly uint32_t nhfree        # blocks on hfree (their frames count in nfree)
 
     # ---- rmap: pte_chain pool ---------------------------------------------------------
     cdef readonly bint rmap_enabled
@@ -276,11 +290,17 @@ cdef class Core:
     cdef int64_t st[ST_N]
 
     def __cinit__(self, uint32_t nframes, bint rmap, uint32_t nswap, int layout=0,
-                  bint contents=True, bint eager=False):
+                  bint contents=True, bint eager=False, int thp=THP_NEVER,
+                  bint thp_copy=False):
         cdef uint32_t k
         self.layout = layout
         self.contents = contents
         self.eager = eager
+        self.thp = thp if layout != L_I386 else THP_NEVER
+        self.thp_copy = thp_copy
+        self.hfree_arr = np.zeros((nframes >> 9) + 1 if self.thp else 1, dtype=np.uint32)
+        self.hfree = <uint32_t*>array_data(self.hfree_arr)
+        self.nhfree = 0
         if layout == L_I386:
             self.levels, self.wide, self.user_entries, self.top_rw = 2, False, 768, True
             self.shift[1], self.nent[1] = 12, 1024
@@ -499,6 +519,12 @@ cdef class Core:
         elif self.hwm < self.nframes:
             f = self.hwm           # never used: still the zeros numpy gave us
             self.hwm += 1
+        elif self.nhfree:
+            self.break_huge_block()
+            f = self.free_head
+            self.free_head = self.link[f]
+            if zero:
+                memset(self.mem8 + (<size_t>f << PAGE_SHIFT), 0, PAGE_SIZE)
         else:
             return 0
         self.nfree -= 1
@@ -522,10 +548,14 @@ cdef class Core:
         self.nfree += 1
 
     cdef void put_page(self, uint32_t f) noexcept nogil:
-        """Drop one reference to data frame f; free it with its last reference."""
+        """Drop one reference to data frame f (a huge page's head: the huge page); free
+        it with its last reference."""
         self.count[f] -= 1
         if self.count[f] == 0:
-            self.free_frame(f)
+            if self.flags[f] & F_HUGE:
+                self.free_huge(f)
+            else:
+                self.free_frame(f)
 
     cdef int reserve_tables(self, uint64_t n) noexcept:
         """Have n frames ahead for alloc_table (a fork's tables): all or none."""
@@ -537,7 +567,7 @@ cdef class Core:
             self.resv_arr = np.zeros(self.resv_cap, dtype=np.uint32)
             self.resv = <uint32_t*>array_data(self.resv_arr)
         while self.nresv < n:
-            fresh = self.free_head == 0
+            fresh = self.free_head == 0 and self.hwm < self.nframes
             f = self.alloc_frame(F_PTABLE, False)
             if f == 0:
                 self.release_tables()
@@ -787,11 +817,14 @@ cdef class Core:
         cdef int rc
         if level == 1:
             self.leaf_bounds(start, end, &lo, &hi)
+            if self.flags[src_t] & F_THPMAP:
+                self.flags[dst_t] |= F_THPMAP
             if self.wide:
                 return copy_pte_range(self, <pte64_t*>self.table_ptr(src_t),
-                                      <pte64_t*>self.table_ptr(dst_t), dst_t, lo, hi, cow)
+                                      <pte64_t*>self.table_ptr(dst_t), dst_t, lo, hi, cow,
+                                      self.flags[src_t] & F_THPMAP)
             return copy_pte_range(self, <pte32_t*>self.table_ptr(src_t),
-                                  <pte32_t*>self.table_ptr(dst_t), dst_t, lo, hi, cow)
+                                  <pte32_t*>self.table_ptr(dst_t), dst_t, lo, hi, cow, False)
         self.walk_begin(&w, level, start, end)
         span = w.span
         while self.walk_next(&w):
@@ -805,6 +838,11 @@ cdef class Core:
             st = entry_pfn(se)
             if self.bad_pfn(st):
                 return ERR_BUG
+            if level == 2 and (se & _PS):
+                rc = self.copy_huge_pmd(src_t, dst_t, i)
+                if rc != OK:
+                    return rc
+                continue
             if odf and level == 2 and cow and s == base and e == base + span:
                 self.odf_share_table(src_t, dst_t, i)
                 continue
@@ -897,7 +935,9 @@ cdef class Core:
             e = w.hi
             base = w.base
             x = self.eget(t, i)
-            if (x & _P) and not self.bad_pfn(entry_pfn(x)):
+            if level == 2 and (x & _PS):
+                n += 1                       # a huge mapping: one slot
+            elif (x & _P) and not self.bad_pfn(entry_pfn(x)):
                 n += self.count_range(level - 1, entry_pfn(x), s, e)
         return n
 
@@ -924,6 +964,9 @@ cdef class Core:
             if not (x & _P) or self.bad_pfn(entry_pfn(x)):
                 continue
             c = entry_pfn(x)
+            if level == 2 and (x & _PS):
+                n += 1                       # the child's deposited table
+                continue
             if odf_share and level == 2 and s == base and e == base + span:
                 continue
             if last[level - 1] != c:
@@ -947,6 +990,8 @@ cdef class Core:
             if (x & _P) and not self.bad_pfn(entry_pfn(x)):
                 n += 1 + self.tables_above(level - 1, entry_pfn(x), share_level,
                                            self.nent[level - 1])
+                if level - 1 == 2 and self.thp_on():     # a copied pmd table: deposits
+                    n += self.huge_in(entry_pfn(x))
         return n
 
     cdef void _teardown(self, pfn_t g, mm_t mm) noexcept:
@@ -974,6 +1019,8 @@ cdef class Core:
             else:
                 rc = share_entries(self, <pte32_t*>self.table_ptr(src_t),
                                    <pte32_t*>self.table_ptr(dst_t), i, nents)
+            if rc == OK and level == 2 and self.thp_on():
+                rc = self.huge_entries_shared(src_t, dst_t, i, nents, True)
             if rc == OK and self.eager:
                 self.eager_share(src_t, i, nents)
             return rc
@@ -1006,6 +1053,12 @@ cdef class Core:
                                                  self.user_entries)) != OK:
             self.free_frame(g)
             raise OutOfMemory("no free frame for a page table of the child")
+        if self.thp_on() and self.rmap_enabled and share_level == 1 \
+                and self.reserve_nodes(self.st[ST_SLOTS] + self.st[ST_DIRECT]) != OK \
+                and self.reserve_nodes(self._mm_mapped(mm)) != OK:
+            self.release_tables()
+            self.free_frame(g)
+            raise OutOfMemory("no pte_chain node to be had for the child")
         self._init_pgd(g)
         with nogil:
             rc = self.top_ranges(&mm, g, share_level, False)
@@ -1032,15 +1085,27 @@ cdef class Core:
         cdef entry_t pe = self.eget(ptab, pi)
         cdef pfn_t t = entry_pfn(pe), nt
         cdef int rc
+        cdef uint32_t nh = 0
         if self.bad_pfn(t):
             return ERR_BUG
         if level == 1 and self.rmap_enabled \
                 and self.reserve_nodes(self.mapped_entries(t, 0, self.nent[1]) + 1) != OK:
             return ERR_NOMEM
+        if level == 2 and self.thp_on():
+            nh = self.huge_in(t)             # each huge mapping copied needs a deposit
+            if nh and self.rmap_enabled and self.reserve_nodes(nh) != OK:
+                return ERR_NOMEM
+            if nh:
+                with gil:
+                    rc = self.reserve_tables(nh + 1)
+                if rc != OK:
+                    return ERR_NOMEM
         nt = self.alloc_table(level, True)
         if nt == 0:
             return ERR_NOMEM
         if level == 1:
+            if self.flags[t] & F_THPMAP:
+                self.flags[nt] |= F_THPMAP
             if self.wide:
                 privatize_pte(self, <pte64_t*>self.table_ptr(t), <pte64_t*>self.table_ptr(nt),
                               nt, base, mm, not self.eager)
@@ -1054,6 +1119,10 @@ cdef class Core:
             else:
                 rc = share_entries(self, <pte32_t*>self.table_ptr(t),
                                    <pte32_t*>self.table_ptr(nt), 0, self.nent[level])
+            if rc == OK and nh:
+                rc = self.huge_entries_shared(t, nt, 0, self.nent[level], False)
+            if nh:
+                self.release_tables()
             if rc != OK:
                 return rc
         self.count[t] -= 1
@@ -1115,6 +1184,8 @@ cdef class Core:
             else:
                 if (e & (_P | _US)) != (_P | _US) or (write and not (e & _RW)):
                     return NULL
+            if e & _PS:                      # a huge mapping: the pmd entry is the leaf
+                return self.huge_access(t, self.index_of(addr, level), e, addr, write)
             t = entry_pfn(e)
             if self.bad_pfn(t):
                 return NULL
@@ -1161,6 +1232,11 @@ cdef class Core:
             i = self.index_of(addr, level)
             e = self.eget(t, i)
             if not (e & _P):
+                if level == 2 and write and self.thp_on() \
+                        and self.thp_eligible(&mm.vmas[vi], addr):
+                    rc = self.huge_fault(t, i, vmf)
+                    if rc != 1:              # mapped (OK), or out of memory
+                        return rc
                 nt = self.alloc_table(level - 1, True)
                 if nt == 0:
                     return ERR_NOMEM
@@ -1168,6 +1244,13 @@ cdef class Core:
                 continue
             if self.bad_pfn(entry_pfn(e)):
                 return ERR_BUG
+            if e & _PS:                      # a huge mapping (level 2)
+                if not write or (e & _RW):
+                    return OK
+                rc = self.huge_wp(t, i, mm, vi, addr)
+                if rc != OK:
+                    return rc
+                continue
             if not self.entry_rw(level, e):
                 span = (<uint64_t>1) << self.shift[level]
                 rc = self.unshare_entry(t, i, level - 1, addr & ~(span - 1), mm)
@@ -1259,9 +1342,9 @@ cdef class Core:
         """Copy-on-write: reuse the frame in place if this slot is its only reference,
         else copy it (clear, for the ZERO_PAGE) into a new frame."""
         cdef uint32_t f = entry_pfn(pte)
-        cdef uint32_t nf
+        cdef uint32_t nf, h = self.page_head(f)       # a frame of a huge page: its head
         cdef bint zero = f == self.zero_pfn
-        if not zero and ((self.flags[f] & F_SHMEM) or self.count[f] == 1):
+        if not zero and ((self.flags[f] & F_SHMEM) or self.count[h] == 1):
             self.eset(t, i, pte | _RW | _A | _D)
             if not (self.flags[f] & F_SHMEM):
                 self.st[ST_COW_REUSES] += 1
@@ -1276,7 +1359,7 @@ cdef class Core:
                        self.mem8 + (<size_t>f << PAGE_SHIFT), PAGE_SIZE)
             if self.rmap_enabled and self.rmap_remove(f, self.mk_slot(t, i)) != OK:
                 return ERR_BUG
-            self.put_page(f)
+            self.put_page(h)
         if self.rmap_enabled:
             self.rmap_add(nf, self.mk_slot(t, i))
         self.eset(t, i, mk_entry(nf, (pte & FLAGS_MASK) | _RW | _A | _D))
@@ -1315,6 +1398,11 @@ cdef class Core:
             e = w.hi
             base = w.base
             x = self.eget(t, i)
+            if level == 2 and (x & _PS):
+                rc = self.zap_huge_pmd(t, i)     # whole: partial ones were split first
+                if rc != OK:
+                    return rc
+                continue
             if x & _P:
                 c = entry_pfn(x)
                 if self.bad_pfn(c):
@@ -1357,6 +1445,11 @@ cdef class Core:
             x = self.eget(t, i)
             if not (x & _P):
                 continue
+            if level == 2 and (x & _PS):
+                rc = self.zap_huge_pmd(t, i)
+                if rc != OK:
+                    return rc
+                continue
             c = entry_pfn(x)
             if self.bad_pfn(c):
                 return ERR_BUG
@@ -1392,7 +1485,7 @@ cdef class Core:
             e = w.hi
             base = w.base
             x = self.eget(t, i)
-            if x & _P:
+            if (x & _P) and not (level == 2 and (x & _PS)):
                 c = entry_pfn(x)
                 if self.bad_pfn(c):
                     return ERR_BUG
@@ -1427,7 +1520,7 @@ cdef class Core:
             e = w.hi
             base = w.base
             x = self.eget(t, i)
-            if level == 1:
+            if level == 1 or (level == 2 and (x & _PS)):
                 if x != 0:
                     return True
             elif (x & _P) and not self.bad_pfn(entry_pfn(x)) \
@@ -1519,7 +1612,9 @@ cdef class Core:
             e = w.hi
             base = w.base
             x = self.eget(t, i)
-            if (x & _P) and not self.bad_pfn(entry_pfn(x)):
+            if level == 2 and (x & _PS):             # whole (split_range ran first)
+                self.eset(t, i, (x & (~(<entry_t>FLAGS_MASK) | _A | _D)) | prot | _PS)
+            elif (x & _P) and not self.bad_pfn(entry_pfn(x)):
                 self.change_range(level - 1, entry_pfn(x), s, e, prot)
         return OK
 
@@ -1545,7 +1640,7 @@ cdef class Core:
             if i >= n:
                 return
             x = self.eget(t, i)
-            if not self.bad_pfn(entry_pfn(x)):
+            if not self.bad_pfn(entry_pfn(x)) and not (x & _PS):
                 self.eager_refs(entry_pfn(x), 1)
             i += 1
 
@@ -1578,6 +1673,356 @@ cdef class Core:
         self.st[ST_ODF_SHARED] += 1
         if self.eager:
             self.eager_refs(entry_pfn(e), 1)
+
+    # ================================================================ transparent huge pages
+    #
+    # A huge page is 512 frames, the first 512-aligned (the head, F_ANON | F_HUGE: its count
+    # is the huge page's; the others F_TAIL, count 0).  A pmd entry with PS maps it whole:
+    # one rmap slot (the pmd table, index) in the head's chain, and one zeroed leaf table
+    # deposited on the pmd table's list (link[pmd] -> link[deposit] -> ...), withdrawn to
+    # split the mapping into 512 PTEs.  A PTE that maps a frame of a huge page puts its
+    # reference on the head and its rmap slot in the frame's own chain; a leaf table that
+    # may hold such PTEs is marked F_THPMAP, so the leaf loops choose their compound-aware
+    # variant once per table.  A huge mapping lies inside one VMA (every VMA change splits
+    # the huge mappings it cuts).  Free 512-frame blocks are kept whole on hfree; a single
+    # frame is taken from one only when nothing else is free.
+
+    cdef inline bint thp_on(self) noexcept nogil:
+        return self.thp != THP_NEVER
+
+    cdef uint32_t alloc_huge(self) noexcept nogil:
+        """A huge page: a free 512-frame block, else 512 never-used frames above the
+        high-water mark (the frames skipped to align it go on the free list); its head,
+        count 0, or 0 when there is no such run (or fault injection says so)."""
+        cdef uint32_t h, k, a, used
+        if self.injected_failure():
+            return 0
+        if self.nhfree:
+            self.nhfree -= 1
+            h = self.hfree[self.nhfree]
+            if self.contents:
+                memset(self.mem8 + (<size_t>h << PAGE_SHIFT), 0, <size_t>HPAGE_NR * PAGE_SIZE)
+        else:
+            a = (self.hwm + HPAGE_NR - 1) & ~(<uint32_t>(HPAGE_NR - 1))
+            if <uint64_t>a + HPAGE_NR > self.nframes:
+                return 0
+            while self.hwm < a:
+                self.free_frame(self.hwm)
+                self.nfree -= 1                  # it was counted free above hwm already
+                self.hwm += 1
+            h = a
+            self.hwm = a + HPAGE_NR
+        for k in range(HPAGE_NR):
+            self.flags[h + k] = F_TAIL
+            self.count[h + k] = 0
+            self.link[h + k] = 0
+        self.flags[h] = F_ANON | F_HUGE
+        self.nfree -= HPAGE_NR
+        used = self.nframes - self.nfree
+        if used > self.st[ST_FRAMES_PEAK]:
+            self.st[ST_FRAMES_PEAK] = used
+        return h
+
+    cdef void free_huge(self, uint32_t h) noexcept nogil:
+        """The huge page's last reference is gone: its 512 frames become a free block."""
+        cdef uint32_t k
+        for k in range(HPAGE_NR):
+            self.flags[h + k] = F_FREE
+            self.count[h + k] = 0
+            self.link[h + k] = 0
+        self.hfree[self.nhfree] = h
+        self.nhfree += 1
+        self.nfree += HPAGE_NR
+
+    cdef void break_huge_block(self) noexcept nogil:
+        """Nothing but free blocks is left: put one block's frames on the free list."""
+        cdef uint32_t h, k
+        self.nhfree -= 1
+        h = self.hfree[self.nhfree]
+        for k in range(HPAGE_NR - 1, -1, -1):
+            self.link[h + k] = self.free_head
+            self.free_head = h + k
+
+    cdef inline uint32_t page_head(self, uint32_t f) noexcept nogil:
+        """The frame whose count a reference to frame f goes on."""
+        if self.flags[f] & F_TAIL:
+            return f & ~(<uint32_t>(HPAGE_NR - 1))
+        return f
+
+    cdef void deposit(self, pfn_t pmd, pfn_t pt) noexcept nogil:
+        """pgtable_trans_huge_deposit: leaf table pt waits on pmd table's list."""
+        self.flags[pt] = F_PTABLE | F_DEPOSIT | (1 << F_LEVEL_SHIFT)
+        self.link[pt] = self.link[pmd]
+        self.link[pmd] = pt
+        self.st[ST_DEPOSITED] += 1
+
+    cdef pfn_t withdraw(self, pfn_t pmd) noexcept nogil:
+        """pgtable_trans_huge_withdraw: a deposited table of pmd table's list (0: none)."""
+        cdef pfn_t pt = self.link[pmd]
+        if pt != 0:
+            self.link[pmd] = self.link[pt]
+            self.link[pt] = 0
+            self.flags[pt] = F_PTABLE | (1 << F_LEVEL_SHIFT)
+            self.st[ST_DEPOSITED] -= 1
+        return pt
+
+    cdef inline bint thp_eligible(self, const vma_t* v, uint64_t addr) noexcept nogil:
+        """The 2 MiB around addr lies inside VMA v, private anonymous writable, that THP
+        applies to (always: unless nohugepage; madvise: if hugepage)."""
+        cdef uint64_t lo = addr & ~(((<uint64_t>1) << HPAGE_SHIFT) - 1)
+        if (v.flags & (VM_SHARED | VM_WRITE)) != VM_WRITE:
+            return False
+        if self.thp == THP_ALWAYS:
+            if v.flags & VM_NOHUGEPAGE:
+                return False
+        elif not (v.flags & VM_HUGEPAGE):
+            return False
+        return v.start <= lo and lo + ((<uint64_t>1) << HPAGE_SHIFT) <= v.end
+
+    cdef uint8_t* huge_access(self, pfn_t t, uint32_t i, entry_t e, uint64_t addr,
+                              bint write) noexcept nogil:
+        """The MMU at huge entry e (entry i of pmd table t), which allows the access:
+        set A (and D), return the byte's address."""
+        cdef pfn_t h = entry_pfn(e)
+        if write:
+            if (e & (_A | _D)) != (_A | _D):
+                self.eset(t, i, e | _A | _D)
+        elif not (e & _A):
+            self.eset(t, i, e | _A)
+        if not self.contents or self.bad_pfn(h + HPAGE_NR - 1):
+            return self.mem8
+        return self.mem8 + (<size_t>h << PAGE_SHIFT) + (addr & ((<uint64_t>1 << HPAGE_SHIFT) - 1))
+
+    cdef int huge_fault(self, pfn_t t, uint32_t i, uint64_t vmf) noexcept nogil:
+        """do_huge_pmd_anonymous_page for a write: entry i of private pmd table t is
+        empty.  OK with the huge page mapped writable; 1 when no run of 512 frames is
+        free (the caller maps 4 KiB pages: thp_fallbacks); ERR_NOMEM without a frame for
+        the deposited table."""
+        cdef uint32_t h = self.alloc_huge(), pt
+        if h == 0:
+            self.st[ST_THP_FALLBACKS] += 1
+            return 1
+        pt = self.alloc_table(1, True)
+        if pt == 0:
+            self.free_huge(h)
+            return ERR_NOMEM
+        self.deposit(t, pt)
+        self.count[h] = 1
+        self.eset(t, i, mk_entry(h, vm_page_prot(<uint32_t>vmf) | _RW | _D | _PS))
+        if self.rmap_enabled:
+            self.rmap_add(h, self.mk_slot(t, i))
+        self.st[ST_THP_FAULTS] += 1
+        return OK
+
+    cdef int copy_huge_pmd(self, pfn_t src_t, pfn_t dst_t, uint32_t i) noexcept nogil:
+        """copy_huge_pmd: the child's entry i maps the same huge page, old; RW cleared in
+        both; one reference on the head, a slot in its chain; a table deposited for the
+        child (from reserve_tables: the fork counted it).  Chain nodes are reserved."""
+        cdef entry_t e = self.eget(src_t, i) & ~(<entry_t>_RW)
+        cdef pfn_t h = entry_pfn(e), pt
+        if self.bad_pfn(h) or not (self.flags[h] & F_HUGE):
+            return ERR_BUG
+        pt = self.alloc_table(1, True)
+        if pt == 0:
+            return ERR_NOMEM
+        self.deposit(dst_t, pt)
+        self.eset(src_t, i, e)
+        self.eset(dst_t, i, e & ~(<entry_t>_A))
+        self.count[h] += 1
+        if self.rmap_enabled:
+            self.rmap_add(h, self.mk_slot(dst_t, i))
+        return OK
+
+    cdef int huge_entries_shared(self, pfn_t src_t, pfn_t dst_t, uint32_t i, uint32_t n,
+                                 bint old) noexcept nogil:
+        """After share_entries copied entries [i, n) of pmd table src_t into dst_t (a
+        share fork's copied pmd level, or a privatized pmd table): a huge entry among
+        them took the head's reference and lost RW as a table would; give the copy its
+        rmap slot and deposited table (and make it old if old: a fork's child)."""
+        cdef entry_t e
+        cdef pfn_t pt
+        while True:
+            i = self.next_present(dst_t, i, n)
+            if i >= n:
+                return OK
+            e = self.eget(dst_t, i)
+            if e & _PS:
+                pt = self.alloc_table(1, True)
+                if pt == 0:
+                    return ERR_NOMEM
+                self.deposit(dst_t, pt)
+                if old:
+                    self.eset(dst_t, i, e & ~(<entry_t>_A))
+                if self.rmap_enabled:
+                    self.rmap_add(entry_pfn(e), self.mk_slot(dst_t, i))
+                self.st[ST_SHARE_WRPROTECTS] -= 1     # a mapping copied, not a table shared
+            i += 1
+
+    cdef uint32_t huge_in(self, pfn_t t) noexcept nogil:
+        """Huge entries of pmd table t."""
+        cdef uint32_t i = 0, n = 0
+        while True:
+            i = self.next_present(t, i, self.nent[2])
+            if i >= self.nent[2]:
+                return n
+            if self.eget(t, i) & _PS:
+                n += 1
+            i += 1
+
+    cdef int zap_huge_pmd(self, pfn_t t, uint32_t i) noexcept nogil:
+        """zap_huge_pmd: clear entry i of pmd table t, free its deposited table, drop the
+        huge page's reference and slot."""
+        cdef entry_t e = self.eget(t, i)
+        cdef pfn_t h = entry_pfn(e), pt
+        if self.bad_pfn(h) or not (self.flags[h] & F_HUGE):
+            return ERR_BUG
+        pt = self.withdraw(t)
+        if pt == 0:
+            return ERR_BUG
+        self.free_table(pt)
+        self.eset(t, i, 0)
+        if e & _D:
+            self.flags[h] |= F_DIRTY
+        if self.rmap_enabled and self.rmap_remove(h, self.mk_slot(t, i)) != OK:
+            return ERR_BUG
+        self.st[ST_PTES_ZAPPED] += 1
+        self.put_page(h)
+        return OK
+
+    cdef int split_huge_pmd(self, pfn_t t, uint32_t i) noexcept nogil:
+        """__split_huge_pmd: entry i of pmd table t maps a huge page; map it instead by
+        the 512 PTEs of the withdrawn deposit (same bits, no PS), each a reference on the
+        head and a slot in its frame's chain.  Needs no frame: only chain nodes, had
+        first (ERR_NOMEM, nothing changed)."""
+        cdef entry_t e = self.eget(t, i), bits
+        cdef pfn_t h = entry_pfn(e), pt
+        cdef uint32_t k
+        if self.bad_pfn(h) or not (self.flags[h] & F_HUGE):
+            return ERR_BUG
+        if self.rmap_enabled and self.reserve_nodes(HPAGE_NR + 1) != OK:
+            return ERR_NOMEM
+        pt = self.withdraw(t)
+        if pt == 0:
+            return ERR_BUG
+        self.flags[pt] |= F_THPMAP
+        bits = e & (_P | _RW | _US | _A | _D)
+        if self.rmap_enabled and self.rmap_remove(h, self.mk_slot(t, i)) != OK:
+            return ERR_BUG
+        for k in range(HPAGE_NR):
+            self.eset(pt, k, mk_entry(h + k, bits))
+            if self.rmap_enabled:
+                self.rmap_add(h + k, self.mk_slot(pt, k))
+        self.count[h] += HPAGE_NR - 1
+        self.eset(t, i, mk_entry(pt, ENTRY_USER))
+        self.st[ST_THP_SPLITS] += 1
+        return OK
+
+    cdef int split_range(self, int level, pfn_t t, uint64_t start, uint64_t end,
+                         bint every) noexcept nogil:
+        """Split the huge mappings under table t that [start, end) covers in part (every:
+        all it reaches).  The tables on the way are private (unshare_range ran)."""
+        cdef walk_t w
+        cdef entry_t x
+        cdef int rc
+        self.walk_begin(&w, level, start, end)
+        while self.walk_next(&w):
+            x = self.eget(t, w.idx)
+            if not (x & _P) or self.bad_pfn(entry_pfn(x)):
+                continue
+            if level == 2:
+                if (x & _PS) and (every or w.lo != w.base or w.hi != w.base + w.span):
+                    rc = self.split_huge_pmd(t, w.idx)
+                    if rc != OK:
+                        return rc
+            else:
+                rc = self.split_range(level - 1, entry_pfn(x), w.lo, w.hi, every)
+                if rc != OK:
+                    return rc
+        return OK
+
+    cdef int huge_wp(self, pfn_t t, uint32_t i, const mm_t* mm, Py_ssize_t vi,
+                     uint64_t addr) noexcept nogil:
+        """do_huge_pmd_wp_page: a write to the read-only huge mapping at entry i of
+        private pmd table t.  One reference: make it writable.  Else split this mapping
+        (the 4 KiB copy-on-write follows when the fault retries), or with thp_copy copy
+        the huge page whole (no run free: split instead, thp_fallbacks)."""
+        cdef entry_t e = self.eget(t, i)
+        cdef pfn_t h = entry_pfn(e), nh
+        if self.bad_pfn(h) or not (self.flags[h] & F_HUGE):
+            return ERR_BUG
+        if self.count[h] == 1:
+            self.eset(t, i, e | _RW | _A | _D)
+            self.st[ST_COW_REUSES] += 1
+            return OK
+        if self.thp_copy:
+            nh = self.alloc_huge()
+            if nh != 0:
+                self.count[nh] = 1
+                if self.contents:
+                    memcpy(self.mem8 + (<size_t>nh << PAGE_SHIFT),
+                           self.mem8 + (<size_t>h << PAGE_SHIFT), <size_t>HPAGE_NR * PAGE_SIZE)
+                if self.rmap_enabled:
+                    if self.rmap_remove(h, self.mk_slot(t, i)) != OK:
+                        return ERR_BUG
+                    self.rmap_add(nh, self.mk_slot(t, i))
+                self.put_page(h)
+                self.eset(t, i, mk_entry(nh, (e & FLAGS_MASK) | _RW | _A | _D))
+                self.st[ST_THP_COPIES] += 1
+                return OK
+            self.st[ST_THP_FALLBACKS] += 1
+        return self.split_huge_pmd(t, i)
+
+    cdef int split_huge_page(self, uint32_t h) noexcept nogil:
+        """split_huge_page (rmap reclaim): split every pmd mapping of huge page h, then
+        make its 512 frames ordinary pages, each counting the slots that map it (a frame
+        no PTE maps is freed).  ERR_NOMEM if chain nodes cannot be had."""
+        cdef uint32_t k, n, j, f
+        cdef int rc
+        cdef bint found = True
+        cdef int64_t total = 0, before
+        cdef count_t refs
+        cdef slot_t slot = 0
+        while found:                     # the pmd slots, one at a time (splitting edits the chain)
+            found = False
+            if self.flags[h] & F_DIRECT:
+                slot = self.direct_get(h)
+                found = ((self.flags[<pfn_t>(slot >> self.slot_shift)] >> F_LEVEL_SHIFT) & 7) == 2
+            else:
+                n = self.link[h]
+                while n != 0 and not found:
+                    for j in range(node_idx(self.node_ptr(n)), self.nrpte):
+                        slot = self.slot_get(self.node_ptr(n), j)
+                        if ((self.flags[<pfn_t>(slot >> self.slot_shift)] >> F_LEVEL_SHIFT) & 7) == 2:
+                            found = True
+                            break
+                    n = node_next(self.node_ptr(n))
+            if found:
+                rc = self.split_huge_pmd(<pfn_t>(slot >> self.slot_shift),
+                                         <uint32_t>(slot & ((1 << self.slot_shift) - 1)))
+                if rc != OK:
+                    return rc
+        before = self.count[h]
+        for k in range(HPAGE_NR):
+            f = h + k
+            refs = 0
+            if self.flags[f] & F_DIRECT:
+                refs = self.slot_refs(<pfn_t>(self.direct_get(f) >> self.slot_shift))
+            else:
+                n = self.link[f]
+                while n != 0:
+                    for j in range(node_idx(self.node_ptr(n)), self.nrpte):
+                        refs += self.slot_refs(<pfn_t>(self.slot_get(self.node_ptr(n), j)
+                                                       >> self.slot_shift))
+                    n = node_next(self.node_ptr(n))
+            total += refs
+            self.flags[f] = (self.flags[f] & (F_DIRECT | F_DIRTY)) | F_ANON
+            self.count[f] = refs
+        if total != before:
+            return ERR_BUG
+        for k in range(HPAGE_NR):
+            if self.count[h + k] == 0:
+                self.free_frame(h + k)
+        return OK
 
     # ================================================================ Python entry points
     #
@@ -1774,6 +2219,8 @@ cdef class Core:
         cdef int rc
         with nogil:
             rc = self.unshare_range(self.levels, pgd, start, end, &mm, &keep, False)
+            if rc == OK and self.thp_on():
+                rc = self.split_range(self.levels, pgd, start, end, False)
         self._raise(rc, "no free frame or pte_chain node to privatize a shared page table")
         with nogil:
             rc = self.zap_range(self.levels, pgd, start, end, &keep)
@@ -1805,6 +2252,9 @@ cdef class Core:
             for k in range(npc):
                 rc = self.unshare_range(self.levels, pgd, pieces[k, 0], pieces[k, 1], &mm,
                                         NULL, True)
+                if rc == OK and self.thp_on():   # PROT_NONE: no huge mapping keeps it
+                    rc = self.split_range(self.levels, pgd, pieces[k, 0], pieces[k, 1],
+                                          not (pieces[k, 2] & (VM_READ | VM_WRITE)))
                 if rc != OK:
                     break
         self._raise(rc, "no free frame or pte_chain node to privatize a shared page table")
@@ -1812,6 +2262,20 @@ cdef class Core:
             for k in range(npc):
                 self.change_range(self.levels, pgd, pieces[k, 0], pieces[k, 1],
                                   vm_page_prot(<uint32_t>pieces[k, 2]))
+
+    def thp_split(self, pfn_t pgd, const uint64_t[:, ::1] vmas, uint64_t start,
+                  uint64_t end):
+        """A VMA boundary moves to start and end (madvise): split the huge mappings
+        [start, end) covers in part, privatizing first the shared tables on the way."""
+        cdef mm_t mm = make_mm(pgd, vmas)
+        cdef int rc = OK
+        if not self.thp_on():
+            return
+        with nogil:
+            rc = self.unshare_range(self.levels, pgd, start, end, &mm, NULL, True)
+            if rc == OK:
+                rc = self.split_range(self.levels, pgd, start, end, False)
+        self._raise(rc, "no free frame or pte_chain node to privatize a shared page table")
 
     # ================================================================ shared memory
 
@@ -1948,6 +2412,11 @@ cdef class Core:
                     self.clock_hand = self.boot_frames
                 scanned += 1
                 fl = self.flags[f]
+                if fl & F_HUGE:                  # split it first, then its frames are pages
+                    rc = self.split_huge_page(f)
+                    if rc != OK:
+                        break
+                    fl = self.flags[f]
                 if (fl & (F_ANON | F_FREE | F_RESERVED)) != F_ANON:
                     continue
                 if not (fl & F_DIRECT) and self.link[f] == 0:
@@ -2016,8 +2485,9 @@ cdef class Core:
                 if not pte_present(pte):     # PROTNONE frames are mapped too
                     continue
                 f = entry_pfn(pte)
-                if f == self.zero_pfn or self.bad_pfn(f) or not (self.flags[f] & F_ANON):
-                    continue
+                if f == self.zero_pfn or self.bad_pfn(f) \
+                        or (self.flags[f] & (F_ANON | F_HUGE)) != F_ANON:
+                    continue                 # a frame of a huge page stays (no rmap to split it)
                 if pte & _A:
                     self.eset(t, i, pte & ~(<entry_t>_A))
                     continue
@@ -2048,6 +2518,11 @@ cdef class Core:
             ea = w.hi
             base = w.base
             x = self.eget(t, i)
+            if level == 2 and (x & _PS):
+                rc = self.split_huge_pmd(t, i)   # reclaim splits a huge mapping first
+                if rc != OK:
+                    return rc
+                x = self.eget(t, i)
             if (x & _P) and not self.bad_pfn(entry_pfn(x)):
                 rc = self.scan_range(level - 1, entry_pfn(x), sa, ea, n, freed)
                 if rc != OK or freed[0] >= n:
@@ -2102,7 +2577,7 @@ cdef class Core:
             i = self.index_of(addr, level)
             e = self.eget(t, i)
             out.append((level, int(t), int(i), int(e)))
-            if level == 1 or not (e & _P) or self.bad_pfn(entry_pfn(e)):
+            if level == 1 or not (e & _P) or self.bad_pfn(entry_pfn(e)) or (e & _PS):
                 break
             t = entry_pfn(e)
             level -= 1
@@ -2116,7 +2591,7 @@ cdef class Core:
         cdef entry_t e
         while True:
             e = self.eget(t, self.index_of(addr, k))
-            if k == level:
+            if k == level or (e & _PS and k == 2):   # a huge mapping: its pmd entry
                 return e
             if not (e & _P) or self.bad_pfn(entry_pfn(e)):
                 return 0
@@ -2132,6 +2607,9 @@ cdef class Core:
             e = self.eget(t, self.index_of(addr, level))
             if not (e & _P) or self.bad_pfn(entry_pfn(e)):
                 return -1
+            if level == 2 and (e & _PS):
+                return (<int64_t>entry_pfn(e) << PAGE_SHIFT) | \
+                    <int64_t>(addr & ((<uint64_t>1 << HPAGE_SHIFT) - 1))
             if level == 1:
                 return (<int64_t>entry_pfn(e) << PAGE_SHIFT) | <int64_t>(addr & (PAGE_SIZE - 1))
             t = entry_pfn(e)
@@ -2158,6 +2636,10 @@ cdef class Core:
                     rss += 1
                 continue
             if not (e & _P):
+                continue
+            if level == 2 and (e & _PS):     # a huge mapping and its deposited table
+                rss += HPAGE_NR
+                per[0] += 1
                 continue
             c = entry_pfn(e)
             if self.bad_pfn(c):
@@ -2189,6 +2671,7 @@ cdef class Core:
             node_hwm=self.node_hwm, node_free=self.node_free, node_nfree=self.node_nfree,
             nswap=self.nswap, swap_hwm=self.swap_hwm, swap_free=self.swap_free,
             swap_nfree=self.swap_nfree, contents=self.contents, eager=self.eager,
+            hfree=ro(self.hfree_arr[:self.nhfree]),
             counters={name: int(self.st[i]) for name, i in _COUNTER_NAMES},
             tables_by_level=[int(self.st[ST_TABLES_L + k]) for k in range(4)])
 
@@ -2299,22 +2782,25 @@ cdef inline int page_remove_rmap_t(Core c, uint32_t f, slot_t slot, leaf_t* tag)
 # Compiled once per entry width (leaf_t: pte32_t on i386, pte64_t on pae / x86_64).
 
 cdef int copy_pte_range(Core c, leaf_t* src, leaf_t* dst, pfn_t dst_t, uint32_t lo,
-                        uint32_t hi, bint cow) noexcept nogil:
+                        uint32_t hi, bint cow, bint thp) noexcept nogil:
     """copy_pte_range over entries [lo, hi) of src into dst; every entry of the range is
     written, empty ones too (dst may be a recycled, unzeroed frame).
 
     cow: a private mapping, write-protect in parent and child; else (shared) clear D in
     the child.  The child's copy is old (A clear).  Reserved frames are copied verbatim;
-    swap entries take a swap reference.  Chain nodes must be reserved."""
+    swap entries take a swap reference.  Chain nodes must be reserved.  thp: src may map
+    frames of huge pages (F_THPMAP), whose references go on their heads."""
     cdef leaf_t wp = _RW if cow else 0, nod = _A if cow else (_A | _D)
-    # one loop, compiled twice with rmap a constant, keeps the branch out of the loop
+    # one loop, compiled with rmap and thp constants, keeps the branches out of the loop
+    if thp:
+        return copy_ptes(c, src, dst, dst_t, lo, hi, wp, nod, c.rmap_enabled, True)
     if c.rmap_enabled:
-        return copy_ptes(c, src, dst, dst_t, lo, hi, wp, nod, True)
-    return copy_ptes(c, src, dst, dst_t, lo, hi, wp, nod, False)
+        return copy_ptes(c, src, dst, dst_t, lo, hi, wp, nod, True, False)
+    return copy_ptes(c, src, dst, dst_t, lo, hi, wp, nod, False, False)
 
 
 cdef inline int copy_ptes(Core c, leaf_t* src, leaf_t* dst, pfn_t dst_t, uint32_t lo,
-                          uint32_t hi, leaf_t wp, leaf_t nod, bint rm) noexcept nogil:
+                          uint32_t hi, leaf_t wp, leaf_t nod, bint rm, bint thp) noexcept nogil:
     cdef uint32_t zero = c.zero_pfn, nframes = c.nframes
     cdef count_t* count = c.count
     cdef leaf_t pte
@@ -2345,7 +2831,10 @@ cdef inline int copy_ptes(Core c, leaf_t* src, leaf_t* dst, pfn_t dst_t, uint32_
             pte &= ~wp
             src[i] = pte
         dst[i] = pte & ~nod
-        count[f] += 1
+        if thp:
+            count[c.page_head(f)] += 1
+        else:
+            count[f] += 1
         if rm:
             page_add_rmap_t(c, f, c.mk_slot(dst_t, i), src)
     c.st[ST_PTES_COPIED] += copied
@@ -2353,7 +2842,15 @@ cdef inline int copy_ptes(Core c, leaf_t* src, leaf_t* dst, pfn_t dst_t, uint32_
 
 
 cdef int zap_pte_range(Core c, leaf_t* tbl, pfn_t t, uint32_t lo, uint32_t hi) noexcept nogil:
-    """zap_pte_range: clear entries [lo, hi) of table t, dropping what they hold."""
+    """zap_pte_range: clear entries [lo, hi) of table t, dropping what they hold (a
+    frame of a huge page: a reference on its head)."""
+    if c.flags[t] & F_THPMAP:
+        return zap_ptes(c, tbl, t, lo, hi, True)
+    return zap_ptes(c, tbl, t, lo, hi, False)
+
+
+cdef inline int zap_ptes(Core c, leaf_t* tbl, pfn_t t, uint32_t lo, uint32_t hi,
+                         bint thp) noexcept nogil:
     cdef uint32_t zero = c.zero_pfn, nframes = c.nframes
     cdef bint rm = c.rmap_enabled
     cdef leaf_t pte
@@ -2385,7 +2882,10 @@ cdef int zap_pte_range(Core c, leaf_t* tbl, pfn_t t, uint32_t lo, uint32_t hi) n
         if rm and page_remove_rmap_t(c, f, c.mk_slot(t, i), tbl) != OK:
             rc = ERR_BUG
             break
-        c.put_page(f)
+        if thp:
+            c.put_page(c.page_head(f))
+        else:
+            c.put_page(f)
     c.st[ST_PTES_ZAPPED] += zapped
     return rc
 
@@ -2426,7 +2926,7 @@ cdef void privatize_pte(Core c, leaf_t* src, leaf_t* dst, pfn_t nt, uint64_t bas
     tables, since two tables now reach the frame; swap entries take a swap reference."""
     cdef uint64_t span = (<uint64_t>1) << c.shift[2], s, e
     cdef uint32_t zero = c.zero_pfn, lo, hi, i, f
-    cdef bint rm = c.rmap_enabled
+    cdef bint rm = c.rmap_enabled, thp = (c.flags[nt] & F_THPMAP) != 0
     cdef Py_ssize_t v
     cdef leaf_t pte
     cdef int64_t copied = 0
@@ -2452,7 +2952,7 @@ cdef void privatize_pte(Core c, leaf_t* src, leaf_t* dst, pfn_t nt, uint64_t bas
                     pte &= ~(<leaf_t>_RW)
                     src[i] = pte
                 if take:
-                    c.count[f] += 1
+                    c.count[c.page_head(f) if thp else f] += 1
                 if rm:
                     page_add_rmap_t(c, f, c.mk_slot(nt, i), src)
             dst[i] = pte
@@ -2471,6 +2971,7 @@ cdef int64_t table_refs(Core c, leaf_t* tbl, int sign) noexcept nogil:
         f = entry_pfn(pte)
         if f == zero or f >= nframes:
             continue
+        f = c.page_head(f)
         if sign > 0:
             c.count[f] += 1
         else:

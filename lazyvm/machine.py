@@ -28,8 +28,11 @@ from .vma import ShmObject, Vma
 
 FORK_MODES = ("copy", "share", "odf")
 ACCOUNTINGS = ("lazy", "eager")
+THP_MODES = ("never", "always", "madvise")
+THP_COW = ("split", "copy")
+ADVICES = ("hugepage", "nohugepage")
 FRAME_KINDS = {0x001: "free", 0x002: "reserved", 0x004: "pgd", 0x008: "table",
-               0x010: "anon", 0x020: "shmem"}
+               0x010: "anon", 0x020: "shmem", 0x400: "anon"}   # 0x400: a huge page's tail
 _TOKEN = object()              # Process objects are made by Machine and Process only
 
 # Trace events (Machine.replay): rows of (pid, kind, addr, arg).
@@ -174,6 +177,20 @@ class Machine(_Uncopyable):
         would take (``eager_refs``), copying no PTE; privatize takes none; a sharer that
         lets go of a shared table drops one per page (``eager_refs_dropped``).  rmap
         slots stay one per table slot.  Eager needs ``share_level=1``.
+    thp : {"never", "always", "madvise"}
+        Transparent huge pages (pae and x86_64; i386 allows only "never").  A write
+        fault in a 2 MiB-aligned range that lies inside one private writable VMA that
+        THP applies to ("always": unless madvised "nohugepage"; "madvise": if madvised
+        "hugepage") and whose pmd entry is empty maps a huge page: 512 contiguous
+        frames, the first 512-aligned, in one pmd entry with PS (0x080), and deposits a
+        zeroed leaf table for a later split (counted in ``page_tables``).  No such run
+        of free frames: 4 KiB pages (``thp_fallbacks``).  A read fault maps the
+        ZERO_PAGE as before.  Counters: ``thp_faults``, ``thp_fallbacks``,
+        ``thp_splits``, ``thp_copies``, ``tables_deposited`` (deposited now).
+    thp_cow : {"split", "copy"}
+        A write to a huge page mapped read-only with more than one reference: "split"
+        (Linux 5.8 on) splits this mapping into 512 PTEs and copies the one 4 KiB page;
+        "copy" copies the huge page whole (``thp_copies``).
 
     Raises
     ------
@@ -181,7 +198,8 @@ class Machine(_Uncopyable):
         An argument of the wrong type.
     ValueError
         A size that is not whole pages or exceeds the layout's limit, an unknown layout,
-        fork mode, share level or accounting; eager accounting with ``share_level > 1``.
+        fork mode, share level, accounting or THP mode; eager accounting with
+        ``share_level > 1``; THP on i386.
 
     Examples
     --------
@@ -195,7 +213,8 @@ class Machine(_Uncopyable):
 
     def __init__(self, memory: int = 64 << 20, fork_mode: str = "share", rmap: bool = True,
                  swap: int = 0, layout: str = "i386", share_level: int = 1,
-                 contents: bool = True, costs: Any = None, accounting: str = "lazy") -> None:
+                 contents: bool = True, costs: Any = None, accounting: str = "lazy",
+                 thp: str = "never", thp_cow: str = "split") -> None:
         memory = _int(memory, "memory")
         swap = _int(swap, "swap")
         share_level = _int(share_level, "share_level")
@@ -231,6 +250,14 @@ class Machine(_Uncopyable):
                    if layout == "pae" else "")
             raise ValueError(f"share_level on {layout} must be 1..{lay.max_share_level}, "
                              f"not {share_level}{why}")
+        for value, what, allowed in ((thp, "thp", THP_MODES), (thp_cow, "thp_cow", THP_COW)):
+            if not isinstance(value, str):
+                raise TypeError(f"{what} must be a str, not {type(value).__name__}")
+            if value not in allowed:
+                raise ValueError(f"{what} must be one of {allowed}, not {value!r}")
+        if thp != "never" and layout == "i386":
+            raise ValueError("i386 has no huge pages for user memory here: thp must be "
+                             "'never' (use layout 'pae' or 'x86_64')")
         if accounting == "eager" and share_level != 1:
             raise ValueError("eager accounting counts pages under shared leaf tables: it "
                              f"needs share_level=1, not {share_level}")
@@ -246,9 +273,12 @@ class Machine(_Uncopyable):
         self.share_level = share_level
         self.contents = contents
         self.accounting = accounting
+        self.thp = thp
+        self.thp_cow = thp_cow
         self._task_size = lay.task_size
         self._core = Core(memory // PAGE_SIZE, rmap, swap // PAGE_SIZE + 1 if swap else 0,
-                          lay.code, contents, accounting == "eager")
+                          lay.code, contents, accounting == "eager", THP_MODES.index(thp),
+                          thp_cow == "copy")
         self._procs: Dict[int, Process] = {}
         self._next_pid = 1
         self._scan_cursor = 0
@@ -268,7 +298,8 @@ class Machine(_Uncopyable):
         return (f"Machine(memory={self.memory}, fork_mode={self.fork_mode!r}, "
                 f"rmap={self.rmap_enabled}, swap={self.swap}, layout={self.layout.name!r}, "
                 f"share_level={self.share_level}, contents={self.contents}, "
-                f"accounting={self.accounting!r})")
+                f"accounting={self.accounting!r}, thp={self.thp!r}, "
+                f"thp_cow={self.thp_cow!r})")
 
     def _repr_html_(self) -> str:
         from .view import machine_html
@@ -836,6 +867,42 @@ class Process(_Uncopyable):
             v.prot = prot
         self._set_vmas(kept + removed)
 
+    @_serialized
+    def madvise(self, addr: int, length: int, advice: str) -> None:
+        """Mark [addr, addr+length), which must be fully mapped, for transparent huge
+        pages: "hugepage" (MADV_HUGEPAGE: THP applies under ``thp="madvise"``) or
+        "nohugepage" (MADV_NOHUGEPAGE: never).  VMAs are split at the range's ends as
+        mprotect splits them (and a huge mapping cut by an end is split into PTEs);
+        neighbours that differ only in the mark do not merge.  Huge pages already
+        mapped stay.
+
+        Raises
+        ------
+        ValueError
+            The range is not all mapped, an unknown advice, or a bad argument.
+        OutOfMemory
+            A shared table could not be privatized; nothing changed.
+
+        >>> m = Machine(memory=16 << 20, layout="x86_64", thp="madvise"); p = m.spawn()
+        >>> a = p.mmap(8 << 20, addr=0x40000000); p.madvise(a, 4 << 20, "hugepage")
+        >>> p.write(a, b"x"); p.write(a + (4 << 20), b"y"); m.stats()["thp_faults"]
+        1
+        """
+        core = self._live()
+        addr, length = _range(addr, length, self.machine._task_size, "madvise")
+        if not isinstance(advice, str):
+            raise TypeError(f"advice must be a str, not {type(advice).__name__}")
+        if advice not in ADVICES:
+            raise ValueError(f"advice must be one of {ADVICES}, not {advice!r}")
+        end = addr + length
+        if not vmalib.pieces(self._vmas, addr, end)[1]:
+            raise ValueError(f"madvise: [{addr:#x}, {end:#x}) is not all mapped")
+        core.thp_split(self.pgd, self._varr, addr, end)
+        kept, removed = vmalib.remove_range(self._vmas, addr, end)
+        for v in removed:
+            v.advice = advice
+        self._set_vmas(kept + removed)
+
     # -- access ----------------------------------------------------------------------
     def read(self, addr: int, length: int) -> bytes:
         """Read length bytes at addr (any alignment, may cross pages and VMAs),
@@ -1068,7 +1135,7 @@ class Process(_Uncopyable):
     def walk(self, addr: int) -> List[Tuple[int, int, int, int]]:
         """The table walk of addr: [(level, table_pfn, index, entry), ...] from the pgd
         (level = layout.levels) down to the leaf (level 1), ending after the first entry
-        that is not present.
+        that is not present, or at a huge mapping's pmd entry (level 2, PS set).
 
         >>> m = Machine(memory=8 << 20, layout="x86_64"); p = m.spawn(); a = p.mmap(4096)
         >>> p.write(a, b"x"); [lvl for lvl, t, i, e in p.walk(a)]
@@ -1088,7 +1155,8 @@ class Process(_Uncopyable):
         return self._entry(addr, 2)
 
     def pte(self, addr: int) -> int:
-        """The raw page-table entry for addr (0 if the walk stops above the leaf).
+        """The raw page-table entry for addr (0 if the walk stops above the leaf); for
+        an address in a huge mapping, which has no PTE, its pmd entry (PS set).
 
         >>> p = Machine(memory=8 << 20).spawn(); a = p.mmap(8192); p.write(a, b"x")
         >>> p.touch(a + 4096, 4096); hex(p.pte(a) & 0xfff), hex(p.pte(a + 4096))

@@ -10,6 +10,10 @@ import numpy.typing as npt
 
 from .layout import PAGE_SHIFT, vm_flags
 
+VM_HUGEPAGE = 0x20000000               # madvise(MADV_HUGEPAGE), as Linux numbers it
+VM_NOHUGEPAGE = 0x40000000             # madvise(MADV_NOHUGEPAGE)
+ADVICE_FLAGS = {"": 0, "hugepage": VM_HUGEPAGE, "nohugepage": VM_NOHUGEPAGE}
+
 
 class ShmObject:
     """A shared-memory object (the kernel's shmem file) backing shared mappings.
@@ -27,13 +31,15 @@ class ShmObject:
 
 class Vma:
     """[start, end) with a protection ("", "r", "rw"), private or backed by a shared
-    object at page offset pgoff."""
+    object at page offset pgoff, and the huge-page advice of madvise ("", "hugepage",
+    "nohugepage")."""
 
-    __slots__ = ("start", "end", "prot", "shm", "pgoff")
+    __slots__ = ("start", "end", "prot", "shm", "pgoff", "advice")
 
     def __init__(self, start: int, end: int, prot: str, shm: Optional[ShmObject] = None,
-                 pgoff: int = 0) -> None:
+                 pgoff: int = 0, advice: str = "") -> None:
         self.start, self.end, self.prot, self.shm, self.pgoff = start, end, prot, shm, pgoff
+        self.advice = advice
 
     @property
     def shared(self) -> bool:
@@ -41,12 +47,12 @@ class Vma:
 
     @property
     def flags(self) -> int:
-        return vm_flags(self.prot, self.shared)
+        return vm_flags(self.prot, self.shared) | ADVICE_FLAGS[self.advice]
 
     def piece(self, start: int, end: int) -> "Vma":
         """The part [start, end) of this VMA, as a new Vma naming the same object."""
         return Vma(start, end, self.prot, self.shm,
-                   self.pgoff + ((start - self.start) >> PAGE_SHIFT))
+                   self.pgoff + ((start - self.start) >> PAGE_SHIFT), self.advice)
 
     def allows(self, write: bool) -> bool:
         return "w" in self.prot if write else "r" in self.prot
@@ -94,7 +100,7 @@ def remove_range(vmas: Sequence[Vma], start: int, end: int) -> Tuple[List[Vma], 
 
 def mergeable(a: Vma, b: Vma) -> bool:
     """vma_merge: a and b touch and may become one VMA."""
-    if a.end != b.start or a.prot != b.prot or a.shm is not b.shm:
+    if a.end != b.start or a.prot != b.prot or a.shm is not b.shm or a.advice != b.advice:
         return False
     return a.shm is None or b.pgoff == a.pgoff + ((a.end - a.start) >> PAGE_SHIFT)
 
@@ -105,7 +111,7 @@ def normalise(vmas: Sequence[Vma]) -> List[Vma]:
     out: List[Vma] = []
     for v in ordered:
         if out and mergeable(out[-1], v):
-            out[-1] = Vma(out[-1].start, v.end, v.prot, v.shm, out[-1].pgoff)
+            out[-1] = Vma(out[-1].start, v.end, v.prot, v.shm, out[-1].pgoff, v.advice)
         else:
             out.append(v)
     return out

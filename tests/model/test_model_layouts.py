@@ -223,8 +223,9 @@ def derive(m, lay, pgds):
     return d
 
 
-def check_derived(m, lay, procs, swap=False, shared_levels=None):
-    """DESIGN section 3 invariants 3, 4, 5 (and 1 for data frames), from the tables:
+def check_derived(m, lay, procs, swap=False, shared_levels=None, eager=False):
+    """DESIGN section 3 invariants 3, 4, 5 (and 1 for data frames), from the tables
+    (eager: section 10's invariant 1, each slot counting its table's use count):
 
     3. a table's use count equals the entries of live pgds and live tables that
        point at it;
@@ -256,16 +257,19 @@ def check_derived(m, lay, procs, swap=False, shared_levels=None):
             continue
         assert kind in ("anon", "shmem"), "frame %s mapped by %s is %s" % (f, slots, kind)
         n = m.frame_count(f)
+        refs = sum(m.frame_count(t) for t, _i, _e in slots) if eager else len(slots)
         if kind == "anon":
-            assert n - len(slots) in ((0, 1) if swap else (0,)), (
-                "invariant 1: anon frame %s count %d, %d slots" % (f, n, len(slots)))
+            assert n - refs in ((0, 1) if swap else (0,)), (
+                "invariant 1: anon frame %s count %d, %d slots (%d references)"
+                % (f, n, len(slots), refs))
             if len(slots) > 1:
                 for t, i, e in slots:
                     assert not e & RW, ("invariant 5: private frame %s in %d slots, "
                                         "writable in %s[%d] = %s" % (f, len(slots), t, i, hx(e)))
         else:
-            assert n == len(slots) + 1, (
-                "invariant 1: shmem frame %s count %d, %d slots + its object" % (f, n, len(slots)))
+            assert n == refs + 1, (
+                "invariant 1: shmem frame %s count %d, %d slots (%d references) + its object"
+                % (f, n, len(slots), refs))
     if not swap:
         assert not d.swap_entries, "swap entries without swap: %s" % d.swap_entries[:4]
     for t, i, e in d.swap_entries:
@@ -483,7 +487,8 @@ class Slot:
 class LayoutMachine(RuleBasedStateMachine):
     LAYOUT = "i386"
     SHARE_LEVEL = 1
-    FORK_MODE = "copy"          # "copy", "share" or "mixed"
+    FORK_MODE = "copy"          # "copy", "share", "odf" or "mixed" (any of the three)
+    ACCOUNTING = "lazy"         # "lazy" or "eager"
     RMAP = False
     SWAP = 0
     CONTENTS = True
@@ -494,8 +499,9 @@ class LayoutMachine(RuleBasedStateMachine):
         super().__init__()
         self.lay = LAY[self.LAYOUT]
         self.m = Machine(memory=self.MEMORY, layout=self.LAYOUT, share_level=self.SHARE_LEVEL,
-                         fork_mode="copy" if self.FORK_MODE == "copy" else "share",
-                         rmap=self.RMAP, swap=self.SWAP, contents=self.CONTENTS)
+                         fork_mode="share" if self.FORK_MODE == "mixed" else self.FORK_MODE,
+                         rmap=self.RMAP, swap=self.SWAP, contents=self.CONTENTS,
+                         accounting=self.ACCOUNTING)
         self.free0 = self.m.stats()["frames_free"]
         self.procs = []
 
@@ -733,7 +739,7 @@ class LayoutMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def fork(self, data):
         s = self._pick(data)
-        mode = (data.draw(st.sampled_from(("copy", "share")), label="mode")
+        mode = (data.draw(st.sampled_from(("copy", "share", "odf")), label="mode")
                 if self.FORK_MODE == "mixed" else self.FORK_MODE)
         s0 = self.m.stats()
         nprocs = len(self.m.processes)
@@ -838,10 +844,12 @@ class LayoutMachine(RuleBasedStateMachine):
         levels = None
         if self.FORK_MODE == "copy":
             levels = ()
+        elif self.FORK_MODE == "odf":
+            levels = (1,)
         else:
             levels = tuple(range(1, self.SHARE_LEVEL + 1))
         check_derived(self.m, self.lay, [s.p for s in self.procs], swap=bool(self.SWAP),
-                      shared_levels=levels)
+                      shared_levels=levels, eager=self.ACCOUNTING == "eager")
 
     def _compare(self, s):
         p, mdl, lay = s.p, s.mdl, self.lay
@@ -939,12 +947,13 @@ class LayoutMachine(RuleBasedStateMachine):
         assert st_["swap_used"] == 0
 
 
-def _configuration(layout, sl, mode, rmap, swap=False, contents=True):
-    name = "TestLayout%s%sSl%d%s%s%s%s" % (
+def _configuration(layout, sl, mode, rmap, swap=False, contents=True, accounting="lazy"):
+    name = "TestLayout%s%sSl%d%s%s%s%s%s" % (
         layout[0].upper(), layout[1:], sl, mode.capitalize(), "Rmap" if rmap else "NoRmap",
-        "Swap" if swap else "", "" if contents else "NoContents")
+        "Swap" if swap else "", "" if contents else "NoContents",
+        "Eager" if accounting == "eager" else "")
     attrs = dict(LAYOUT=layout, SHARE_LEVEL=sl, FORK_MODE=mode, RMAP=rmap,
-                 CONTENTS=contents, SWAP=(8 * MiB) if swap else 0,
+                 ACCOUNTING=accounting, CONTENTS=contents, SWAP=(8 * MiB) if swap else 0,
                  MEMORY=(3 * MiB) if swap else 8 * MiB)
     machine = type(name + "Machine", (LayoutMachine,), attrs)
     case = machine.TestCase
@@ -967,6 +976,13 @@ def _configurations():
                 yield layout, sl, "mixed", rmap, True, True
         yield layout, top, "mixed", True, False, False
         yield layout, top, "mixed", True, True, False
+        # On-demand-fork and eager accounting (DESIGN section 10): leaf sharing only
+        yield layout, 1, "odf", True, False, True, "lazy"
+        yield layout, 1, "odf", False, False, True, "eager"
+        for rmap in (False, True):
+            yield layout, 1, "mixed", rmap, False, True, "eager"
+        yield layout, 1, "mixed", True, True, True, "eager"
+        yield layout, 1, "mixed", True, True, False, "eager"
 
 
 for _cfg in _configurations():
