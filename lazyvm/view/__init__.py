@@ -28,7 +28,7 @@ from . import model, render, scenario as sc_mod
 from .builtin import BUILTIN
 from .scenario import ScenarioError
 
-__all__ = ["build", "page_html", "step_svg", "machine_html", "snapshot", "add_commands",
+__all__ = ["build", "page_html", "step_svg", "machine_html", "snapshot",
            "chromium", "screenshot", "BUILTIN", "ScenarioError"]
 
 snapshot = model.snapshot
@@ -126,67 +126,3 @@ def step_png(name_or_path, step, png_path):
                      'body{margin:0;background:#fff}</style></head><body>' +
                      text.split("?>", 1)[-1] + "</body></html>")
         screenshot(f, png_path, w, h)
-
-
-# -- the command --------------------------------------------------------------------
-
-def add_commands(subparsers):
-    """Register `show` on an argparse subparsers object."""
-    p = subparsers.add_parser(
-        "show", help="draw page tables step by step (HTML, SVG, PNG)",
-        description="Run a scenario (built-in name or .toml/.py file) and draw the "
-                    "machine's processes, table trees, use counts, write-protected "
-                    "entries, frames and rmap chains at every step.")
-    p.add_argument("scenario", nargs="?", help="built-in name or a .toml/.py file")
-    p.add_argument("--html", metavar="FILE", help="write the step-by-step page")
-    p.add_argument("--svg", metavar="FILE", help="write one step as SVG (with --step)")
-    p.add_argument("--png", metavar="FILE", help="write one step as PNG (needs Chromium)")
-    p.add_argument("--step", type=int, metavar="N", help="the step for --svg/--png "
-                   "(default: the last)")
-    p.add_argument("--list", action="store_true", help="list the built-in scenarios")
-    p.add_argument("--toml", action="store_true",
-                   help="print the scenario as TOML (a start for your own) and stop")
-    p.set_defaults(handler=cmd_show, func=cmd_show)
-    return p
-
-
-def cmd_show(args):
-    if args.list:
-        for name, s in BUILTIN.items():
-            print(f"{name:14s} {s['title']}")
-        return 0
-    from lazyvm.commands import UsageError as err
-    if not args.scenario:
-        raise err("name a scenario (lazyvm show --list) or a .toml/.py file")
-    if args.toml:
-        try:
-            sys.stdout.write(sc_mod.to_toml(sc_mod.load(args.scenario)))
-        except ScenarioError as e:
-            raise err(str(e)) from None
-        return 0
-    if not (args.html or args.svg or args.png):
-        default = Path(Path(args.scenario).stem + ".html")
-        args.html = str(default)
-    try:
-        scen = sc_mod.load(args.scenario)
-        step = args.step if args.step is not None else len(scen["step"])
-        if args.html:
-            Path(args.html).write_text(page_html(args.scenario), encoding="utf-8")
-            print(f"wrote {args.html}")
-        if args.svg:
-            Path(args.svg).write_text(step_svg(args.scenario, step), encoding="utf-8")
-            print(f"wrote {args.svg}")
-        if args.png:
-            step_png(args.scenario, step, args.png)
-            print(f"wrote {args.png}")
-    except ScenarioError as e:
-        raise err(str(e)) from None
-    except OSError as e:
-        raise err(str(e)) from None
-    return 0
-
-
-def main(argv=None):
-    """``python -m lazyvm.view ...``: the same as ``lazyvm show ...``."""
-    from lazyvm.commands import main as cli_main
-    return cli_main(["show", *(sys.argv[1:] if argv is None else argv)])

@@ -61,7 +61,7 @@ DEFAULTS = {
     "fractions": "0,1/512,1/64,1/8,1",
     "spreads": "clustered,uniform",
     "children": "exec,live",
-    "policies": ",".join(POLICY_NAMES),
+    "policies": "all",
     "costs": "host",
     "plot": "",
     "layout": "x86_64",
@@ -137,7 +137,8 @@ def grid(params):
                                                                  "fractions")}),
            "spreads": _list(p["spreads"], "spreads"),
            "children": _list(p["children"], "children"),
-           "policies": _list(p["policies"], "policies")}
+           "policies": (list(POLICY_NAMES) if p["policies"] == "all"
+                        else _list(p["policies"], "policies"))}
     for key, allowed in (("spreads", ("clustered", "uniform")), ("children", ("exec", "live")),
                          ("policies", POLICY_NAMES)):
         bad = [v for v in out[key] if v not in allowed]

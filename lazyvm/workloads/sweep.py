@@ -383,7 +383,7 @@ def write_results(df, path):
     os.replace(tmp, path)
 
 
-def _check_out(path):
+def check_out(path):
     suffix = Path(path).suffix
     if suffix not in (".parquet", ".csv"):
         raise SpecError(f"--out must end in .parquet or .csv, not {suffix or 'nothing'!r}")
@@ -410,7 +410,7 @@ def sweep(points, out, executor="local", workers=2, scheduler=None, progress=Non
     DataFrame.  executor "local" (ProcessPoolExecutor) or "dask" (a LocalCluster of
     `workers` processes, or the scheduler at `scheduler`)."""
     import pandas as pd
-    _check_out(out)
+    check_out(out)
     old = read_results(out)
     done = {}
     if old is not None and len(old):
@@ -559,67 +559,3 @@ def plot(df, path, x, y):
 
 def pd_numeric(col):
     return col.dtype.kind in "iuf"
-
-
-# -- the command ----------------------------------------------------------------------
-
-def add_commands(subparsers):
-    """Register `sweep` on an argparse subparsers object."""
-    p = subparsers.add_parser(
-        "sweep", help="run a workload over a grid of parameters (local processes or Dask)",
-        description="Run one point per parameter combination of SPEC (TOML: [grid], "
-                    "[fixed], [[points]]), each in a fresh process; write one row a point "
-                    "to FILE (.parquet or .csv). Points already in FILE are skipped.")
-    p.add_argument("spec", metavar="SPEC", help="the sweep's TOML file")
-    p.add_argument("--executor", choices=("local", "dask"), default="local")
-    p.add_argument("--scheduler", metavar="ADDR",
-                   help="a Dask scheduler (tcp://host:8786) instead of a LocalCluster")
-    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
-                   metavar="N", help="worker processes (local, or the LocalCluster's)")
-    p.add_argument("--out", required=True, metavar="FILE", help="results, .parquet or .csv")
-    p.add_argument("--plot", metavar="F.png", help="draw --y against --x")
-    p.add_argument("--x", metavar="PARAM", default="pages")
-    p.add_argument("--y", metavar="FIGURE", default="sim_ns")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(handler=cmd_sweep, func=cmd_sweep)
-    return p
-
-
-def cmd_sweep(args):
-    from lazyvm.commands import UsageError as err
-    try:
-        if args.workers < 1:
-            raise SpecError("--workers must be at least 1")
-        if args.scheduler and args.executor != "dask":
-            raise SpecError("--scheduler needs --executor dask")
-        _check_out(args.out)
-        points = load_spec(args.spec)
-        t0 = time.perf_counter()
-        df = sweep(points, args.out, executor=args.executor, workers=args.workers,
-                   scheduler=args.scheduler,
-                   progress=False if args.no_progress else None)
-        took = time.perf_counter() - t0
-        failed = int((df["error"] != "").sum()) if len(df) else 0
-        print(f"{len(df)} points in {args.out} ({len(points)} in SPEC, {failed} failed; "
-              f"{took:.1f} s)")
-        if failed:
-            first = df[df["error"] != ""].iloc[0]["error"]
-            print(f"first failure: {first}", file=sys.stderr)
-        if args.plot:
-            plot(df, args.plot, args.x, args.y)
-            print(f"wrote {args.plot}")
-    except SpecError as e:
-        raise err(str(e)) from None
-    except ImportError as e:
-        raise err(f"needs pandas: pip install 'lazyvm[sweep]' ({e})") from None
-    return 0
-
-
-def main(argv=None):
-    """``python -m lazyvm.workloads.sweep ...``: the same as ``lazyvm sweep ...``."""
-    from lazyvm.commands import main as cli_main
-    return cli_main(["sweep", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

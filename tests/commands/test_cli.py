@@ -23,6 +23,7 @@ import pytest
 import lazyvm
 from lazyvm import Machine
 from lazyvm import commands as cli
+from lazyvm.commands import bench, common
 
 # The subprocess imports the same lazyvm as this test (a checkout or an installed copy).
 PKG_PARENT = Path(lazyvm.__file__).resolve().parent.parent
@@ -330,7 +331,8 @@ def test_output_paths_checked_before_the_run(argv, words, capsys, monkeypatch, t
 def test_usage_error_from_a_handler_is_one_line(capsys, monkeypatch):
     def handler(args):
         raise cli.UsageError("the snapshot file is not a snapshot")
-    monkeypatch.setattr(cli, "cmd_run", handler)
+    from lazyvm.commands import run
+    monkeypatch.setattr(run, "cmd_run", handler)
     err = _one_line_error(capsys, ["run", "fork_exit"])
     assert err == "lazyvm run: the snapshot file is not a snapshot\n"
 
@@ -348,7 +350,7 @@ def test_no_command_prints_help(capsys):
 
 
 def test_sizes_parser():
-    assert cli._sizes("1k, 4096,16_384") == [1024, 4096, 16384]
+    assert common.sizes("1k, 4096,16_384") == [1024, 4096, 16384]
 
 
 # ---------------------------------------------------------------- run
@@ -427,13 +429,13 @@ def test_bench_runs_from_the_checkout(monkeypatch, tmp_path):
     if importlib.util.find_spec("pytest_benchmark") is None:
         pytest.skip("pytest-benchmark not installed (the test extra)")
     monkeypatch.chdir(ROOT)
-    assert cli._bench_dir() == ROOT / "bench"
+    assert bench.bench_dir() == ROOT / "bench"
     assert cli.main(["bench", "--collect-only", "-q"]) == 0
 
 
 def test_bench_outside_a_checkout_says_what_it_needs(monkeypatch, tmp_path, capsys):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(cli, "__file__", str(tmp_path / "site" / "lazyvm" / "commands" / "__init__.py"))
+    monkeypatch.setattr(bench, "_PACKAGE_PARENT", tmp_path / "site")
     err = _one_line_error(capsys, ["bench"])
     assert "checkout" in err
 
@@ -471,13 +473,13 @@ def test_spread_and_ratio():
     assert r["hi"] == pytest.approx(25 / 1.5)
 
 
-def test_other_modules_add_their_commands(monkeypatch, capsys):
-    """cli calls add_commands(subparsers) of lazyvm.costs, .snapshot, .show, .sweep ...
-    when they import; their handlers get the same one-line UsageError contract."""
+def test_every_subcommand_module_adds_its_parser(monkeypatch, capsys):
+    """main() calls add_parser(subparsers) of every module of lazyvm.commands that
+    imports; their handlers get the same one-line UsageError contract."""
     import types
-    mod = types.ModuleType("lazyvm.workloads.sweep")
+    mod = types.ModuleType("lazyvm.commands.sweep")
 
-    def add_commands(sub):
+    def add_parser(sub):
         p = sub.add_parser("sweepish", help="a command from another module")
         p.add_argument("--n", type=int, required=True)
 
@@ -487,8 +489,8 @@ def test_other_modules_add_their_commands(monkeypatch, capsys):
             print(f"swept {args.n}")
             return 0
         p.set_defaults(handler=handler)
-    mod.add_commands = add_commands
-    monkeypatch.setitem(sys.modules, "lazyvm.workloads.sweep", mod)
+    mod.add_parser = add_parser
+    monkeypatch.setitem(sys.modules, "lazyvm.commands.sweep", mod)
     assert cli.main(["sweepish", "--n", "3"]) == 0
     assert capsys.readouterr().out == "swept 3\n"
     assert _one_line_error(capsys, ["sweepish", "--n", "-1"]) == (
@@ -501,10 +503,10 @@ def test_a_command_whose_dependency_is_missing_is_named_in_help(monkeypatch):
     import types
 
     def import_module(name):
-        if name == "lazyvm.view":
+        if name == "lazyvm.commands.show":
             raise ModuleNotFoundError("No module named 'websockets'", name="websockets")
-        if name == "lazyvm.workloads.sweep":  # not in this build: left out without a word
-            raise ModuleNotFoundError("No module named 'lazyvm.workloads.sweep'", name=name)
+        if name == "lazyvm.commands.sweep":  # not in this build: left out without a word
+            raise ModuleNotFoundError("No module named 'lazyvm.commands.sweep'", name=name)
         return importlib.import_module(name)
     monkeypatch.setattr(cli, "importlib", types.SimpleNamespace(
         import_module=import_module, util=importlib.util))

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from lazyvm import Machine
+from lazyvm.commands import main as cli_main
 from lazyvm.measure import calibrate as cal
 from lazyvm.measure import published as pub
 from lazyvm.costs import (EVENTS, FORMAT, FORMAT_VERSION, Profile, ProfileError,
@@ -253,7 +254,7 @@ def test_published_report_has_every_cell_and_is_json():
 @linux_only
 def test_quick_calibration_through_the_cli(tmp_path, capsys):
     out = tmp_path / "host.json"
-    assert cal.main(["calibrate", "--quick", "--out", str(out)]) == 0
+    assert cli_main(["calibrate", "--quick", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "fork fit" in text and "exit fit" in text and "cache miss" in text
     prof = load_profile(str(out))
@@ -288,7 +289,7 @@ def test_predict_configs_prices_each_configuration_and_its_ratio():
 
 
 def test_calibrate_cli_refuses_a_directory_as_out(tmp_path, capsys):
-    assert cal.main(["calibrate", "--quick", "--out", str(tmp_path)]) == 2
+    assert cli_main(["calibrate", "--quick", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "is a directory" in err and len(err.strip().splitlines()) == 1
 

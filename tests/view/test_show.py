@@ -214,7 +214,7 @@ def test_bad_scenarios_say_where_in_one_line(tmp_path, bad, msg):
     assert msg in str(e.value) and "\n" not in str(e.value)
 
 
-@pytest.mark.parametrize("entry", [["lazyvm.view"], ["lazyvm", "show"]])
+@pytest.mark.parametrize("entry", [["lazyvm", "show"]])
 def test_cli_errors_are_one_line_exit_2(tmp_path, entry):
     r = subprocess.run([sys.executable, "-m", *entry, "nosuch"], capture_output=True,
                        text=True, cwd=NEUTRAL_CWD, env=LAZYVM_ENV)
@@ -226,7 +226,7 @@ def test_cli_errors_are_one_line_exit_2(tmp_path, entry):
                        capture_output=True, text=True, cwd=NEUTRAL_CWD, env=LAZYVM_ENV)
     assert r.returncode == 0 and out.stat().st_size > 10_000
     out = tmp_path / "c.svg"
-    r = subprocess.run([sys.executable, "-m", "lazyvm.view", "cow", "--svg", str(out),
+    r = subprocess.run([sys.executable, "-m", "lazyvm", "show", "cow", "--svg", str(out),
                         "--step", "99"], capture_output=True, text=True, cwd=NEUTRAL_CWD, env=LAZYVM_ENV)
     assert r.returncode == 2 and "--step must be 1..9" in r.stderr
 
@@ -332,7 +332,7 @@ def test_a_broken_page_is_caught(tmp_path):
 def test_screenshot_is_not_blank(tmp_path):
     mpimg = pytest.importorskip("matplotlib.image", reason="reading the PNG needs matplotlib")
     png = tmp_path / "seed.png"
-    r = subprocess.run([sys.executable, "-m", "lazyvm.view", "seed", "--png", str(png),
+    r = subprocess.run([sys.executable, "-m", "lazyvm", "show", "seed", "--png", str(png),
                         "--step", "6"], capture_output=True, text=True, cwd=NEUTRAL_CWD, env=LAZYVM_ENV, timeout=120)
     assert r.returncode == 0, r.stderr
     img = mpimg.imread(str(png))
@@ -433,11 +433,11 @@ def test_layout_views_follow_the_walk(layout, share_level, tmp_path):
         assert attrs.get("data-ready") == "1" and attrs.get("data-errors") == ""
 
 
-def test_add_commands_registers_show(tmp_path):
+def test_show_command_parser_and_handler(tmp_path):
     import argparse
-    from lazyvm.view import add_commands
+    from lazyvm.commands.show import add_parser
     parser = argparse.ArgumentParser(prog="lazyvm")
-    add_commands(parser.add_subparsers(dest="command"))
+    add_parser(parser.add_subparsers(dest="command"))
     out = tmp_path / "s.html"
     args = parser.parse_args(["show", "cow", "--html", str(out)])
     assert args.handler(args) == 0 and out.stat().st_size > 10_000
@@ -457,7 +457,7 @@ def test_scenario_on_a_machine_without_contents():
 
 @pytest.mark.parametrize("name", sorted(BUILTIN))
 def test_builtin_as_toml_round_trips(name, tmp_path):
-    r = subprocess.run([sys.executable, "-m", "lazyvm.view", name, "--toml"],
+    r = subprocess.run([sys.executable, "-m", "lazyvm", "show", name, "--toml"],
                        capture_output=True, text=True, cwd=NEUTRAL_CWD, env=LAZYVM_ENV)
     assert r.returncode == 0, r.stderr
     f = tmp_path / f"{name}.toml"

@@ -384,7 +384,7 @@ def test_json_fields(cow_capture, tmp_path):
 # --------------------------------------------------------------------------- bad input
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "lazyvm.workloads.snapshot", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "lazyvm", *map(str, args)],
                           capture_output=True, text=True, timeout=60,
                           cwd=NEUTRAL_CWD, env=LAZYVM_ENV)
 
@@ -444,7 +444,7 @@ def test_cli_capture_and_replay(tmp_path):
     t = Target(tmp_path, npages=256, a=[3], b=[4])
     out = tmp_path / "c.npz"
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "lazyvm.workloads.snapshot", "capture",
+        proc = subprocess.Popen([sys.executable, "-m", "lazyvm", "capture",
                                  str(t.proc.pid), "--out", str(out), "--cow",
                                  "--timeout", "30"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -156,7 +156,7 @@ def test_cli_writes_results_plot_and_one_line_errors(tmp_path):
     spec = tmp_path / "s.toml"
     spec.write_text("[grid]\nfork_mode = ['copy', 'share']\npages = [256, 1024]\n")
     out, png = tmp_path / "r.csv", tmp_path / "p.png"
-    cmd = [sys.executable, "-m", "lazyvm.workloads.sweep", str(spec), "--out", str(out),
+    cmd = [sys.executable, "-m", "lazyvm", "sweep", str(spec), "--out", str(out),
            "--plot", str(png), "--x", "pages", "--y", "ptes_copied"]
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=NEUTRAL_CWD, env=LAZYVM_ENV, timeout=120)
     assert r.returncode == 0, r.stderr
@@ -164,21 +164,22 @@ def test_cli_writes_results_plot_and_one_line_errors(tmp_path):
     assert "point/s" not in r.stderr and "it/s" not in r.stderr     # no bar off a terminal
     bad = tmp_path / "bad.toml"
     bad.write_text("[grid]\npages = [1]\nwarp = [2]\n")
-    for entry in (["lazyvm.workloads.sweep"], ["lazyvm", "sweep"]):
+    for entry in (["lazyvm", "sweep"],):
         r = subprocess.run([sys.executable, "-m", *entry, str(bad), "--out",
                             str(out)], capture_output=True, text=True, cwd=NEUTRAL_CWD, env=LAZYVM_ENV)
         assert r.returncode == 2 and r.stderr.count("\n") == 1
         assert "unknown parameter 'warp'" in r.stderr and "Traceback" not in r.stderr
         assert r.stderr.startswith("lazyvm sweep: ") and r.stderr.count("lazyvm sweep") == 1
-    r = subprocess.run([sys.executable, "-m", "lazyvm.workloads.sweep", str(spec), "--out",
+    r = subprocess.run([sys.executable, "-m", "lazyvm", "sweep", str(spec), "--out",
                         str(tmp_path / "r.xlsx")], capture_output=True, text=True, cwd=NEUTRAL_CWD, env=LAZYVM_ENV)
     assert r.returncode == 2 and ".parquet or .csv" in r.stderr
 
 
-def test_add_commands_registers_sweep(tmp_path):
+def test_sweep_command_parser_and_handler(tmp_path):
     import argparse
     parser = argparse.ArgumentParser(prog="lazyvm")
-    sw.add_commands(parser.add_subparsers(dest="command"))
+    from lazyvm.commands import sweep as sweep_command
+    sweep_command.add_parser(parser.add_subparsers(dest="command"))
     spec = tmp_path / "s.toml"
     spec.write_text("[grid]\npages = [64, 128]\n")
     out = tmp_path / "r.csv"
