@@ -44,8 +44,8 @@ EVENTS = (
     "tables_dropped", "ptes_copied", "ptes_zapped", "rmap_adds", "rmap_removes",
     "share_wrprotects", "faults", "demand_zero", "zero_page_maps", "cow_copies",
     "cow_reuses", "shmem_faults", "swap_outs", "swap_ins", "exit_vmas",
-    "forks_odf", "eager_refs", "eager_refs_dropped", "tables_deposited", "thp_faults",
-    "thp_pmds_copied", "thp_splits", "thp_copies",
+    "forks_odf", "eager_refs", "eager_refs_dropped", "thp_faults", "thp_splits",
+    "thp_copies",
 )
 
 # Events a profile may leave out: each is then derived from the profile's own costs of
@@ -66,17 +66,11 @@ DERIVED = {
                                              u["ptes_zapped"]),
                            "derived: ptes_zapped (a page reference, mapcount and rss "
                            "dropped with its entry cleared) minus one entry store"),
-    "tables_deposited": (lambda c, u, st: (c["tables_allocated"], u["tables_allocated"]),
-                         "= tables_allocated: the PTE table copy_huge_pmd and a huge "
-                         "fault allocate (pte_alloc_one) and deposit for a later split"),
     "thp_faults": (lambda c, u, st: (PAGES_PER_HUGE * c["demand_zero"],
                                      PAGES_PER_HUGE * u["demand_zero"]),
                    "derived (not measured): 512 demand-zero faults' worth of clearing, "
-                   "an upper bound; `lazyvm calibrate --thp` measures it"),
-    "thp_pmds_copied": (lambda c, u, st: (c["ptes_copied"], u["ptes_copied"]),
-                        "= ptes_copied: copy_huge_pmd copies one entry and takes one "
-                        "reference and mapcount, as copy_pte_range does per PTE (its "
-                        "deposited table is tables_deposited)"),
+                   "an upper bound, beyond the table it deposits (tables_allocated); "
+                   "`lazyvm calibrate --thp` measures it"),
     "thp_splits": (lambda c, u, st: (PAGES_PER_HUGE * c["eager_refs"],
                                      PAGES_PER_HUGE * u["eager_refs"]),
                    "derived (not measured): 512 x eager_refs, a mapcount and an entry "

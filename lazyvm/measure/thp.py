@@ -315,10 +315,11 @@ def thp_costs(measured, costs):
       minus a write after fork to a 4 KiB mapping (the copy-on-write fault alone), each
       the minimum over its repeats (the host's other work only adds time);
     - thp_faults: a write to a fresh 2 MiB of a MADV_HUGEPAGE mapping (allocate, clear
-      2 MiB, deposit a table), minus the fault's base cost (`faults`) and the deposit
-      (`tables_deposited`), the minimum over its repeats.
-    thp_pmds_copied stays derived from the 4 KiB costs (= ptes_copied), so that the THP
-    fork this machine measures checks the model rather than fits it (validate_fork).
+      2 MiB, deposit a table), minus the fault's base cost (`faults`) and the deposited
+      table (lazyvm counts it in `tables_allocated`), the minimum over its repeats.
+    A THP fork is priced by the 4 KiB costs alone (per huge PMD, the table it deposits),
+    so the THP fork this machine measures checks the model rather than fits it
+    (validate_fork).
     Raises ValueError when the kernel mapped no huge page (THP off, or none to be had)."""
     s = summary(measured)
     sp = s["split"]
@@ -329,7 +330,7 @@ def thp_costs(measured, costs):
     split = w_thp["min"] - w_4k["min"]
     split_se = (w_thp["max"] - w_thp["min"]) / 2
     f = s["fault"]["huge_ns"]
-    fault = f["min"] - costs["faults"] - costs["tables_deposited"]
+    fault = f["min"] - costs["faults"] - costs["tables_allocated"]
     fault_se = (f["median"] - f["min"])
     n_split = measured_size = None
     for r in measured["results"]:
@@ -344,30 +345,38 @@ def thp_costs(measured, costs):
                        f"and 4 KiB copy) minus one to a 4 KiB mapping ({w_4k['min']:.0f} ns)"),
         "thp_faults": (round(max(fault, 0.0), 1), round(fault_se, 1), how +
                        f"a huge-page write fault ({f['min']:.0f} ns, median "
-                       f"{f['median']:.0f}) minus faults and tables_deposited"),
+                       f"{f['median']:.0f}) minus faults and tables_allocated (the deposit)"),
     }
 
 
-def predicted_fork_ns(profile, size):
-    """Predicted kernel time of a copy fork of a process holding `size` bytes of written,
-    PMD-mapped anonymous memory in one 1 GiB-aligned VMA beside nothing else (x86_64),
-    beyond the fork of the same process without the mapping, and the counts it prices:
-    size / 2 MiB huge entries copied and tables deposited, ceil(size / 1 GiB) PMD tables
-    allocated and copied, one VMA."""
-    n = size // HUGE
-    pmd = -(-size // (1 << 30))
-    counts = {"thp_pmds_copied": n, "tables_deposited": n, "tables_allocated": pmd,
-              "tables_copied": pmd, "fork_vmas": 1}
-    return profile.kernel_ns(counts), counts
+def fork_counts(size, thp):
+    """lazyvm's counts of a copy fork of a process holding `size` bytes written in one
+    private anonymous VMA at a 512 GiB boundary (x86_64, THP madvised or not), beyond
+    the fork of the same process without it: {event: count}."""
+    from lazyvm import Machine
+    base = 1 << 39
+
+    def one(with_mapping):
+        m = Machine(memory=size + (64 << 20), layout="x86_64", contents=False,
+                    rmap=False, fork_mode="copy", thp="madvise" if thp else "never")
+        p = m.spawn()
+        if with_mapping:
+            a = p.mmap(size, addr=base)
+            if thp:
+                p.madvise(a, size, "hugepage")
+            p.touch(a, size, write=True)
+        before = m._core.counters()
+        p.fork()
+        after = m._core.counters()
+        return {k: after[k] - before[k] for k in after}
+
+    full, bare = one(True), one(False)
+    return {k: full[k] - bare[k] for k in full if full[k] != bare[k]}
 
 
-def predicted_fork_4k_ns(profile, size):
-    """As predicted_fork_ns for the same memory in 4 KiB pages: size / 4 KiB PTEs copied,
-    size / 2 MiB PTE tables and ceil(size / 1 GiB) PMD tables allocated and copied."""
-    n = size // HUGE
-    pmd = -(-size // (1 << 30))
-    counts = {"ptes_copied": size // PAGE, "tables_allocated": n + pmd,
-              "tables_copied": n + pmd, "fork_vmas": 1}
+def predicted_fork_ns(profile, size, thp=True):
+    """(ns, counts): the predicted kernel time of fork_counts(size, thp)."""
+    counts = fork_counts(size, thp)
     return profile.kernel_ns(counts), counts
 
 
@@ -379,7 +388,7 @@ def validate_fork(measured, profile):
     bare = s["bare"]["median"]
     rows = []
     for (size, thp), f in sorted(s["fork"].items()):
-        pred, counts = (predicted_fork_ns if thp else predicted_fork_4k_ns)(profile, size)
+        pred, counts = predicted_fork_ns(profile, size, thp)
         meas = {k: (v - bare if k != "n" else v) for k, v in f["cpu_ns"].items()}
         rows.append({"size": size, "thp": thp, "huge_kb": f["huge_kb"],
                      "measured_ns": meas, "predicted_ns": pred, "counts": counts,
