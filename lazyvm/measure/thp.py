@@ -296,6 +296,7 @@ def summary(measured):
             out["fork"][(r["size"], r["thp"])] = {
                 "cpu_ns": _spread(r["fork_cpu_ns"]), "wall_ns": _spread(r["fork_wall_ns"]),
                 "huge_kb": r["huge_kb"], "parent_vm_pte_kb": r["parent_vm_pte_kb"],
+                "vm_pte_kb_before": r.get("vm_pte_kb_before"),
                 "child_vm_pte_kb": _median(r["child_vm_pte_kb"])}
         elif r["kind"] == "split":
             out["split"][r["thp"]] = {"write_ns": _spread(r["write_ns"]),
