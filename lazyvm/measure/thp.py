@@ -17,10 +17,11 @@ small process, so that its own fork cost stays small beside the mapping's):
   huge-page fault (a 2 MiB page allocated and zeroed, a PTE table deposited); beside it
   the same number of 4 KiB demand-zero faults.
 
-:func:`measure` runs them in a worker and returns the samples; ``lazyvm calibrate --thp``
-turns them into the profile's THP costs (``lazyvm.measure.calibrate.thp_costs``).  Whether THP is
-on at all is :func:`thp_mode` (``/sys/kernel/mm/transparent_hugepage/enabled``): with
-``never`` the THP jobs report ``huge_kb == 0`` and their figures are 4 KiB ones.
+:func:`measure` runs them in a worker and returns the samples; ``lazyvm calibrate
+--thp`` turns them into the profile's THP costs (:func:`thp_costs`, :func:`calibrate_thp`)
+and checks the predicted fork against them (:func:`validate_fork`).  Whether THP is on at
+all is :func:`thp_mode` (``/sys/kernel/mm/transparent_hugepage/enabled``): with ``never``
+the THP jobs report ``huge_kb == 0`` and their figures are 4 KiB ones.
 """
 
 import json

@@ -318,14 +318,16 @@ def run(params=None, progress=None):
                             entry.update(price(c, prof))
                         row["policies"][pol] = entry
                     if prof is not None and pols:
-                        row["winner"] = min(pols, key=lambda q: row["policies"][q]["total_ns"])
-                        row["fork_winner"] = min(pols, key=lambda q: row["policies"][q]["fork_ns"])
+                        got = row["policies"]
+                        row["winner"] = min(pols, key=lambda q: got[q]["total_ns"])
+                        row["fork_winner"] = min(pols, key=lambda q: got[q]["fork_ns"])
                     cells.append(row)
                     if progress:
                         progress(len(cells))
     seconds = time.perf_counter() - t0
     return {"workload": "breakeven",
-            "params": {"sizes": g["sizes"], "fractions": [_fraction_text(f) for f in g["fractions"]],
+            "params": {"sizes": g["sizes"],
+                       "fractions": [_fraction_text(f) for f in g["fractions"]],
                        "spreads": g["spreads"], "children": g["children"],
                        "policies": g["policies"], "costs": spec},
             "profile": prof.name if prof is not None else None,
