@@ -23,16 +23,16 @@ def _source_tree_error() -> ImportError:
     root = _os.path.dirname(here)
     return ImportError(
         f"lazyvm is being imported from its source tree ({root}), where the compiled "
-        f"core lazyvm._core is not built; run Python from another directory to use "
+        f"core lazyvm.core is not built; run Python from another directory to use "
         f"the installed lazyvm, or build here with `pip install -e .` or "
         f"`python setup.py build_ext --inplace`")
 
 
 try:  # the compiled core: everything below needs it
-    _importlib.import_module(__name__ + "._core")
+    _importlib.import_module(__name__ + ".core")
 except ModuleNotFoundError as _e:
     _here = _os.path.dirname(_os.path.abspath(__file__))
-    if _e.name == __name__ + "._core" and _os.path.exists(
+    if (_e.name == __name__ + ".core" or (_e.name or "").startswith(__name__ + ".core.")) and _os.path.exists(
             _os.path.join(_here, _os.pardir, "setup.py")):
         raise _source_tree_error() from None
     raise

@@ -9,7 +9,7 @@
     x86_64   47     39 38     30 29     21 20     12 11     0      4 levels, 64-bit
             | pgd (9) | pud (9) | pmd (9) | pte (9) | offset |
 
-The compiled core has the same numbers in lazyvm/_core.pyx (Core.__cinit__).
+The compiled core has the same numbers in lazyvm/core/defs.pxd and lazyvm/core/state.pyx (State.__cinit__).
 """
 from typing import NamedTuple, Tuple
 

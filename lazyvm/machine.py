@@ -20,8 +20,7 @@ from typing import Iterator, NoReturn, SupportsIndex
 import numpy as np
 
 from . import vma as vmalib
-from ._check import check as _check_core
-from ._core import Core
+from .core import Core, check as _check_core
 from .errors import InvariantError, OutOfMemory, ProcessExited, SegmentationFault
 from .layout import LAYOUTS, MAX_SWAP_SLOTS, PAGE_SIZE, Layout, parse_prot, vm_flags
 from .vma import ShmObject, Vma

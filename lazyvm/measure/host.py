@@ -204,11 +204,11 @@ def build_info() -> dict:
     """Which compiled core ran: ``debug`` is True for the checked build (LAZYVM_DEBUG=1:
     bounds and wraparound checks), False for the fast one, None when the core does not
     say; ``core`` is the file it was loaded from."""
-    from .. import _core
+    from ..core import api, defs
 
-    debug = getattr(_core, "DEBUG_BUILD", None)
+    debug = getattr(defs, "DEBUG_BUILD", None)
     return {"debug": None if debug is None else bool(debug),
-            "core": getattr(_core, "__file__", None)}
+            "core": getattr(api, "__file__", None)}
 
 
 # ---------------------------------------------------------------- this machine's fork()

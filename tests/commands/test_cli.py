@@ -101,7 +101,7 @@ def test_json_structure(quick_run):
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", rec["time"])
     # Which build ran: the checked or the optimized one (None when the core cannot say).
     assert set(rec["build"]) >= {"debug", "core"}
-    core_debug = getattr(lazyvm._core, "DEBUG_BUILD", None)
+    core_debug = getattr(lazyvm.core, "DEBUG_BUILD", None)
     assert rec["build"]["debug"] == (None if core_debug is None else bool(core_debug))
     mach = rec["host"]
     for key in ("platform", "kernel", "cpu_model", "cores", "python", "numpy"):

@@ -211,3 +211,231 @@ def test_accounting_argument():
         Machine(memory=8 * MiB, layout="x86_64", share_level=2, accounting="eager")
     with pytest.raises(ValueError, match="fork mode"):
         Machine(memory=8 * MiB).spawn().fork("odd")
+
+
+# ---- transparent huge pages ----------------------------------------------------------
+
+HUGE = 2 * MiB
+PS = 0x080
+
+
+def test_thp_arguments():
+    assert Machine(memory=8 * MiB).thp == "never"
+    for thp in ("always", "madvise"):
+        with pytest.raises(ValueError, match="i386"):
+            Machine(memory=8 * MiB, thp=thp)
+        Machine(memory=8 * MiB, layout="pae", thp=thp)
+    with pytest.raises(ValueError, match="thp"):
+        Machine(memory=8 * MiB, layout="pae", thp="sometimes")
+    with pytest.raises(ValueError, match="thp_cow"):
+        Machine(memory=8 * MiB, layout="pae", thp="always", thp_cow="share")
+    with pytest.raises(TypeError):
+        Machine(memory=8 * MiB, layout="pae", thp=True)
+    p = Machine(memory=8 * MiB, layout="pae").spawn()
+    a = p.mmap(HUGE)
+    with pytest.raises(ValueError, match="advice"):
+        p.madvise(a, HUGE, "huge")
+    with pytest.raises(ValueError, match="not all mapped"):
+        p.madvise(a, 2 * HUGE, "hugepage")
+
+
+def thp_1gib(**kw):
+    m = Machine(memory=1280 * MiB, layout="x86_64", contents=False, thp="always", **kw)
+    p = m.spawn()
+    a = p.mmap(GiB, addr=X86_BASE)
+    p.touch(a, GiB, write=True)
+    return m, p, a
+
+
+def test_thp_1gib_fault_maps_512_huge_pages_with_512_deposits():
+    m, p, a = thp_1gib(rmap=True)
+    s = m.stats()
+    assert (s["thp_faults"], s["tables_deposited"], s["demand_zero"]) == (512, 512, 0)
+    assert s["page_tables"] == s["tables_allocated"] == 512 + 2
+    assert p.stats() == {"rss": 262144, "page_tables": 514, "page_tables_l1": 512,
+                         "page_tables_l2": 1, "page_tables_l3": 1, "vmas": 1}
+    e = p.pte(a + 5 * HUGE + 123)
+    assert e & PS and e == p.pde(a + 5 * HUGE) and p.walk(a)[-1][0] == 2
+    assert p.translate(a + 5 * HUGE + 4096 + 7) == ((e >> 12) << 12) + 4096 + 7
+    head = e >> 12
+    assert head % 512 == 0 and m.frame_count(head) == 1 and m.frame_count(head + 1) == 0
+    assert m.rmap(head) == [(p.walk(a)[-1][1], 5)]          # one slot: (pmd table, index)
+    m.check()
+
+
+@pytest.mark.parametrize("mode,share_level,allocated", [
+    ("copy", 1, 2 + 512), ("share", 1, 2 + 512), ("odf", 1, 2 + 512), ("share", 2, 1)])
+def test_thp_fork_1gib_child_has_512_deposits_and_a_write_splits_one(mode, share_level,
+                                                                     allocated):
+    m, p, a = thp_1gib(share_level=share_level)
+    s0 = m.stats()
+    c = p.fork(mode)
+    d = delta(m, s0, "tables_allocated", "tables_deposited", "ptes_copied")
+    assert d == {"tables_allocated": allocated,
+                 "tables_deposited": 512 if share_level == 1 else 0, "ptes_copied": 0}, d
+    assert c.stats()["page_tables"] == 512 + 2 and c.stats()["rss"] == 262144
+    if share_level == 1:          # the huge entries were copied, write-protected
+        assert not c.pte(a) & RW and not p.pte(a) & RW
+    else:                         # the pmd table is shared under write-protected puds
+        assert c.pte(a) & RW and not c.walk(a)[-2][3] & RW and not p.walk(a)[-2][3] & RW
+    m.check()
+    s1 = m.stats()
+    c.touch(a + 7 * HUGE + 4096, 4096, write=True)
+    d = delta(m, s1, "thp_splits", "cow_copies", "thp_copies", "tables_deposited")
+    # at share level 2 the child first privatizes the pmd table: 512 mappings copied
+    assert d == {"thp_splits": 1, "cow_copies": 1, "thp_copies": 0,
+                 "tables_deposited": -1 if share_level == 1 else 511}, d
+    assert p.pte(a + 7 * HUGE) & PS and not c.pte(a + 7 * HUGE) & PS
+    m.check()
+    c.exit()
+    p.exit()
+    assert m.stats()["frames_used"] == m.boot_frames
+    m.check()
+
+
+@pytest.mark.parametrize("layout", ["pae", "x86_64"])
+@pytest.mark.parametrize("thp_cow", ["split", "copy"])
+@pytest.mark.parametrize("accounting", ["lazy", "eager"])
+def test_thp_data_after_fork_and_cow(layout, thp_cow, accounting):
+    m = Machine(memory=32 * MiB, layout=layout, thp="always", thp_cow=thp_cow,
+                accounting=accounting)
+    p = m.spawn()
+    a = p.mmap(3 * HUGE, addr=0x40000000)
+    for pg in range(a, a + 3 * HUGE, 64 * 1024):
+        p.write(pg, pg.to_bytes(8, "little"))
+    assert m.stats()["thp_faults"] == 3
+    c = p.fork("share")
+    c.write(a + HUGE + 8, b"child")
+    s = m.stats()
+    assert (s["thp_splits"], s["thp_copies"]) == ((1, 0) if thp_cow == "split" else (0, 1))
+    for pg in range(a, a + 3 * HUGE, 64 * 1024):
+        assert p.read(pg, 8) == pg.to_bytes(8, "little")
+        assert c.read(pg, 8) == pg.to_bytes(8, "little")
+    assert c.read(a + HUGE + 8, 5) == b"child" and p.read(a + HUGE + 8, 5) == bytes(5)
+    m.check()
+    p.write(a, b"parent")                 # the parent's own huge page: reuse after c exits
+    c.exit()
+    s0 = m.stats()
+    p.write(a + 2 * HUGE, b"again")
+    assert delta(m, s0, "cow_copies", "thp_copies", "thp_splits") == {
+        "cow_copies": 0, "thp_copies": 0, "thp_splits": 0}
+    m.check()
+
+
+def test_thp_no_run_of_512_frames_falls_back_to_4k():
+    m = Machine(memory=(1 << 20) + 512 * 4096, layout="x86_64", thp="always")
+    p = m.spawn()
+    a = p.mmap(HUGE, addr=0x40000000)
+    p.write(a, b"x")
+    s = m.stats()
+    assert (s["thp_faults"], s["thp_fallbacks"], s["demand_zero"]) == (0, 1, 1)
+    assert not p.pte(a) & PS
+    m.check()
+
+
+def test_thp_read_fault_maps_the_zero_page():
+    m = Machine(memory=16 * MiB, layout="pae", thp="always")
+    p = m.spawn()
+    a = p.mmap(HUGE, addr=0x40000000)
+    assert p.read(a, 4) == bytes(4)
+    s = m.stats()
+    assert (s["thp_faults"], s["zero_page_maps"]) == (0, 1)
+    p.write(a + 4096, b"y")               # the pmd entry is no longer empty: 4 KiB
+    assert m.stats()["thp_faults"] == 0 and m.stats()["demand_zero"] == 1
+    m.check()
+
+
+def test_madvise_marks_split_vmas_and_choose_huge_pages():
+    m = Machine(memory=32 * MiB, layout="x86_64", thp="madvise")
+    p = m.spawn()
+    a = p.mmap(4 * HUGE, addr=0x40000000)
+    p.madvise(a + HUGE, 2 * HUGE, "hugepage")
+    assert [(v.start - a, v.end - a) for v in p.vmas] == [
+        (0, HUGE), (HUGE, 3 * HUGE), (3 * HUGE, 4 * HUGE)]
+    p.touch(a, 4 * HUGE, write=True)
+    assert m.stats()["thp_faults"] == 2
+    assert [bool(p.pte(a + k * HUGE) & PS) for k in range(4)] == [False, True, True, False]
+    p.madvise(a + HUGE, 2 * HUGE, "nohugepage")   # huge pages already mapped stay
+    assert p.pte(a + HUGE) & PS and len(p.vmas) == 3
+    m.check()
+    m2 = Machine(memory=32 * MiB, layout="x86_64", thp="always")
+    q = m2.spawn()
+    b = q.mmap(2 * HUGE, addr=0x40000000)
+    q.madvise(b, HUGE, "nohugepage")
+    q.touch(b, 2 * HUGE, write=True)
+    assert m2.stats()["thp_faults"] == 1 and not q.pte(b) & PS and q.pte(b + HUGE) & PS
+    m2.check()
+
+
+def test_madvise_cutting_a_huge_mapping_splits_it():
+    m = Machine(memory=32 * MiB, layout="pae", thp="always")
+    p = m.spawn()
+    a = p.mmap(HUGE, addr=0x40000000)
+    p.write(a + 4096, b"z")
+    p.madvise(a, 64 * 4096, "nohugepage")
+    assert m.stats()["thp_splits"] == 1 and not p.pte(a) & PS
+    assert p.read(a + 4096, 1) == b"z"
+    m.check()
+
+
+@pytest.mark.parametrize("op", ["munmap", "mprotect", "mprotect_none"])
+def test_thp_munmap_and_mprotect_of_part_split(op):
+    m = Machine(memory=32 * MiB, layout="x86_64", thp="always", rmap=True)
+    p = m.spawn()
+    a = p.mmap(2 * HUGE, addr=0x40000000)
+    for pg in range(a, a + 2 * HUGE, 4096):
+        p.write(pg, pg.to_bytes(8, "little"))
+    s0 = m.stats()
+    if op == "munmap":
+        p.munmap(a + 4096, 4096)
+    else:
+        p.mprotect(a + 4096, 4096, "" if op == "mprotect_none" else "r")
+    d = delta(m, s0, "thp_splits", "tables_deposited")
+    assert d == {"thp_splits": 1, "tables_deposited": -1}, d
+    assert p.pte(a + HUGE) & PS
+    m.check()
+    for pg in range(a, a + 2 * HUGE, 4096):
+        if pg != a + 4096:
+            assert p.read(pg, 8) == pg.to_bytes(8, "little")
+    p.write(a + 8192, b"w")               # split PTEs are read-only: a 4 KiB copy
+    m.check()
+    p.mprotect(a + HUGE, HUGE, "r")       # a whole huge mapping: no split
+    assert m.stats()["thp_splits"] == 1 and p.pte(a + HUGE) & PS and not p.pte(a + HUGE) & RW
+    m.check()
+    p.exit()
+    assert m.stats()["frames_used"] == m.boot_frames
+    m.check()
+
+
+@pytest.mark.parametrize("rmap", [True, False])
+def test_thp_reclaim_splits_huge_pages_first(rmap):
+    m = Machine(memory=16 * MiB, layout="x86_64", thp="always", rmap=rmap, swap=16 * MiB)
+    p = m.spawn()
+    a = p.mmap(2 * HUGE, addr=0x40000000)
+    for pg in range(a, a + 2 * HUGE, 4096):
+        p.write(pg, pg.to_bytes(8, "little"))
+    c = p.fork("copy")
+    m.reclaim(300)
+    m.reclaim(300)
+    assert m.stats()["thp_splits"] >= 2
+    m.check()
+    for q in (p, c):
+        for pg in range(a, a + 2 * HUGE, 64 * 1024):
+            assert q.read(pg, 8) == pg.to_bytes(8, "little")
+    m.check()
+    c.exit()
+    p.exit()
+    s = m.stats()
+    assert s["frames_used"] == m.boot_frames and s["swap_used"] == 0
+
+
+def test_thp_without_contents():
+    m = Machine(memory=64 * MiB, layout="pae", thp="always", contents=False)
+    p = m.spawn()
+    a = p.mmap(8 * HUGE, addr=0x40000000)
+    p.touch(a, 8 * HUGE, write=True)
+    c = p.fork("copy")
+    c.touch(a, 8 * HUGE, write=True)
+    s = m.stats()
+    assert s["thp_faults"] == 8 and s["thp_splits"] == 8 and s["cow_copies"] == 8 * 512
+    m.check()

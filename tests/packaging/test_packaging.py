@@ -44,6 +44,9 @@ def test_import_from_an_unbuilt_source_tree_says_so_in_one_line(tmp_path):
     (src / "lazyvm").mkdir(parents=True)
     for f in Path(lazyvm.__file__).parent.glob("*.py"):
         shutil.copy(f, src / "lazyvm" / f.name)
+    (src / "lazyvm" / "core").mkdir()
+    shutil.copy(Path(lazyvm.__file__).parent / "core" / "__init__.py",
+                src / "lazyvm" / "core" / "__init__.py")
     (src / "setup.py").write_text("# a source tree\n")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     proc = subprocess.run([sys.executable, "-c", "import lazyvm"], cwd=src, env=env,
@@ -62,7 +65,9 @@ def test_a_broken_core_is_not_reported_as_a_source_tree(tmp_path):
     pkg = tmp_path / "site" / "lazyvm"
     pkg.mkdir(parents=True)
     shutil.copy(Path(lazyvm.__file__), pkg / "__init__.py")
-    (pkg / "_core.py").write_text("raise ImportError('numpy.core.multiarray failed')\n")
+    (pkg / "core").mkdir()
+    (pkg / "core" / "__init__.py").write_text(
+        "raise ImportError('numpy.core.multiarray failed')\n")
     (pkg.parent / "setup.py").write_text("# a source tree too\n")
     proc = subprocess.run([sys.executable, "-c", "import lazyvm"], cwd=tmp_path / "site",
                           capture_output=True, text=True, timeout=60)
@@ -140,7 +145,7 @@ def _ignored(patterns, path):
 
 @needs_tree
 @pytest.mark.parametrize("path", ["fork.json", "fork.png", "run.json", "fork.svg",
-                                  "lazyvm/_core.c", "lazyvm/_core.cpython-311.so",
+                                  "lazyvm/core/api.c", "lazyvm/core/fork.cpython-311.so",
                                   "build/lib/x.py", "dist/lazyvm-0.2.0.tar.gz",
                                   "lazyvm.egg-info/PKG-INFO", ".venv-ci/bin/python",
                                   "tests/__pycache__/x.pyc", ".benchmarks/x.json"])
@@ -155,7 +160,8 @@ def test_gitignore_covers_what_the_cli_and_builds_write(path):
 
 @needs_tree
 @pytest.mark.parametrize("path", ["lazyvm/profiles/host.json", "tests/data/x.json",
-                                  "docs/fork.png", "lazyvm/_core.pyx"])
+                                  "docs/fork.png", "lazyvm/core/fork.pyx",
+                                  "lazyvm/core/defs.pxd"])
 def test_gitignore_keeps_sources(path):
     gi = ROOT / ".gitignore"
     if not gi.is_file():
@@ -206,7 +212,7 @@ def _copy_tree(dst):
         return [n for n in names if n in ("build", "dist", ".git", "__pycache__",
                                           ".pytest_cache", ".hypothesis", ".benchmarks")
                 or n.startswith(".venv") or n.endswith((".so", ".egg-info"))
-                or (n.endswith((".c", ".html")) and Path(d).name == "lazyvm")]
+                or (n.endswith((".c", ".html")) and Path(d).name in ("lazyvm", "core"))]
     shutil.copytree(ROOT, dst, ignore=ignore)
 
 
@@ -239,7 +245,7 @@ def dists(tmp_path_factory):
 def test_sdist_holds_tests_bench_docs_and_licence(dists):
     snames, _, _ = dists
     for f in ("LICENSE", "README.md", "pyproject.toml", "setup.py", "MANIFEST.in",
-              ".gitignore", ".ci/run", "lazyvm/_core.pyx", "lazyvm/_core.pxd",
+              ".gitignore", ".ci/run", "lazyvm/core/fork.pyx", "lazyvm/core/defs.pxd",
               "lazyvm/py.typed", "tests/conftest.py", "tests/vmhelpers.py",
               "bench/conftest.py", "bench/benchlib.py", "docs/SEED.md", "docs/JSON.md",
               "docs/DESIGN.md", "docs/KERNEL-NOTES.md"):
@@ -253,8 +259,10 @@ def test_sdist_holds_tests_bench_docs_and_licence(dists):
 
 def test_wheel_has_the_core_and_no_generated_c(dists):
     _, wnames, meta = dists
-    assert any(re.fullmatch(r"lazyvm/_core\..*\.so", n) for n in wnames), wnames
-    assert "lazyvm/py.typed" in wnames and "lazyvm/_core.pyi" in wnames
+    for mod in ("api", "check", "fork"):
+        assert any(re.fullmatch(rf"lazyvm/core/{mod}\..*\.so", n) for n in wnames), wnames
+    assert "lazyvm/py.typed" in wnames and "lazyvm/core/api.pyi" in wnames
+    assert "lazyvm/core/defs.pxd" in wnames
     assert not [n for n in wnames if n.endswith((".c", ".html"))]
     assert not [n for n in wnames if n.startswith(("tests/", "bench/"))]
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in wnames), wnames

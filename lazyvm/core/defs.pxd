@@ -1,6 +1,7 @@
 # cython: language_level=3
 #
-# lazyvm._core: the compiled half of lazyvm.  This header is the map of the machine.
+# lazyvm.core.defs: the definitions every module of the compiled core (and the checker)
+# cimports.  This header is the map of the machine.
 #
 # Three paging layouts (DESIGN.md section 6), 4 KiB pages everywhere:
 #
@@ -44,6 +45,12 @@ ctypedef uint64_t slot_t     # an rmap slot: table_pfn << slot_shift | entry ind
 ctypedef fused leaf_t:       # the leaf loops are compiled once per entry width
     pte32_t
     pte64_t
+
+# Layouts (lazyvm/layout.py has the same numbers for the Python layer).
+cdef enum:
+    L_I386 = 0
+    L_PAE = 1
+    L_X86_64 = 2
 
 cdef enum:
     PAGE_SHIFT = 12
@@ -126,6 +133,82 @@ cdef enum:
     NRPTE32 = 15
     NRPTE64 = 7
 
+# Counters: the st[] array of the core.  The Python name of each is its enum name
+# without ST_, lower case (defs.counter_names() derives the names from this enum, so a
+# counter is added here and nowhere else).  Members are numbered by Cython, in order.
+cpdef enum:
+    ST_FORKS
+    ST_FORKS_COPY
+    ST_FORKS_SHARE
+    ST_EXITS
+    ST_EXECS
+    ST_FORK_VMAS
+    ST_EXIT_VMAS
+    ST_FAULTS
+    ST_DEMAND_ZERO
+    ST_ZERO_PAGE_MAPS
+    ST_COW_COPIES
+    ST_COW_REUSES
+    ST_SHMEM_FAULTS
+    ST_SWAP_INS
+    ST_SWAP_OUTS
+    ST_UNSHARES
+    ST_UNSHARE_REUSES
+    ST_TABLES_DROPPED
+    ST_PTES_COPIED
+    ST_PTES_ZAPPED
+    ST_RMAP_ADDS
+    ST_RMAP_REMOVES
+    ST_SHARE_WRPROTECTS
+    ST_TABLES_ALLOCATED
+    ST_TABLES_FREED
+    ST_TABLES_COPIED
+    ST_CHAIN_NODES_ALLOCATED
+    ST_RECLAIM_CLOCK_SCANNED
+    ST_RECLAIM_RMAP_SLOTS
+    ST_RECLAIM_SCAN_PTES
+    ST_PAGE_TABLES
+    ST_PGDS
+    ST_PTE_CHAIN_NODES
+    ST_PTE_CHAIN_SLOTS
+    ST_RMAP_DIRECT
+    ST_FRAMES_PEAK
+    ST_PAGE_TABLES_PEAK
+    ST_PTE_CHAIN_NODES_PEAK
+    ST_FORKS_ODF                     # On-demand-fork forks
+    ST_ODF_TABLES_SHARED             # On-demand-fork: leaf tables shared
+    ST_ODF_TABLES_COPIED             # On-demand-fork: leaf tables copied
+    ST_EAGER_REFS                    # eager accounting: page references taken by a share
+    ST_EAGER_REFS_DROPPED            # eager accounting: references dropped with a table
+    ST_THP_FAULTS                    # huge pages allocated by a fault
+    ST_THP_FALLBACKS                 # no 512-frame run for a huge page: 4 KiB pages
+    ST_THP_SPLITS                    # huge pmd mappings split into 512 PTEs
+    ST_THP_COPIES                    # huge pages copied whole on a write (thp_cow="copy")
+    ST_TABLES_DEPOSITED              # leaf tables deposited now (one per huge pmd mapping)
+    ST_NAMED                         # not a counter: the number of named ones above
+
+# Per-level counters follow the named ones: base + level - 1, levels 1..4.
+cdef enum:
+    ST_TABLES_L = ST_NAMED           # current user tables of level 1..4
+    ST_UNSHARES_L = ST_TABLES_L + 4  # tables privatized, level 1..4
+    ST_DROPPED_L = ST_UNSHARES_L + 4 # fast-path drops, level 1..4
+    ST_N = ST_DROPPED_L + 4
+
+cdef enum:
+    MAX_NODES = 1 << 26              # the chain pool's largest virtual reservation (4 GiB)
+
+cdef extern from *:
+    """
+    #define LAZYVM_MAP_NORESERVE 0x4000
+    #ifdef LAZYVM_DEBUG
+    #define LAZYVM_DEBUG_BUILD 1
+    #else
+    #define LAZYVM_DEBUG_BUILD 0
+    #endif
+    """
+    const int MAP_NORESERVE "LAZYVM_MAP_NORESERVE"
+    const int LAZYVM_DEBUG_BUILD     # setup.py defines LAZYVM_DEBUG for LAZYVM_DEBUG=1
+
 # Result codes of the nogil paths; the exception is raised after the GIL is retaken.
 cdef enum:
     OK = 0
@@ -187,3 +270,15 @@ ctypedef struct mm_t:
     pfn_t pgd
     const vma_t* vmas
     Py_ssize_t nv
+
+# A scan over the present entries [i, n) of table t, one at a time (scan_begin /
+# scan_next in state.pxd): the loop head of every walker that visits a whole table.
+ctypedef struct scan_t:
+    pfn_t t
+    uint32_t i, n, idx
+
+# A walk over the pgd entries an mm's VMAs reach (top_begin / top_next in state.pxd):
+# runs [lo, hi) in address order, each entry once.
+ctypedef struct top_t:
+    Py_ssize_t v
+    uint32_t lo, hi, nxt

@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""lazyvm._check: the invariants of DESIGN.md section 3, verified over read-only numpy
+"""lazyvm.core.check: the invariants of DESIGN.md section 3, verified over read-only numpy
 views of the core's arrays (Core.views()).  Nothing here changes the machine.
 
 Every frame number read from memory is bounds-checked before it is used, so a corrupted
@@ -13,28 +13,18 @@ entry is reported as an InvariantError, never followed.
   5. a private frame reached from more than one slot has RW clear in every slot
   6. every frame is free or in use, never both, never neither
   7. a swap slot's count = the swap entries naming it
+  Huge pages (DESIGN.md section 10): PS only in pmd entries, pointing at a 512-aligned
+  head; one deposited table per huge pmd mapping, on its pmd table's list; the head's
+  count = its pmd mappings + the present PTEs mapping any of its frames (+ caches);
+  RW clear in every private mapping of a huge page whose count is > 1; a free
+  512-frame block is free whole.
 """
 import numpy as np
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t, int64_t, uint64_t
 
 from lazyvm.errors import InvariantError
 
-cdef enum:
-    F_FREE = 0x001
-    F_RESERVED = 0x002
-    F_PGD = 0x004
-    F_PTABLE = 0x008
-    F_ANON = 0x010
-    F_SHMEM = 0x020
-    F_DIRECT = 0x040
-    F_SWAPCACHE = 0x080
-    _P = 0x001
-    _RW = 0x002
-    _PROTNONE = 0x080
-    ENTRY_USER = 0x067
-    ENTRY_PDPT = 0x001
-
-cdef uint64_t PFN_MASK = 0xFFFFFFFFFF
+from lazyvm.core.defs cimport *
 
 
 def fail(num, msg):
@@ -62,6 +52,11 @@ def check(dict v, list pgds, list shm_ranges):
     cdef int32_t[::1] nslots = np.zeros(nf, dtype=np.int32)
     cdef int32_t[::1] rwslots = np.zeros(nf, dtype=np.int32)
     cdef int32_t[::1] rwshared = np.zeros(nf, dtype=np.int32)   # RW slots in shared tables
+    cdef int32_t[::1] maps = np.zeros(nf, dtype=np.int32)       # mappings of a page (head)
+    cdef int32_t[::1] nhuge = np.zeros(nf, dtype=np.int32)      # huge entries of a pmd table
+    cdef uint8_t[::1] deposited = np.zeros(nf, dtype=np.uint8)
+    cdef uint32_t h, d
+    cdef int64_t ndeposits = 0
     cdef int32_t tusers
     cdef int64_t[::1] swapexp = np.zeros(max(nswap, 1), dtype=np.int64)
     cdef uint8_t[::1] live_pgd = np.zeros(nf, dtype=np.uint8)
@@ -76,6 +71,9 @@ def check(dict v, list pgds, list shm_ranges):
 
     def entries(uint32_t frame):
         return ents[<size_t>frame * per:(<size_t>frame + 1) * per]
+
+    def row_of_table(uint32_t frame):
+        return entries(frame)
 
     # ---- pgds and the tables they reach, level by level (invariants 3, 4, 6) --------
     kernel = entries(v["swapper_pgd"])[user_entries:nent[levels]]
@@ -92,13 +90,32 @@ def check(dict v, list pgds, list shm_ranges):
         frontier.append((g, row[:user_entries]))
     want_bits = ENTRY_PDPT if not top_rw else ENTRY_USER
     table_rows = {}
+    pmd_rows = {}                    # pmd tables holding huge entries (rmap slots)
     for level in range(levels, 1, -1):
         nxt = {}
         for parent, row in frontier:
             for i in np.flatnonzero(row):
                 e = int(row[i])
-                ebits = e & 0xFFF
-                t = (e >> 12) & PFN_MASK
+                ebits = e & FLAGS_MASK
+                t = entry_pfn(e)
+                if level == 2 and (e & _PS):
+                    # a huge mapping: P, US, PS, maybe RW, A, D; a 512-aligned head
+                    if (e & (_P | _US)) != (_P | _US) or (ebits & ~(<uint64_t>(
+                            _P | _RW | _US | _A | _D | _PS))) or (e >> 52):
+                        fail(6, f"pmd table {parent} entry {i} = {e:#x} is not a huge "
+                                f"mapping")
+                    if t & (HPAGE_NR - 1) or t + HPAGE_NR > nf \
+                            or (flags[t] & (F_HUGE | F_ANON | F_FREE)) != (F_HUGE | F_ANON):
+                        fail(6, f"pmd table {parent} entry {i} maps frame {t}, not the "
+                                f"head of a huge page")
+                    exp[t] += 1
+                    nslots[t] += 1
+                    maps[t] += 1
+                    if e & _RW:
+                        rwslots[t] += 1
+                    nhuge[parent] += 1
+                    pmd_rows[parent] = row_of_table(parent)
+                    continue
                 if level == levels and not top_rw:
                     ok = ebits == ENTRY_PDPT
                 else:
@@ -106,7 +123,7 @@ def check(dict v, list pgds, list shm_ranges):
                 if not ok or (e >> 52) or (not wide and e >> 32):
                     fail(3, f"frame {parent} entry {i} = {e:#x} is not a user table entry")
                 if t >= nf or (flags[t] & (F_PTABLE | F_FREE)) != F_PTABLE \
-                        or ((flags[t] >> 12) & 7) != level - 1:
+                        or ((flags[t] >> F_LEVEL_SHIFT) & 7) != level - 1:
                     fail(3, f"frame {parent} entry {i} points at frame {t}, not a page "
                             f"table of level {level - 1}")
                 users[t] += 1
@@ -118,7 +135,9 @@ def check(dict v, list pgds, list shm_ranges):
                 break
             for i in np.flatnonzero(row):
                 e = int(row[i])
-                t = (e >> 12) & PFN_MASK
+                t = entry_pfn(e)
+                if level == 2 and (e & _PS):
+                    continue
                 if users[t] > 1 and (e & _RW):
                     fail(4, f"table {t} has {users[t]} users but frame {parent} entry {i} "
                             f"has RW set")
@@ -143,23 +162,26 @@ def check(dict v, list pgds, list shm_ranges):
             if e == 0:
                 continue
             if e & (_P | _PROTNONE):
-                f = <uint32_t>((e >> 12) & PFN_MASK)
+                f = entry_pfn(e)
                 if f == zero:
                     if e & _RW:
                         fail(5, f"ZERO_PAGE mapped writable at table {t} index {i}")
                     continue
-                if f >= nf or not (flags[f] & (F_ANON | F_SHMEM)) or (flags[f] & F_FREE):
+                if f >= nf or not (flags[f] & (F_ANON | F_SHMEM | F_TAIL)) \
+                        or (flags[f] & F_FREE):
                     fail(6, f"table {t} index {i} maps frame {f}, which is not a data "
                             f"frame in use")
-                exp[f] += tusers
+                h = f & ~(<uint32_t>(HPAGE_NR - 1)) if flags[f] & F_TAIL else f
+                exp[h] += tusers
                 nslots[f] += 1
+                maps[h] += 1
                 if e & _RW:
-                    rwslots[f] += 1
+                    rwslots[h] += 1
                     if users[t] > 1:
-                        rwshared[f] += 1
+                        rwshared[h] += 1
             else:
-                s = <uint32_t>((e >> 8) & 0xFFFFFF)
-                if (e & 0x81) or (e >> 32) or s == 0 or s >= nswp or swap_count[s] < 0:
+                s = swp_offset(e)
+                if (e & (_P | _PROTNONE)) or (e >> 32) or s == 0 or s >= nswp or swap_count[s] < 0:
                     fail(7, f"table {t} index {i}: {e:#x} is not a live swap entry")
                 swapexp[s] += 1
     for base, npages in shm_ranges:
@@ -184,6 +206,27 @@ def check(dict v, list pgds, list shm_ranges):
                 fail(1, f"swap cache of slot {s} holds frame {f} that does not know it")
             exp[f] += 1
 
+    # ---- deposited tables: one per huge pmd mapping, on its pmd table's list ---------
+    for t in range(hwm):
+        if not users[t] or tlevel[t] != 2:
+            continue
+        n = 0
+        d = link[t]
+        while d != 0:
+            if d >= hwm or (flags[d] & ~(<uint32_t>(7 << F_LEVEL_SHIFT))) \
+                    != (F_PTABLE | F_DEPOSIT) or ((flags[d] >> F_LEVEL_SHIFT) & 7) != 1 \
+                    or deposited[d] or count[d] != 1 or n > nhuge[t]:
+                fail(3, f"pmd table {t}: its deposit list reaches frame {d}, not a "
+                        f"deposited leaf table of its own")
+            if np.any(entries(d)):
+                fail(3, f"deposited table {d} (pmd table {t}) is not empty")
+            deposited[d] = 1
+            n += 1
+            d = link[d]
+        if n != nhuge[t]:
+            fail(3, f"pmd table {t} has {nhuge[t]} huge mappings and {n} deposited tables")
+        ndeposits += n
+
     # ---- every frame (invariants 1, 5, 6) --------------------------------------------
     listed = 0
     ntab = 0
@@ -201,8 +244,17 @@ def check(dict v, list pgds, list shm_ranges):
                 fail(6, f"page directory {f} belongs to no live process (leaked)")
         elif fl & F_PTABLE:
             ntab += 1
-            if users[f] == 0:
+            if fl & F_DEPOSIT:
+                if not deposited[f]:
+                    fail(6, f"deposited table {f} is on no pmd table's list (leaked)")
+            elif users[f] == 0:
                 fail(6, f"page table {f} is reached by no pgd (leaked)")
+        elif fl & F_TAIL:
+            h = f & ~(<uint32_t>(HPAGE_NR - 1))
+            if fl & ~(<uint32_t>(F_TAIL | F_DIRECT | F_DIRTY)) or count[f] != 0 \
+                    or (flags[h] & (F_HUGE | F_FREE)) != F_HUGE:
+                fail(6, f"frame {f} (flags {fl:#x}, count {count[f]}) is a tail of no "
+                        f"huge page")
         elif fl & (F_ANON | F_SHMEM):
             if count[f] != exp[f]:
                 fail(1, f"frame {f} count {count[f]} != {exp[f]} "
@@ -212,7 +264,7 @@ def check(dict v, list pgds, list shm_ranges):
             # eager: a page under a shared table has a reference per sharer, and its
             # one slot may keep RW (the entries above the table have it clear)
             if (fl & F_ANON) and rwslots[f] and count[f] > 1 and \
-                    (not eager or nslots[f] > 1 or rwslots[f] > rwshared[f]):
+                    (not eager or maps[f] > 1 or rwslots[f] > rwshared[f]):
                 fail(5, f"private frame {f} has {count[f]} references and "
                         f"{rwslots[f]} writable slots")
             if (fl & F_SWAPCACHE) and (index[f] >= nswap or swap_cache[index[f]] != f):
@@ -225,7 +277,11 @@ def check(dict v, list pgds, list shm_ranges):
     if ntab != counters["page_tables"] or len(pgds) != counters["pgds"]:
         fail(3, f"counters: {counters['page_tables']} page tables, {counters['pgds']} "
                 f"pgds; the frames say {ntab} and {len(pgds)}")
+    if ndeposits != counters["tables_deposited"]:
+        fail(3, f"counters: {counters['tables_deposited']} tables deposited, the pmd "
+                f"tables hold {ndeposits}")
     bylevel = np.bincount(np.asarray(tlevel)[np.asarray(users) > 0], minlength=5)
+    bylevel[1] += ndeposits
     for level in range(1, levels):
         if bylevel[level] != v["tables_by_level"][level - 1]:
             fail(3, f"counters: {v['tables_by_level'][level - 1]} tables of level {level}, "
@@ -247,6 +303,11 @@ def check(dict v, list pgds, list shm_ranges):
             fail(6, f"free list reaches frame {f}, which is not free")
         steps += 1
         f = link[f]
+    for h in v["hfree"]:             # free 512-frame blocks, kept whole
+        if h & (HPAGE_NR - 1) or h + HPAGE_NR > hwm \
+                or np.any(np.asarray(flags[h:h + HPAGE_NR]) != F_FREE):
+            fail(6, f"free huge-page block at frame {h} is not 512 free frames")
+        steps += HPAGE_NR
     if steps != listed or listed + (nf - hwm) != v["nfree"]:
         fail(6, f"free list has {steps} frames, {listed} are marked free, "
                 f"{nf - hwm} never used; nfree says {v['nfree']}")
@@ -255,7 +316,7 @@ def check(dict v, list pgds, list shm_ranges):
         if counters["pte_chain_nodes"] != 0:
             fail(2, "pte_chain nodes in use without rmap")
         return
-    _check_rmap(v, table_rows, nslots)
+    _check_rmap(v, {**table_rows, **pmd_rows}, nslots)
 
 
 def _check_rmap(dict v, dict table_rows, int32_t[::1] nslots):
@@ -291,7 +352,7 @@ def _check_rmap(dict v, dict table_rows, int32_t[::1] nslots):
         if t >= nf or tord[t] < 0 or i >= per:
             fail(2, f"frame {frame}: slot ({t}, {i}) is not in a live table")
         e = tab[tord[t], i]
-        if not (e & (_P | _PROTNONE)) or ((e >> 12) & PFN_MASK) != frame:
+        if not (e & (_P | _PROTNONE)) or entry_pfn(e) != frame:
             fail(2, f"frame {frame}: slot ({t}, {i}) holds {e:#x}")
         if mark[<size_t>tord[t] * per + i]:
             fail(2, f"slot ({t}, {i}) is in a chain twice")
@@ -299,7 +360,7 @@ def _check_rmap(dict v, dict table_rows, int32_t[::1] nslots):
 
     for f in range(hwm):
         fl = flags[f]
-        if not (fl & (F_ANON | F_SHMEM)) or (fl & F_FREE):
+        if not (fl & (F_ANON | F_SHMEM | F_TAIL)) or (fl & F_FREE):
             continue
         chain_len = 0
         if fl & F_DIRECT:
@@ -314,14 +375,14 @@ def _check_rmap(dict v, dict table_rows, int32_t[::1] nslots):
                     fail(2, f"frame {f}: chain node {n} is out of the pool or shared")
                 node_seen[n] = 1
                 seen_nodes += 1
-                idx = nodes[n, 0] & 15
+                idx = node_idx(&nodes[n, 0])
                 if idx >= nrpte or (n != link[f] and idx != 0):
                     fail(2, f"frame {f}: node {n} idx {idx} (only the head has free slots)")
                 for k in range(idx, nrpte):
                     slot = int(nodes64[n, 1 + k]) if wide else nodes[n, 1 + k]
                     check_slot(f, slot)
                     chain_len += 1
-                n = nodes[n, 0] >> 4
+                n = node_next(&nodes[n, 0])
         if chain_len != nslots[f]:
             fail(2, f"frame {f}: chain holds {chain_len} slots, {nslots[f]} PTEs map it")
         if not (fl & F_DIRECT):
@@ -337,7 +398,7 @@ def _check_rmap(dict v, dict table_rows, int32_t[::1] nslots):
         if n >= node_hwm or node_seen[n] or steps > node_cap:
             fail(2, f"free chain node {n} is in use or out of the pool")
         steps += 1
-        n = nodes[n, 0] >> 4
+        n = node_next(&nodes[n, 0])
     if steps + (node_cap - node_hwm) != v["node_nfree"] or seen_nodes + steps + 1 != node_hwm:
         fail(2, f"chain pool: {seen_nodes} used + {steps} listed free != "
                 f"{node_hwm - 1} ever used")

@@ -1,41 +1,14 @@
-"""Type stubs of the compiled core (lazyvm/_core.pyx).  The public API is lazyvm.Machine."""
+"""Type stubs of lazyvm/core/api.pyx, the Core class.  The public API is lazyvm.Machine."""
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import numpy.typing as npt
 
+from lazyvm.core.state import State
+
 VmaArray = npt.NDArray[np.uint64]        # rows (start, end, vm_flags, shm_base)
 
-DEBUG_BUILD: bool
-LAYOUT_I386: int
-LAYOUT_PAE: int
-LAYOUT_X86_64: int
-
-def host_zeros(nbytes: int) -> npt.NDArray[np.uint8]: ...
-
-class Core:
-    physical: npt.NDArray[np.uint8]
-    count_arr: npt.NDArray[np.int32]
-    link_arr: npt.NDArray[np.uint32]
-    index_arr: npt.NDArray[np.uint32]
-    flags_arr: npt.NDArray[np.uint16]
-    lidx_arr: npt.NDArray[np.uint16]
-    nodes_arr: npt.NDArray[np.uint32]
-    layout: int
-    levels: int
-    wide: bool
-    contents: bool
-    user_entries: int
-    nrpte: int
-    nframes: int
-    nfree: int
-    hwm: int
-    boot_frames: int
-    zero_pfn: int
-    swapper_pgd: int
-    rmap_enabled: bool
-    nswap: int
-    eager: bool
+class Core(State):
     def __init__(self, nframes: int, rmap: bool, nswap: int, layout: int = ...,
                  contents: bool = ..., eager: bool = ..., thp: int = ...,
                  thp_copy: bool = ...) -> None: ...
@@ -74,4 +47,3 @@ class Core:
     def translate(self, pgd: int, addr: int) -> int: ...
     def mm_stats(self, pgd: int) -> Tuple[int, List[int]]: ...
     def rmap_slots(self, f: int) -> List[Tuple[int, int]]: ...
-    def views(self) -> Dict[str, Any]: ...
