@@ -12,6 +12,7 @@ import pytest
 from lazyvm import Machine
 from lazyvm.costs import EVENTS, Profile, load_profile
 from lazyvm.measure import thp
+from lazyvm.workloads import snapshot
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="measures a Linux kernel")
@@ -129,10 +130,18 @@ def test_kernel_fork_jobs_map_huge_pages_and_deposit_a_table_per_pmd():
 
 
 def _pagemap(pid, addr, n):
-    with open(f"/proc/{pid}/pagemap", "rb") as f:
-        f.seek(addr // PAGE * 8)
-        data = f.read(n * 8)
-    return [e & ((1 << 55) - 1) if e >> 63 else None for e in struct.unpack(f"{n}Q", data)]
+    """Frame numbers (None where not present) and the exclusive flags of n pages at addr,
+    read as `lazyvm capture` reads them (lazyvm.workloads.snapshot)."""
+    pm = snapshot._Pagemap(pid)
+    try:
+        entries, ok = pm.read([(addr, addr + n * PAGE)])
+    finally:
+        pm.close()
+    assert ok
+    pfn = [int(e) & snapshot.PM_PFN_MASK if int(e) & snapshot.PM_PRESENT else None
+           for e in entries]
+    excl = [bool(int(e) & snapshot.PM_EXCLUSIVE) for e in entries]
+    return pfn, excl
 
 
 def _kpageflags(pfns):
@@ -164,13 +173,15 @@ def test_kernel_shares_huge_frames_after_fork_and_a_write_copies_one_page():
         os._exit(0)
     try:
         n = size // PAGE
-        parent, child = _pagemap("self", base, n), _pagemap(pid, base, n)
+        (parent, pex), (child, cex) = _pagemap(os.getpid(), base, n), _pagemap(pid, base, n)
         assert None not in parent and parent == child
+        assert not any(pex) and not any(cex)     # every page mapped by both
         assert all(f & KPF_THP for f in _kpageflags(parent[::97]))
         m[off + 3 * PAGE] = 2                    # a write to page 3 of the first 2 MiB
-        parent2, child2 = _pagemap("self", base, n), _pagemap(pid, base, n)
+        (parent2, pex2), (child2, _) = _pagemap(os.getpid(), base, n), _pagemap(pid, base, n)
         differ = [i for i in range(n) if parent2[i] != child2[i]]
         assert differ == [3]
+        assert [i for i in range(n) if pex2[i]] == [3]     # the copy is the parent's alone
         assert child2 == child
         assert all(f & KPF_THP for f in _kpageflags(child2[:512:37]))
     finally:
