@@ -72,6 +72,7 @@ from lazyvm import (Machine, OutOfMemory, ProcessExited,
 PAGE = 4096
 ZERO = bytes(PAGE)
 P, RW, PROTNONE = 0x001, 0x002, 0x080
+PS = 0x080                       # in a pmd entry: a huge mapping
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 
 EXAMPLES = int(os.environ.get("LAZYVM_HYPOTHESIS_EXAMPLES", "8"))
@@ -149,6 +150,7 @@ class Derived:
         self.per_proc = {}                           # pgd -> {"tables": {lvl: set}, "rss": n,
         #                                               "rss_present": n, "spans": [...]}
         self.swap_entries = []                       # [(leaf, idx, entry)]
+        self.huge_maps = 0                           # huge pmd mappings (distinct slots)
 
 
 def derive(m, lay, pgds):
@@ -156,6 +158,7 @@ def derive(m, lay, pgds):
     d = Derived()
     kids = {}                                   # table pfn -> [(idx, entry, child)]
     leaf = {}                                   # leaf pfn -> [(idx, entry)]
+    huge = {}                                   # pmd table pfn -> [(idx, huge entry)]
 
     def children(t, lvl):
         if t not in kids:
@@ -167,6 +170,10 @@ def derive(m, lay, pgds):
                 e = int(ents[i])
                 assert e & P, ("table %s (level %d) entry %d is %s: an upper-level entry "
                                "is either zero or present" % (hx(t), lvl, i, hx(e)))
+                if lvl == 2 and e & PS:          # a huge mapping: a leaf of 512 pages
+                    assert lay.pfn(e) % 512 == 0, "huge entry %s: head not 512-aligned" % hx(e)
+                    huge.setdefault(t, []).append((int(i), e))
+                    continue
                 low = e & 0xFFF
                 if lay.has_rw(lvl):
                     assert low in (0x067, 0x065), (
@@ -189,7 +196,7 @@ def derive(m, lay, pgds):
         assert m.frame_kind(pgd) == "pgd", "pgd %s is a %s frame" % (pgd, m.frame_kind(pgd))
         tables = {lvl: set() for lvl in range(1, lay.levels)}
         stack = [(pgd, lay.levels, 0)]
-        rss = rss_present = 0
+        rss = rss_present = deposits = 0
         spans = []                  # (level, base address) of every table reached
         while stack:
             t, lvl, base = stack.pop()
@@ -199,6 +206,11 @@ def derive(m, lay, pgds):
                         rss += 1
                         rss_present += bool(e & P)
                 continue
+            children(t, lvl)
+            for _i, _e in huge.get(t, ()):
+                rss += 512
+                rss_present += 512
+                deposits += 1
             for i, _e, c in children(t, lvl):
                 assert d.level.setdefault(c, lvl - 1) == lvl - 1, (
                     "table %s reached at levels %d and %d" % (c, d.level[c], lvl - 1))
@@ -209,10 +221,14 @@ def derive(m, lay, pgds):
                 stack.append((c, lvl - 1, cbase))
         kernel = np.asarray(m.table(pgd))[lay.user_entries:lay.entries[0]].copy()
         d.per_proc[pgd] = {"tables": tables, "rss": rss, "rss_present": rss_present,
-                           "spans": spans, "kernel": kernel}
+                           "spans": spans, "kernel": kernel, "deposits": deposits}
     for t, lst in kids.items():
         for i, e, c in lst:
             d.refs[c].append((t, i, e))
+    for t, lst in huge.items():
+        for i, e in lst:
+            d.slots[lay.pfn(e)].append((t, i, e))
+            d.huge_maps += 1
     for t, lst in leaf.items():
         for i, e in lst:
             assert e >> 52 == 0, "PTE %s of %s[%d] sets bits 52-63 (NX)" % (hx(e), t, i)
@@ -250,7 +266,17 @@ def check_derived(m, lay, procs, swap=False, shared_levels=None, eager=False):
                 assert not e & RW, ("invariant 4: shared table %s (level %d, use count %d) "
                                     "reached through writable entry %s of %s[%d]"
                                     % (t, lvl, n, hx(e), parent, i))
+    heads = collections.defaultdict(list)       # a frame of a huge page counts on its head
+    huge_heads = set()
     for f, slots in d.slots.items():
+        if m.frame_kind(f) == "anon" and m.frame_count(f) == 0:
+            heads[f & ~511] += slots
+            huge_heads.add(f & ~511)
+        else:
+            heads[f] += slots
+            if any(e & PS and d.level.get(t) == 2 for t, _i, e in slots):
+                huge_heads.add(f)
+    for f, slots in heads.items():
         kind = m.frame_kind(f)
         if kind == "reserved":                   # the ZERO_PAGE: never counted
             assert not any(e & RW for _t, _i, e in slots), ("ZERO_PAGE writable", slots)
@@ -262,7 +288,7 @@ def check_derived(m, lay, procs, swap=False, shared_levels=None, eager=False):
             assert n - refs in ((0, 1) if swap else (0,)), (
                 "invariant 1: anon frame %s count %d, %d slots (%d references)"
                 % (f, n, len(slots), refs))
-            if len(slots) > 1:
+            if len(slots) > 1 or (f in huge_heads and n > 1 and not eager):
                 for t, i, e in slots:
                     assert not e & RW, ("invariant 5: private frame %s in %d slots, "
                                         "writable in %s[%d] = %s" % (f, len(slots), t, i, hx(e)))
@@ -297,6 +323,7 @@ def check_derived(m, lay, procs, swap=False, shared_levels=None, eager=False):
                 % (p.pid, lvl, t, hx(base), hx(end)))
         s = p.stats()
         per = {lvl: len(ts) for lvl, ts in pp["tables"].items()}
+        per[1] += pp["deposits"]
         assert s["page_tables"] == sum(per.values()), (p.pid, s, per)
         for lvl, n in per.items():
             assert s["page_tables_l%d" % lvl] == n, (p.pid, lvl, s, per)
@@ -304,6 +331,8 @@ def check_derived(m, lay, procs, swap=False, shared_levels=None, eager=False):
     for t, lvl in d.level.items():
         every[lvl] += 1
     ms = m.stats()
+    assert ms["tables_deposited"] == d.huge_maps, (ms["tables_deposited"], d.huge_maps)
+    every[1] += d.huge_maps
     assert ms["page_tables"] == sum(every.values()), (ms["page_tables"], every)
     assert ms["tables_allocated"] - ms["tables_freed"] == ms["page_tables"], (
         "tables allocated %d - freed %d != %d live" % (
@@ -489,6 +518,8 @@ class LayoutMachine(RuleBasedStateMachine):
     SHARE_LEVEL = 1
     FORK_MODE = "copy"          # "copy", "share", "odf" or "mixed" (any of the three)
     ACCOUNTING = "lazy"         # "lazy" or "eager"
+    THP = "never"               # "never", "always" or "madvise" (pae, x86_64)
+    THP_COW = "split"
     RMAP = False
     SWAP = 0
     CONTENTS = True
@@ -501,7 +532,7 @@ class LayoutMachine(RuleBasedStateMachine):
         self.m = Machine(memory=self.MEMORY, layout=self.LAYOUT, share_level=self.SHARE_LEVEL,
                          fork_mode="share" if self.FORK_MODE == "mixed" else self.FORK_MODE,
                          rmap=self.RMAP, swap=self.SWAP, contents=self.CONTENTS,
-                         accounting=self.ACCOUNTING)
+                         accounting=self.ACCOUNTING, thp=self.THP, thp_cow=self.THP_COW)
         self.free0 = self.m.stats()["frames_free"]
         self.procs = []
 
@@ -664,6 +695,24 @@ class LayoutMachine(RuleBasedStateMachine):
             return
         s.mdl.protect(a, a + n, prot)
 
+    @precondition(lambda self: any(s.mdl.vmas for s in self.procs))
+    @rule(data=st.data())
+    def madvise(self, data):
+        """Huge-page advice: splits VMAs (and the huge mappings an end cuts), changes
+        no byte; a range not all mapped is a ValueError."""
+        s = data.draw(st.sampled_from([s for s in self.procs if s.mdl.vmas]), label="proc")
+        a, n = self._range(data, s, 600)
+        advice = data.draw(st.sampled_from(("hugepage", "nohugepage")), label="advice")
+        SEEN["madvise"] += 1
+        if not s.mdl.covered(a, a + n):
+            with pytest.raises(ValueError):
+                s.p.madvise(a, n, advice)
+            return
+        try:
+            s.p.madvise(a, n, advice)
+        except OutOfMemory:            # a shared table could not be privatized
+            return
+
     @precondition(lambda self: self.CONTENTS and self.procs)
     @rule(data=st.data())
     def read(self, data):
@@ -809,7 +858,8 @@ class LayoutMachine(RuleBasedStateMachine):
         operation; each rule above accepts what DESIGN section 4 allows after an
         OutOfMemory (no byte changed, no VMA changed by a failed munmap/mprotect, no
         child and no frame lost by a failed fork)."""
-        ops = ["touch", "touch_pages", "fork", "munmap", "mprotect", "mmap_fixed", "spawn"]
+        ops = ["touch", "touch_pages", "fork", "munmap", "mprotect", "mmap_fixed", "spawn",
+               "madvise"]
         if self.CONTENTS:
             ops += ["write", "write", "read"]
         if self.SWAP:
@@ -817,7 +867,7 @@ class LayoutMachine(RuleBasedStateMachine):
         op = data.draw(st.sampled_from(ops), label="op")
         if op in ("fork", "spawn") and len(self.procs) >= self.MAX_PROCS:
             op = "touch"
-        if op in ("touch_pages", "munmap", "mprotect") and not any(
+        if op in ("touch_pages", "munmap", "mprotect", "madvise") and not any(
                 t.mdl.vmas for t in self.procs):
             op = "touch"
         n = data.draw(st.integers(0, 2) | st.integers(0, 12), label="fail_after")
@@ -863,7 +913,8 @@ class LayoutMachine(RuleBasedStateMachine):
                 merged.append(k)
         assert merged == mdl.norm(), "pid %d vmas %s, model %s" % (p.pid, merged, mdl.norm())
         phys = self.m.physical if self.CONTENTS else None
-        presence = mdl.known and not self.SWAP
+        presence = mdl.known and not self.SWAP and self.THP == "never"   # a huge fault
+        # maps 512 pages at once
         rss_lo = rss_hi = 0
         for v in mdl.vmas:
             for pg in interesting_pages(v, mdl):
@@ -885,7 +936,7 @@ class LayoutMachine(RuleBasedStateMachine):
                 if pa is None:
                     continue
                 w = p.walk(pg)
-                assert w[-1][0] == 1 and w[-1][3] & P
+                assert (w[-1][0] == 1 or w[-1][3] & PS) and w[-1][3] & P
                 pte = w[-1][3]
                 writable = all(e & RW for lvl, _t, _i, e in w if lay.has_rw(lvl))
                 if v.prot != "rw":
@@ -921,7 +972,9 @@ class LayoutMachine(RuleBasedStateMachine):
         for k in ("unshares_l1", "unshares_l2", "unshares_l3", "unshare_reuses",
                   "tables_dropped_l1", "tables_dropped_l2", "tables_dropped_l3",
                   "cow_copies", "cow_reuses", "swap_outs", "swap_ins", "forks_copy",
-                  "forks_share", "shmem_faults", "zero_page_maps"):
+                  "forks_share", "shmem_faults", "zero_page_maps", "forks_odf",
+                  "odf_tables_shared", "eager_refs", "thp_faults", "thp_fallbacks",
+                  "thp_splits", "thp_copies"):
             SEEN[k] += st0.get(k, 0)
         SEEN["examples"] += 1
         if self.CONTENTS:
@@ -947,14 +1000,19 @@ class LayoutMachine(RuleBasedStateMachine):
         assert st_["swap_used"] == 0
 
 
-def _configuration(layout, sl, mode, rmap, swap=False, contents=True, accounting="lazy"):
-    name = "TestLayout%s%sSl%d%s%s%s%s%s" % (
+def _configuration(layout, sl, mode, rmap, swap=False, contents=True, accounting="lazy",
+                   thp="never", thp_cow="split"):
+    name = "TestLayout%s%sSl%d%s%s%s%s%s%s" % (
         layout[0].upper(), layout[1:], sl, mode.capitalize(), "Rmap" if rmap else "NoRmap",
         "Swap" if swap else "", "" if contents else "NoContents",
-        "Eager" if accounting == "eager" else "")
+        "Eager" if accounting == "eager" else "",
+        "" if thp == "never" else "Thp" + thp.capitalize() + thp_cow.capitalize())
+    memory = (3 * MiB) if swap else 8 * MiB
+    if thp != "never":               # room for a few runs of 512 frames (and fallbacks)
+        memory = 16 * MiB if swap else 24 * MiB
     attrs = dict(LAYOUT=layout, SHARE_LEVEL=sl, FORK_MODE=mode, RMAP=rmap,
                  ACCOUNTING=accounting, CONTENTS=contents, SWAP=(8 * MiB) if swap else 0,
-                 MEMORY=(3 * MiB) if swap else 8 * MiB)
+                 THP=thp, THP_COW=thp_cow, MEMORY=memory)
     machine = type(name + "Machine", (LayoutMachine,), attrs)
     case = machine.TestCase
     case.settings = settings(max_examples=EXAMPLES, stateful_step_count=STEPS,
@@ -983,6 +1041,15 @@ def _configurations():
             yield layout, 1, "mixed", rmap, False, True, "eager"
         yield layout, 1, "mixed", True, True, True, "eager"
         yield layout, 1, "mixed", True, True, False, "eager"
+        if layout == "i386":
+            continue
+        # transparent huge pages (DESIGN section 10) with every fork mode and accounting
+        yield layout, 1, "mixed", True, False, True, "lazy", "always", "split"
+        yield layout, 1, "mixed", False, False, True, "eager", "always", "copy"
+        yield layout, 1, "mixed", True, True, True, "eager", "madvise", "split"
+        yield layout, 1, "mixed", True, True, True, "lazy", "always", "copy"
+        yield layout, 1, "mixed", True, False, False, "eager", "always", "split"
+        yield layout, top, "mixed", True, False, True, "lazy", "always", "split"
 
 
 for _cfg in _configurations():
