@@ -32,13 +32,16 @@ reason.
 from __future__ import annotations
 
 import math
+import os
 import time
 from fractions import Fraction
 
 import numpy as np
 
-from ..costs import EVENTS, load_profile
+from ..costs import EVENTS, Profile, ProfileError, load_profile
 from ..machine import Machine
+from ..measure import thp as thplib
+from ..report import format as report
 
 PAGE = 4096
 HUGE = 2 << 20
@@ -388,7 +391,6 @@ def _ms(ns):
 def format_text(rec):
     """Tables: the winner by total kernel time per (child, spread) over fraction x size;
     the parent's fork latency, first-write latency and child page tables per policy."""
-    from ..report import format as report
     out = []
     prm = rec["params"]
     sizes = prm["sizes"]
@@ -448,7 +450,6 @@ def plot(rec, path):
     share stops beating copy and the published points; and `path` with "-fork" before
     its suffix, the parent's fork latency against size per policy, published points
     beside.  Returns the paths written.  Needs matplotlib."""
-    import os
 
     import matplotlib
     matplotlib.use("Agg")
@@ -545,8 +546,6 @@ def plot(rec, path):
 
 def run_breakeven(params=None):
     """`lazyvm run breakeven`: (text, record with the JSON envelope)."""
-    from ..report import format as report
-    from ..costs import ProfileError
     params = dict(params or {})
     path = params.pop("plot", "") or ""
     quick = params.get("quick", False)
@@ -628,7 +627,6 @@ def small_process(prof, policy, areas=3, pages=4):
 def _unshare_as_copy(prof):
     """`prof` with a privatize's own work priced as the per-table work of a fork's copy
     (tables_copied): copy_pte_range's table walk, done in the fault handler instead."""
-    from ..costs import Profile
     costs = dict(prof.costs, unshares=prof.costs["tables_copied"])
     return Profile(name=prof.name + " (unshares = tables_copied)", costs=costs,
                    uncertainty=dict(prof.uncertainty), source=dict(prof.source),
@@ -644,7 +642,6 @@ def targets(prof, seconds=None):
     """The published-against-predicted checks of docs/BREAKEVEN.md, from breakeven's own
     counts priced with `prof`: a list of rows {"target", "published", "predicted",
     "holds" (True, False or None when it could not be checked), "note"}."""
-    from ..measure import thp as thplib
     rows = []
     z = Fraction(0)
 
@@ -776,7 +773,6 @@ def targets(prof, seconds=None):
 def format_targets(rows):
     """One block per target: whether it holds, then the published and predicted figures
     (and the note), wrapped to the report width."""
-    from ..report import format as report
     mark = {True: "yes", False: "NO ", None: " - "}
     out = []
     for r in rows:
