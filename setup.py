@@ -38,4 +38,7 @@ exts = [
     for name in MODULES
 ]
 
-setup(ext_modules=cythonize(exts, compiler_directives=directives))
+# thirteen small modules: Cython and the C compiler run them on every core
+jobs = os.cpu_count() or 1
+setup(ext_modules=cythonize(exts, compiler_directives=directives, nthreads=jobs),
+      options={"build_ext": {"parallel": jobs}})

@@ -73,7 +73,7 @@ def run(tree, op, layout, pages, rmap):
         out = os.path.join(tmp, "cg.out")
         env = dict(os.environ, PYTHONPATH=os.path.abspath(tree), PYTHONHASHSEED="0")
         cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-               "--collect-atstart=no", f"--toggle-collect=__pyx_pw_*Core_*_{OPS[op]}",
+               "--collect-atstart=no", f"--toggle-collect=__pyx_pw_*Core_*{OPS[op]}",
                sys.executable, os.path.abspath(__file__), "--child", op, layout,
                str(pages), str(rmap)]
         proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True)

@@ -27,7 +27,7 @@ PFN_MASK = (1 << 40) - 1               # frame number: entry bits 12..51
 VM_READ, VM_WRITE, VM_EXEC, VM_SHARED = 0x1, 0x2, 0x4, 0x8
 
 MAX_SWAP_SLOTS = 1 << 24               # a swap entry keeps 24 bits of offset
-MAX_FRAMES = 1 << 32                   # frame numbers are 32 bits in lazyvm's struct page
+MAX_FRAMES = (1 << 32) - 1             # frame numbers (and their count) are 32 bits
 
 
 class Layout(NamedTuple):
@@ -65,7 +65,8 @@ LAYOUTS = {
                    0xC0000000, 0x40000000, 1 << 32, 768, 1),
     "pae": Layout("pae", 1, 3, ("pgd", "pmd", "pte"), (4, 512, 512), (30, 21, 12), 8,
                   0xC0000000, 0x40000000, 1 << 36, 3, 1),
-    # 2**46 bytes is the contract; lazyvm keeps frame numbers in 32 bits (16 TiB)
+    # the hardware allows 2**46 bytes; lazyvm keeps frame numbers in 32 bits, so
+    # x86_64 machines stop one page short of 16 TiB
     "x86_64": Layout("x86_64", 2, 4, ("pgd", "pud", "pmd", "pte"), (512, 512, 512, 512),
                      (39, 30, 21, 12), 8, 0x7FFFFFFFF000, 0x2AAAAAAAB000,
                      MAX_FRAMES * PAGE_SIZE, 256, 3),

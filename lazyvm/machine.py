@@ -148,7 +148,8 @@ class Machine(_Uncopyable):
     ----------
     memory : int
         Physical memory in bytes, a whole number of 4 KiB pages, at most the layout's
-        limit (i386 4 GiB, pae 64 GiB, x86_64 16 TiB).
+        limit (i386 4 GiB, pae 64 GiB, x86_64 16 TiB less one page: frame numbers
+        are 32-bit; more is a ValueError naming the limit).
     fork_mode : {"share", "copy", "odf"}
         What ``Process.fork()`` does by default: share the page tables (the seed), copy
         them (Linux 2.4's ``copy_page_range``), or On-demand-fork (EuroSys 2021): share
@@ -235,8 +236,9 @@ class Machine(_Uncopyable):
         if memory <= 0 or memory % PAGE_SIZE:
             raise ValueError(f"memory must be a positive whole number of pages, not {memory}")
         if memory > lay.max_memory:
-            raise ValueError(f"memory {memory} exceeds {lay.max_memory >> 30} GiB, the "
-                             f"{layout} limit")
+            raise ValueError(f"memory {memory} exceeds {lay.max_memory} bytes "
+                             f"({lay.max_memory / (1 << 30):g} GiB), the {layout} limit"
+                             + (" (frame numbers are 32-bit)" if layout == "x86_64" else ""))
         if memory < (1 << 20) + 64 * PAGE_SIZE:
             raise ValueError("memory must leave room beyond the 1 MiB of kernel page "
                              "tables made at boot: at least 1 MiB + 64 pages")
@@ -322,9 +324,7 @@ class Machine(_Uncopyable):
         >>> m = Machine(memory=8 << 20); m.physical.flags.writeable
         False
         """
-        view = self._core.physical.view()
-        view.flags.writeable = False
-        return view
+        return self._core.physical_ro.view()
 
     @_serialized
     def spawn(self) -> "Process":
@@ -429,9 +429,7 @@ class Machine(_Uncopyable):
         if kind not in ("pgd", "table", "reserved") or pfn == 0:
             raise ValueError(f"frame {pfn} is a {kind} frame, not a page table")
         dt = np.uint32 if self.layout.entry_bytes == 4 else np.uint64
-        view = self._core.physical[pfn * PAGE_SIZE:(pfn + 1) * PAGE_SIZE].view(dt)
-        view.flags.writeable = False
-        return view
+        return self._core.physical_ro[pfn * PAGE_SIZE:(pfn + 1) * PAGE_SIZE].view(dt)
 
     @_serialized
     def rmap(self, pfn: int) -> List[Tuple[int, int]]:

@@ -155,11 +155,15 @@ cdef class Core(State):
         raise_rc(rc, "")
 
     def exit_mm(self, pfn_t pgd, const uint64_t[:, ::1] vmas, bint free_pgd):
-        """exit_mmap / exec: drop the whole user space; frees the pgd too if free_pgd."""
+        """exit_mmap / exec: drop the whole user space; frees the pgd too if free_pgd.
+
+        A corrupted entry stops the walk with InvariantError: the pgd is kept (the
+        process stays alive), the entries zapped before it are gone, the rest stay."""
         cdef mm_t mm = make_mm(pgd, vmas)
         cdef int rc
         with nogil:
             rc = exit_walk(self, mm)
+        raise_rc(rc, "")
         if free_pgd:
             self.st[ST_PGDS] -= 1
             free_frame(self, pgd)
@@ -167,7 +171,6 @@ cdef class Core(State):
         else:
             self.st[ST_EXECS] += 1
         self.st[ST_EXIT_VMAS] += mm.nv
-        raise_rc(rc, "")
 
     def mprotect(self, pfn_t pgd, const uint64_t[:, ::1] vmas, const uint64_t[:, ::1] pieces):
         """change_protection for each row (start, end, new vm_flags) of pieces, all

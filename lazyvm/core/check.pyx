@@ -3,7 +3,10 @@
 views of the core's arrays (Core.views()).  Nothing here changes the machine.
 
 Every frame number read from memory is bounds-checked before it is used, so a corrupted
-entry is reported as an InvariantError, never followed.
+entry is reported as an InvariantError, never followed.  The work arrays are sized by
+what the machine has used (frames below the allocator's high-water mark, swap slots
+below the swap area's), never by its size: a 16 TiB machine that uses little is checked
+in little memory.  Loops over frames and objects count in 64 bits.
 
   1. a frame's reference count = present slots pointing at it + caches holding it (with
      eager accounting each slot counts the use count of its table)
@@ -34,7 +37,7 @@ def fail(num, msg):
 def check(dict v, list pgds, list shm_ranges):
     """Raise InvariantError naming the first invariant broken.  v: Core.views();
     pgds: the live page directories; shm_ranges: (base, npages) of each live object."""
-    cdef uint32_t nf = v["nframes"], hwm = v["hwm"], zero = v["zero_pfn"]
+    cdef uint64_t nf = v["nframes"], hwm = v["hwm"], zero = v["zero_pfn"]
     cdef int levels = v["levels"], level
     cdef const int32_t[::1] count = v["count"]
     cdef const uint32_t[::1] link = v["link"]
@@ -44,24 +47,26 @@ def check(dict v, list pgds, list shm_ranges):
     cdef const int32_t[::1] swap_count = v["swap_count"]
     cdef const uint32_t[::1] swap_cache = v["swap_cache"]
     cdef const uint32_t[::1] shm = v["shm"]
-    cdef uint32_t nswap = v["nswap"], swap_hwm = v["swap_hwm"]
+    cdef uint64_t nswap = v["nswap"], swap_hwm = v["swap_hwm"]
     cdef uint32_t user_entries = v["user_entries"]
     cdef bint wide = v["wide"], top_rw = v["top_rw"], eager = v["eager"]
-    cdef int64_t[::1] exp = np.zeros(nf, dtype=np.int64)
-    cdef int32_t[::1] users = np.zeros(nf, dtype=np.int32)
-    cdef int32_t[::1] nslots = np.zeros(nf, dtype=np.int32)
-    cdef int32_t[::1] rwslots = np.zeros(nf, dtype=np.int32)
-    cdef int32_t[::1] rwshared = np.zeros(nf, dtype=np.int32)   # RW slots in shared tables
-    cdef int32_t[::1] maps = np.zeros(nf, dtype=np.int32)       # mappings of a page (head)
-    cdef int32_t[::1] nhuge = np.zeros(nf, dtype=np.int32)      # huge entries of a pmd table
-    cdef uint8_t[::1] deposited = np.zeros(nf, dtype=np.uint8)
-    cdef uint32_t h, d
+    # frames >= hwm were never allocated: an entry naming one fails like one beyond
+    # memory, so every per-frame array stops at hwm
+    cdef int64_t[::1] exp = np.zeros(hwm, dtype=np.int64)
+    cdef int32_t[::1] users = np.zeros(hwm, dtype=np.int32)
+    cdef int32_t[::1] nslots = np.zeros(hwm, dtype=np.int32)
+    cdef int32_t[::1] rwslots = np.zeros(hwm, dtype=np.int32)
+    cdef int32_t[::1] rwshared = np.zeros(hwm, dtype=np.int32)  # RW slots in shared tables
+    cdef int32_t[::1] maps = np.zeros(hwm, dtype=np.int32)      # mappings of a page (head)
+    cdef int32_t[::1] nhuge = np.zeros(hwm, dtype=np.int32)     # huge entries of a pmd table
+    cdef uint8_t[::1] deposited = np.zeros(hwm, dtype=np.uint8)
+    cdef uint64_t h, d
     cdef int64_t ndeposits = 0
-    cdef int32_t tusers
-    cdef int64_t[::1] swapexp = np.zeros(max(nswap, 1), dtype=np.int64)
-    cdef uint8_t[::1] live_pgd = np.zeros(nf, dtype=np.uint8)
-    cdef uint8_t[::1] tlevel = np.zeros(nf, dtype=np.uint8)
-    cdef uint32_t g, t, i, f, s, steps, n, nents
+    cdef int64_t tusers
+    cdef int64_t[::1] swapexp = np.zeros(max(swap_hwm, 1), dtype=np.int64)
+    cdef uint8_t[::1] live_pgd = np.zeros(hwm, dtype=np.uint8)
+    cdef uint8_t[::1] tlevel = np.zeros(hwm, dtype=np.uint8)
+    cdef uint64_t g, t, i, f, s, steps, n, nents
     cdef uint64_t e, ebits
     cdef int64_t listed, ntab
     phys = v["physical"]
@@ -69,17 +74,17 @@ def check(dict v, list pgds, list shm_ranges):
     per = 512 if wide else 1024
     nent = v["nent"]
 
-    def entries(uint32_t frame):
+    def entries(uint64_t frame):
         return ents[<size_t>frame * per:(<size_t>frame + 1) * per]
 
-    def row_of_table(uint32_t frame):
+    def row_of_table(uint64_t frame):
         return entries(frame)
 
     # ---- pgds and the tables they reach, level by level (invariants 3, 4, 6) --------
     kernel = entries(v["swapper_pgd"])[user_entries:nent[levels]]
     frontier = []
     for g in pgds:
-        if g >= nf or (flags[g] & (F_PGD | F_FREE)) != F_PGD:
+        if g >= hwm or (flags[g] & (F_PGD | F_FREE)) != F_PGD:
             fail(6, f"pgd {g} is not an allocated page directory")
         if live_pgd[g]:
             fail(6, f"pgd {g} belongs to two processes")
@@ -104,7 +109,7 @@ def check(dict v, list pgds, list shm_ranges):
                             _P | _RW | _US | _A | _D | _PS))) or (e >> 52):
                         fail(6, f"pmd table {parent} entry {i} = {e:#x} is not a huge "
                                 f"mapping")
-                    if t & (HPAGE_NR - 1) or t + HPAGE_NR > nf \
+                    if t & (HPAGE_NR - 1) or t + HPAGE_NR > hwm \
                             or (flags[t] & (F_HUGE | F_ANON | F_FREE)) != (F_HUGE | F_ANON):
                         fail(6, f"pmd table {parent} entry {i} maps frame {t}, not the "
                                 f"head of a huge page")
@@ -122,7 +127,7 @@ def check(dict v, list pgds, list shm_ranges):
                     ok = (e & _P) and (ebits & ~(<uint64_t>_RW)) == (ENTRY_USER & ~_RW)
                 if not ok or (e >> 52) or (not wide and e >> 32):
                     fail(3, f"frame {parent} entry {i} = {e:#x} is not a user table entry")
-                if t >= nf or (flags[t] & (F_PTABLE | F_FREE)) != F_PTABLE \
+                if t >= hwm or (flags[t] & (F_PTABLE | F_FREE)) != F_PTABLE \
                         or ((flags[t] >> F_LEVEL_SHIFT) & 7) != level - 1:
                     fail(3, f"frame {parent} entry {i} points at frame {t}, not a page "
                             f"table of level {level - 1}")
@@ -153,7 +158,8 @@ def check(dict v, list pgds, list shm_ranges):
 
     # ---- leaf entries (invariants 1, 5, 7) -------------------------------------------
     cdef const uint64_t[::1] r
-    cdef uint32_t nswp = nswap
+    cdef const uint32_t[::1] seg
+    cdef uint64_t base, npages, off, stop, k
     for t, row in table_rows.items():
         r = np.ascontiguousarray(row, dtype=np.uint64)
         tusers = users[t] if eager else 1
@@ -167,7 +173,7 @@ def check(dict v, list pgds, list shm_ranges):
                     if e & _RW:
                         fail(5, f"ZERO_PAGE mapped writable at table {t} index {i}")
                     continue
-                if f >= nf or not (flags[f] & (F_ANON | F_SHMEM | F_TAIL)) \
+                if f >= hwm or not (flags[f] & (F_ANON | F_SHMEM | F_TAIL)) \
                         or (flags[f] & F_FREE):
                     fail(6, f"table {t} index {i} maps frame {f}, which is not a data "
                             f"frame in use")
@@ -181,16 +187,23 @@ def check(dict v, list pgds, list shm_ranges):
                         rwshared[h] += 1
             else:
                 s = swp_offset(e)
-                if (e & (_P | _PROTNONE)) or (e >> 32) or s == 0 or s >= nswp or swap_count[s] < 0:
+                if (e & (_P | _PROTNONE)) or (e >> 32) or s == 0 or s >= swap_hwm \
+                        or swap_count[s] < 0:
                     fail(7, f"table {t} index {i}: {e:#x} is not a live swap entry")
                 swapexp[s] += 1
-    for base, npages in shm_ranges:
-        for i in range(base, base + npages):
-            f = shm[i]
-            if f != 0:
-                if f >= nf or not (flags[f] & F_SHMEM) or (flags[f] & F_FREE):
+    shm_all = np.asarray(shm)
+    for base_, npages_ in shm_ranges:
+        base, npages = base_, npages_
+        off = base
+        while off < base + npages:       # in chunks: an object may have 2**32 pages
+            stop = min(off + (1 << 22), base + npages)
+            seg = np.ascontiguousarray(shm_all[off:stop])
+            for k in np.flatnonzero(seg):
+                f = seg[k]
+                if f >= hwm or not (flags[f] & F_SHMEM) or (flags[f] & F_FREE):
                     fail(6, f"shared-memory object holds frame {f}, not a shmem frame")
                 exp[f] += 1
+            off = stop
     for s in range(1, swap_hwm):
         if swap_count[s] < 0:
             if swapexp[s]:
@@ -202,7 +215,7 @@ def check(dict v, list pgds, list shm_ranges):
             fail(7, f"swap slot {s} is allocated but named by no entry")
         f = swap_cache[s]
         if f != 0:
-            if f >= nf or not (flags[f] & F_SWAPCACHE) or index[f] != s:
+            if f >= hwm or not (flags[f] & F_SWAPCACHE) or index[f] != s:
                 fail(1, f"swap cache of slot {s} holds frame {f} that does not know it")
             exp[f] += 1
 
@@ -322,7 +335,8 @@ def check(dict v, list pgds, list shm_ranges):
 def _check_rmap(dict v, dict table_rows, int32_t[::1] nslots):
     """Invariant 2: every chain holds exactly the slots that map its frame; the pool's
     used nodes are exactly those reachable from chains, the rest are on the free list."""
-    cdef uint32_t nf = v["nframes"], hwm = v["hwm"], nrpte = v["nrpte"]
+    cdef uint64_t nf = v["nframes"], hwm = v["hwm"]
+    cdef uint32_t nrpte = v["nrpte"]
     cdef uint32_t node_hwm = v["node_hwm"], node_cap = v["node_cap"]
     cdef uint32_t slot_shift = v["slot_shift"], per = 512 if v["wide"] else 1024
     cdef const uint32_t[::1] link = v["link"]
@@ -331,12 +345,13 @@ def _check_rmap(dict v, dict table_rows, int32_t[::1] nslots):
     cdef const uint32_t[:, ::1] nodes = v["nodes"]
     cdef bint wide = v["wide"]
     cdef uint8_t[::1] node_seen = np.zeros(max(node_cap, 1), dtype=np.uint8)
-    cdef uint32_t f, n, k, idx, steps
+    cdef uint64_t f, steps
+    cdef uint32_t n, k, idx
     cdef uint64_t slot
     cdef int64_t chain_len, seen_nodes = 0, all_slots = 0, direct = 0
     counters = v["counters"]
     nodes64 = np.asarray(v["nodes"]).view(np.uint64)
-    cdef int32_t[::1] tord = np.full(nf, -1, dtype=np.int32)
+    cdef int32_t[::1] tord = np.full(hwm, -1, dtype=np.int32)
     cdef uint8_t[::1] mark = np.zeros(max(len(table_rows), 1) * per, dtype=np.uint8)
     cdef uint32_t j = 0, t, i
     rows = []
@@ -349,7 +364,7 @@ def _check_rmap(dict v, dict table_rows, int32_t[::1] nslots):
 
     def check_slot(uint32_t frame, uint64_t sl):
         cdef uint64_t t = sl >> slot_shift, i = sl & mask, e
-        if t >= nf or tord[t] < 0 or i >= per:
+        if t >= hwm or tord[t] < 0 or i >= per:
             fail(2, f"frame {frame}: slot ({t}, {i}) is not in a live table")
         e = tab[tord[t], i]
         if not (e & (_P | _PROTNONE)) or entry_pfn(e) != frame:

@@ -2,11 +2,24 @@
 """lazyvm.core.defs: the Python side of defs.pxd: the counter names, the layout
 numbers, and whether this is the checked build."""
 
+import numpy as np
+
 DEBUG_BUILD = bool(LAZYVM_DEBUG_BUILD)   # built with LAZYVM_DEBUG=1 (bounds checks on)
 
 LAYOUT_I386, LAYOUT_PAE, LAYOUT_X86_64 = L_I386, L_PAE, L_X86_64
 
 _names = None
+
+
+def wraparound_checked():
+    """True if this module was compiled with negative indexes wrapping around (the
+    LAZYVM_DEBUG=1 directives; the fast build leaves them unchecked): an independent
+    witness of DEBUG_BUILD.  The probe reads inside one array either way."""
+    cdef long[::1] mv
+    cdef Py_ssize_t k = -1
+    arr = np.arange(4, dtype=np.int_)
+    mv = arr[1:3]                    # wraps: mv[-1] is arr[2]; unchecked: arr[0]
+    return mv[k] == 2
 
 
 def counter_names():

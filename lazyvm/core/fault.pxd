@@ -27,9 +27,10 @@ cdef int unshare_entry(State c, pfn_t tbl, uint32_t i, int level, uint64_t base,
 cdef inline uint8_t* mmu(State c, pfn_t pgd, uint64_t addr, bint write) noexcept nogil:
     """The MMU: translate a user access or return NULL for a page fault.  Checks P
     and US at every level (P only at a pae PDPT entry), RW at every level that has
-    it for a write; sets A (and D) in the PTE.  Without contents a hit returns the
-    ZERO_PAGE's address (no byte is ever read or written through it).  A pmd entry
-    with PS maps a huge page (thp.huge_access)."""
+    it for a write; sets A (and D) in the PTE.  An entry naming a frame outside
+    physical memory faults too (handle_mm_fault then finds it corrupted).  Without
+    contents a hit returns the ZERO_PAGE's address (no byte is ever read or written
+    through it).  A pmd entry with PS maps a huge page (thp.huge_access)."""
     cdef int level = c.levels
     cdef pfn_t t = pgd
     cdef uint32_t i
@@ -44,7 +45,7 @@ cdef inline uint8_t* mmu(State c, pfn_t pgd, uint64_t addr, bint write) noexcept
             return NULL
         p32 = <pte32_t*>table_ptr(c, pde >> PAGE_SHIFT) + ((addr >> PAGE_SHIFT) & 1023)
         pte = p32[0]
-        if (pte & (_P | _US)) != (_P | _US):
+        if (pte & (_P | _US)) != (_P | _US) or (pte >> PAGE_SHIFT) >= c.nframes:
             return NULL
         if write:
             if not (pte & _RW):
@@ -53,7 +54,7 @@ cdef inline uint8_t* mmu(State c, pfn_t pgd, uint64_t addr, bint write) noexcept
                 p32[0] = pte | _A | _D
         elif not (pte & _A):
             p32[0] = pte | _A
-        if not c.contents or (pte >> PAGE_SHIFT) >= c.nframes:
+        if not c.contents:
             return c.mem8
         return c.mem8 + (<size_t>(pte >> PAGE_SHIFT) << PAGE_SHIFT) + (addr & (PAGE_SIZE - 1))
     while level > 1:
@@ -62,17 +63,19 @@ cdef inline uint8_t* mmu(State c, pfn_t pgd, uint64_t addr, bint write) noexcept
             if not (e & _P):
                 return NULL
         else:
-            if (e & (_P | _US)) != (_P | _US) or (write and not (e & _RW)):
+            # one test for the common case: present, user, no PS (a huge pmd mapping,
+            # the rare case, is taken apart only when this fails)
+            if (e & (_P | _US | _PS)) != (_P | _US) or (write and not (e & _RW)):
+                if (e & (_P | _US | _PS)) == (_P | _US | _PS) and (e & _RW or not write):
+                    return huge_access(c, t, index_of(c, addr, level), e, addr, write)
                 return NULL
-        if e & _PS:                      # a huge mapping: the pmd entry is the leaf
-            return huge_access(c, t, index_of(c, addr, level), e, addr, write)
         t = entry_pfn(e)
         if bad_pfn(c, t):
             return NULL
         level -= 1
     i = index_of(c, addr, 1)
     e = eget(c, t, i)
-    if (e & (_P | _US)) != (_P | _US):
+    if (e & (_P | _US)) != (_P | _US) or bad_pfn(c, entry_pfn(e)):
         return NULL
     if write:
         if not (e & _RW):
@@ -81,6 +84,6 @@ cdef inline uint8_t* mmu(State c, pfn_t pgd, uint64_t addr, bint write) noexcept
             eset(c, t, i, e | _A | _D)
     elif not (e & _A):
         eset(c, t, i, e | _A)
-    if not c.contents or bad_pfn(c, entry_pfn(e)):
+    if not c.contents:
         return c.mem8
     return c.mem8 + (<size_t>entry_pfn(e) << PAGE_SHIFT) + (addr & (PAGE_SIZE - 1))

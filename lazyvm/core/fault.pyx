@@ -17,7 +17,9 @@ cdef int handle_mm_fault(State c, const mm_t* mm, Py_ssize_t vi, uint64_t addr,
                          bint write) noexcept nogil:
     """handle_mm_fault for an access the VMA mm.vmas[vi] allows (the caller checked).
     Walks down from the pgd making every level present and private to this mm, then
-    handles the PTE; loops, as the MMU retries the access, until it would succeed."""
+    handles the PTE; loops, as the MMU retries the access, until it would succeed.
+    An entry the MMU would refuse for ever (US clear, a frame outside memory) is
+    ERR_BUG: every pass of the loop makes progress or returns."""
     cdef uint64_t vmf = mm.vmas[vi].flags, idx, span
     cdef int level
     cdef pfn_t t, nt, f
@@ -33,15 +35,15 @@ cdef int handle_mm_fault(State c, const mm_t* mm, Py_ssize_t vi, uint64_t addr,
     if not c.wide:
         # i386: a present, writable PDE (the common case) needs no more walking
         e = (<pte32_t*>table_ptr(c, mm.pgd))[addr >> 22]
-        if (e & (_P | _RW)) == (_P | _RW) and not bad_pfn(c, entry_pfn(e)):
+        if (e & (_P | _RW | _US)) == (_P | _RW | _US) and not bad_pfn(c, entry_pfn(e)):
             t = entry_pfn(e)
             level = 1
     while level > 1:
         i = index_of(c, addr, level)
         e = eget(c, t, i)
         if not (e & _P):
-            if level == 2 and write and thp_on(c) and thp_eligible(c, &mm.vmas[vi], addr):
-                rc = huge_fault(c, t, i, vmf)
+            if level == 2 and write and c.thp != THP_NEVER:
+                rc = huge_fault_if_eligible(c, mm, vi, t, i, addr)
                 if rc != 1:                  # mapped (OK), or out of memory
                     return rc
             nt = alloc_table(c, level - 1, True)
@@ -49,16 +51,15 @@ cdef int handle_mm_fault(State c, const mm_t* mm, Py_ssize_t vi, uint64_t addr,
                 return ERR_NOMEM
             eset(c, t, i, mk_entry(nt, table_entry(c, level)))
             continue
-        if bad_pfn(c, entry_pfn(e)):
+        if bad_pfn(c, entry_pfn(e)) or not (e & _US or (level == c.levels and not c.top_rw)):
             return ERR_BUG
-        if e & _PS:                          # a huge mapping (level 2)
-            if not write or (e & _RW):
-                return OK
-            rc = huge_wp(c, t, i, mm, vi, addr)
-            if rc != OK:
-                return rc
-            continue
-        if not entry_rw(c, level, e):
+        # the common case (RW set, no PS) in one test; a pae PDPT entry has no RW bit
+        if (e & (_RW | _PS)) != _RW and not (level == c.levels and not c.top_rw):
+            if e & _PS:                      # a huge mapping (level 2)
+                rc = huge_pmd_fault(c, t, i, e, write)
+                if rc != 1:                  # done (OK), or an error; 1: retry
+                    return rc
+                continue
             span = (<uint64_t>1) << c.shift[level]
             rc = unshare_entry(c, t, i, level - 1, addr & ~(span - 1), mm)
             if rc != OK:
@@ -68,6 +69,8 @@ cdef int handle_mm_fault(State c, const mm_t* mm, Py_ssize_t vi, uint64_t addr,
         level -= 1
     while True:                  # the leaf: retried, as the MMU retries the access
         pte = eget(c, t, ptx)
+        if (pte & _P) and (not (pte & _US) or bad_pfn(c, entry_pfn(pte))):
+            return ERR_BUG
         if (pte & (_P | _US)) == (_P | _US):
             if not write:
                 eset(c, t, ptx, pte | _A)
@@ -213,19 +216,20 @@ cdef int privatize(State c, pfn_t ptab, uint32_t pi, int level, uint64_t base,
         if c.flags[t] & F_THPMAP:
             c.flags[nt] |= F_THPMAP
         if c.wide:
-            privatize_pte(c, <pte64_t*>table_ptr(c, t), <pte64_t*>table_ptr(c, nt),
-                          nt, base, mm, not c.eager)
+            rc = privatize_pte(c, <pte64_t*>table_ptr(c, t), <pte64_t*>table_ptr(c, nt),
+                               nt, base, mm, not c.eager)
         else:
-            privatize_pte(c, <pte32_t*>table_ptr(c, t), <pte32_t*>table_ptr(c, nt),
-                          nt, base, mm, not c.eager)
+            rc = privatize_pte(c, <pte32_t*>table_ptr(c, t), <pte32_t*>table_ptr(c, nt),
+                               nt, base, mm, not c.eager)
     else:                       # above the leaf (pae, x86_64): the tables below
         rc = share_table(c, t, nt, 0, c.nent[level])      # become shared
         if rc == OK and nh:
             rc = huge_entries_shared(c, t, nt, 0, c.nent[level], False)
         if nh:
             release_tables(c)
-        if rc != OK:
-            return rc
+    if rc != OK:
+        free_table(c, nt)
+        return rc
     c.count[t] -= 1
     eset(c, ptab, pi, mk_entry(nt, table_entry(c, level + 1)))
     c.st[ST_UNSHARES] += 1
@@ -246,45 +250,60 @@ cdef int unshare_entry(State c, pfn_t tbl, uint32_t i, int level, uint64_t base,
     return OK
 
 
-cdef void privatize_pte(State c, leaf_t* src, leaf_t* dst, pfn_t nt, uint64_t base,
-                        const mm_t* mm, bint take) noexcept nogil:
-    """The seed's privatize of a leaf table src into the fresh table dst (frame nt),
-    whose span starts at base.  Only the ranges this mm's VMAs cover are copied (no entry
-    lies outside them: every change that removes one privatizes first).  Each present
-    entry takes a frame reference if take (lazy accounting; eager took it at the fork;
-    a frame of a huge page: on its head) and a chain slot in dst ("extend the
-    pte_chains"); private entries lose RW in both tables, since two tables now reach
-    the frame; swap entries take a swap reference."""
+cdef int privatize_pte(State c, leaf_t* src, leaf_t* dst, pfn_t nt, uint64_t base,
+                       const mm_t* mm, bint take) noexcept nogil:
+    """The seed's privatize of a leaf table src into the fresh, zeroed table dst (frame
+    nt), whose span starts at base.  Only the ranges this mm's VMAs cover are copied (no
+    entry lies outside them: every change that removes one privatizes first), by
+    copy_one_pte, the copy fork's per-entry code: each present entry takes a frame
+    reference if take (lazy accounting; eager took it at the fork; a frame of a huge
+    page: on its head) and a chain slot in dst ("extend the pte_chains"); private
+    entries lose RW in both tables, since two tables now reach the frame; swap entries
+    take a swap reference.  Every entry is checked first: ERR_BUG changes nothing."""
     cdef uint64_t span = (<uint64_t>1) << c.shift[2], s, e
-    cdef uint32_t zero = c.zero_pfn, lo, hi, i, f
+    cdef uint64_t lim = c.nframes - 1
+    cdef count_t* count = c.count
+    cdef uint32_t lo, hi, i
     cdef bint rm = c.rmap_enabled, thp = (c.flags[nt] & F_THPMAP) != 0
     cdef Py_ssize_t v
-    cdef leaf_t pte
+    cdef int pass_
+    cdef uint32_t empty = 0
     cdef int64_t copied = 0
-    for v in range(mm.nv):
-        s = mm.vmas[v].start if mm.vmas[v].start > base else base
-        e = mm.vmas[v].end if mm.vmas[v].end < base + span else base + span
-        if e <= s:
-            continue
-        lo = <uint32_t>((s - base) >> PAGE_SHIFT)
-        hi = <uint32_t>((e - base) >> PAGE_SHIFT)
-        for i in range(lo, hi):
-            pte = src[i]
-            if pte == 0:
+    for pass_ in range(2):
+        for v in range(mm.nv):
+            s = mm.vmas[v].start if mm.vmas[v].start > base else base
+            e = mm.vmas[v].end if mm.vmas[v].end < base + span else base + span
+            if e <= s:
                 continue
-            copied += 1
-            if not pte_present(pte):
-                c.swap_count[swp_offset(pte)] += 1
-                dst[i] = pte
-                continue
-            f = entry_pfn(pte)
-            if f != zero and f < c.nframes:
-                if (pte & _RW) and not (c.flags[f] & F_SHMEM):
-                    pte &= ~(<leaf_t>_RW)
-                    src[i] = pte
-                if take:
-                    c.count[page_head(c, f) if thp else f] += 1
-                if rm:
-                    page_add_rmap_t(c, f, mk_slot(c, nt, i), src)
-            dst[i] = pte
-    c.st[ST_PTES_COPIED] += copied
+            lo = <uint32_t>((s - base) >> PAGE_SHIFT)
+            hi = <uint32_t>((e - base) >> PAGE_SHIFT)
+            for i in range(lo, hi):
+                if pass_ == 0:
+                    if bad_leaf(c, src[i], lim):
+                        return ERR_BUG
+                else:
+                    copy_one_pte(c, src, dst, i, _RW, 0, rm, True, nt, lim, count, &empty,
+                                 thp, take)
+            copied += pass_ * (hi - lo)
+    c.st[ST_PTES_COPIED] += copied - empty
+    return OK
+
+
+cdef int huge_fault_if_eligible(State c, const mm_t* mm, Py_ssize_t vi, pfn_t t,
+                                uint32_t i, uint64_t addr) noexcept nogil:
+    """A write at addr finds entry i of pmd table t empty: a huge page if the range is
+    eligible (thp.huge_fault: OK, or ERR_NOMEM), else 1 (map 4 KiB pages).  Out of line:
+    handle_mm_fault's 4 KiB path compiles as if THP were not there."""
+    if not thp_eligible(c, &mm.vmas[vi], addr):
+        return 1
+    return huge_fault(c, t, i, mm.vmas[vi].flags)
+
+
+cdef int huge_pmd_fault(State c, pfn_t t, uint32_t i, entry_t e, bint write) noexcept nogil:
+    """A fault through huge entry e (entry i of pmd table t): OK if the access is
+    allowed as it is; else a write to a read-only one (thp.huge_wp), then 1 to retry."""
+    cdef int rc
+    if not write or (e & _RW):
+        return OK
+    rc = huge_wp(c, t, i)
+    return 1 if rc == OK else rc

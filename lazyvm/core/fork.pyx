@@ -95,14 +95,10 @@ cdef int copy_range(State c, int level, pfn_t src_t, pfn_t dst_t, uint64_t start
     cdef int rc
     if level == 1:
         leaf_bounds(c, start, end, &lo, &hi)
-        if c.flags[src_t] & F_THPMAP:
+        if c.flags[src_t] & F_THPMAP:    # may map frames of huge pages: its own loop
             c.flags[dst_t] |= F_THPMAP
-        if c.wide:
-            return copy_pte_range(c, <pte64_t*>table_ptr(c, src_t),
-                                  <pte64_t*>table_ptr(c, dst_t), dst_t, lo, hi, cow,
-                                  c.flags[src_t] & F_THPMAP)
-        return copy_pte_range(c, <pte32_t*>table_ptr(c, src_t),
-                              <pte32_t*>table_ptr(c, dst_t), dst_t, lo, hi, cow, False)
+            return copy_thp_table(c, src_t, dst_t, lo, hi, cow)
+        return copy_leaf[c.wide](c, src_t, dst_t, lo, hi, cow)
     walk_begin(c, &w, level, start, end)
     while walk_next(c, &w):
         se = eget(c, src_t, w.idx)
@@ -246,87 +242,132 @@ cdef int share_range(State c, int level, pfn_t src_t, pfn_t dst_t, int share_lev
     return OK
 
 
+# The leaf of copy_range, per entry width, called through this table: a call the C
+# compiler cannot inline, so the leaf loops are compiled on their own, with every
+# register theirs (inlined into the recursive walker they lost some to its state).
+ctypedef int (*copy_leaf_t)(State, pfn_t, pfn_t, uint32_t, uint32_t, bint) noexcept nogil
+cdef copy_leaf_t copy_leaf[2]
+
+
+cdef int copy_table32(State c, pfn_t src_t, pfn_t dst_t, uint32_t lo, uint32_t hi,
+                      bint cow) noexcept nogil:
+    return copy_pte_range(c, <pte32_t*>table_ptr(c, src_t), <pte32_t*>table_ptr(c, dst_t),
+                          dst_t, lo, hi, cow)
+
+
+cdef int copy_table64(State c, pfn_t src_t, pfn_t dst_t, uint32_t lo, uint32_t hi,
+                      bint cow) noexcept nogil:
+    return copy_pte_range(c, <pte64_t*>table_ptr(c, src_t), <pte64_t*>table_ptr(c, dst_t),
+                          dst_t, lo, hi, cow)
+
+
+copy_leaf[0] = copy_table32
+copy_leaf[1] = copy_table64
+
+
+cdef int copy_thp_table(State c, pfn_t src_t, pfn_t dst_t, uint32_t lo, uint32_t hi,
+                        bint cow) noexcept nogil:
+    """copy_pte_range for a leaf table that may map frames of huge pages (F_THPMAP,
+    pae and x86_64 only): their references go on the heads.  Kept out of the 4 KiB
+    loops, which compile without the test."""
+    cdef pte64_t wp = _RW if cow else 0, nod = _A if cow else (_A | _D)
+    cdef pte64_t* src = <pte64_t*>table_ptr(c, src_t)
+    cdef pte64_t* dst = <pte64_t*>table_ptr(c, dst_t)
+    cdef uint64_t lim = c.nframes - 1
+    cdef uint32_t i, empty = 0
+    cdef int rc
+    for i in range(lo, hi):          # its own loop: copy_ptes stays inline where it is
+        rc = copy_one_pte(c, src, dst, i, wp, nod, c.rmap_enabled, False, dst_t, lim,
+                          c.count, &empty, True, True)
+        if rc != OK:
+            c.st[ST_PTES_COPIED] += i - lo - empty
+            while i < hi:
+                dst[i] = 0
+                i += 1
+            return rc
+    c.st[ST_PTES_COPIED] += hi - lo - empty
+    return OK
+
+
 cdef int copy_pte_range(State c, leaf_t* src, leaf_t* dst, pfn_t dst_t, uint32_t lo,
-                        uint32_t hi, bint cow, bint thp) noexcept nogil:
+                        uint32_t hi, bint cow) noexcept nogil:
     """copy_pte_range over entries [lo, hi) of src into dst; every entry of the range is
     written, empty ones too (dst may be a recycled, unzeroed frame).
 
     cow: a private mapping, write-protect in parent and child; else (shared) clear D in
     the child.  The child's copy is old (A clear).  Reserved frames are copied verbatim;
-    swap entries take a swap reference.  Chain nodes must be reserved.  thp: src may map
-    frames of huge pages (F_THPMAP), whose references go on their heads."""
-    cdef leaf_t wp = _RW if cow else 0, nod = _A if cow else (_A | _D)
-    # one loop, compiled with rmap and thp constants, keeps the branches out of the loop
-    if thp:
-        return copy_ptes(c, src, dst, dst_t, lo, hi, wp, nod, c.rmap_enabled, True)
+    swap entries take a swap reference.  Chain nodes must be reserved."""
+    # one loop, compiled four times with cow and rmap constants: no per-PTE branch on
+    # either, and the bits to clear are immediates
     if c.rmap_enabled:
-        return copy_ptes(c, src, dst, dst_t, lo, hi, wp, nod, True, False)
-    return copy_ptes(c, src, dst, dst_t, lo, hi, wp, nod, False, False)
+        if cow:
+            return copy_ptes(c, src, dst, dst_t, lo, hi, _RW, _A, True)
+        return copy_ptes(c, src, dst, dst_t, lo, hi, 0, _A | _D, True)
+    if cow:
+        return copy_ptes(c, src, dst, dst_t, lo, hi, _RW, _A, False)
+    return copy_ptes(c, src, dst, dst_t, lo, hi, 0, _A | _D, False)
 
 
 cdef inline int copy_ptes(State c, leaf_t* src, leaf_t* dst, pfn_t dst_t, uint32_t lo,
-                          uint32_t hi, leaf_t wp, leaf_t nod, bint rm, bint thp) noexcept nogil:
-    cdef uint32_t zero = c.zero_pfn, nframes = c.nframes
+                          uint32_t hi, leaf_t wp, leaf_t nod, bint rm) noexcept nogil:
+    cdef uint64_t lim = c.nframes - 1         # locals: the stores below cannot reload them
     cdef count_t* count = c.count
-    cdef leaf_t pte
-    cdef uint32_t i, f
-    cdef int64_t copied = 0
-    cdef int rc = OK
+    cdef uint32_t i, empty = 0
+    cdef int rc
     for i in range(lo, hi):
-        pte = src[i]
-        if pte == 0:
-            dst[i] = 0
-            continue
-        copied += 1
-        if not pte_present(pte):
-            if bad_swap(c, pte):
-                rc = ERR_BUG
-                break
-            c.swap_count[swp_offset(pte)] += 1
-            dst[i] = pte
-            continue
-        f = <uint32_t>(pte >> PAGE_SHIFT) if leaf_t is pte32_t else entry_pfn(pte)
-        if f == zero:
-            dst[i] = pte
-            continue
-        if f >= nframes:
-            rc = ERR_BUG
-            break
-        if pte & wp:
-            pte &= ~wp
-            src[i] = pte
-        dst[i] = pte & ~nod
-        if thp:
-            count[page_head(c, f)] += 1
-        else:
-            count[f] += 1
-        if rm:
-            page_add_rmap_t(c, f, mk_slot(c, dst_t, i), src)
-    c.st[ST_PTES_COPIED] += copied
-    return rc
+        rc = copy_one_pte(c, src, dst, i, wp, nod, rm, False, dst_t, lim, count, &empty,
+                          False, True)
+        if rc != OK:
+            c.st[ST_PTES_COPIED] += i - lo - empty
+            # teardown zaps the child's table whole: what was not written is cleared
+            while i < hi:
+                dst[i] = 0
+                i += 1
+            return rc
+    c.st[ST_PTES_COPIED] += hi - lo - empty     # counted here, not per PTE
+    return OK
 
 
 cdef int share_entries(State c, leaf_t* src, leaf_t* dst, uint32_t lo,
                        uint32_t hi) noexcept nogil:
     """The entries [lo, hi) of src that point at tables of the share level: each table
     gains a use, and the entry loses RW in src and in its copy in dst (the seed's
-    fork: "increment the use counts on all page tables mapped by the page directory")."""
+    fork: "increment the use counts on all page tables mapped by the page directory").
+    An entry naming a frame outside memory is ERR_BUG, with the uses taken given back
+    and dst's entries cleared (src keeps RW cleared: a use count of 1 restores it at the
+    next write fault)."""
     cdef count_t* count = c.count
-    cdef uint32_t nframes = c.nframes, i, t
+    cdef uint64_t nframes = c.nframes, t
+    cdef uint32_t nframes32 = c.nframes, t32, j
+    cdef leaf_t* s = src + lo
+    cdef leaf_t* d = dst + lo
+    cdef leaf_t* end = src + hi
     cdef leaf_t e
     cdef int64_t n = 0
-    for i in range(lo, hi):
-        e = src[i]
-        if not (e & _P):
-            continue
-        t = <uint32_t>(e >> PAGE_SHIFT) if leaf_t is pte32_t else entry_pfn(e)
-        if t >= nframes:
-            c.st[ST_SHARE_WRPROTECTS] += n
-            return ERR_BUG
-        count[t] += 1
-        e &= ~(<leaf_t>_RW)
-        src[i] = e
-        dst[i] = e
-        n += 1
+    while s < end:
+        e = s[0]
+        if e & _P:
+            if leaf_t is pte32_t:
+                t32 = e >> PAGE_SHIFT
+                t = t32
+                if t32 >= nframes32:
+                    break
+            else:
+                t = (e >> PAGE_SHIFT) & PFN_MASK
+                if t >= nframes:
+                    break
+            count[t] += 1
+            e &= ~(<leaf_t>_RW)
+            s[0] = e
+            d[0] = e
+            n += 1
+        s += 1
+        d += 1
+    if s < end:                      # stopped at a frame outside memory
+        for j in range(lo, <uint32_t>(s - src)):
+            if dst[j] & _P:
+                count[entry_pfn(dst[j])] -= 1
+                dst[j] = 0
+        return ERR_BUG
     c.st[ST_SHARE_WRPROTECTS] += n
     return OK

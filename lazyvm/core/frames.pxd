@@ -15,6 +15,7 @@ cdef int reserve_tables(State c, uint64_t n) noexcept
 cdef uint32_t alloc_huge(State c) noexcept nogil
 cdef void free_huge(State c, uint32_t h) noexcept nogil
 cdef void break_huge_block(State c) noexcept nogil
+cdef uint32_t alloc_from_huge_block(State c, pflags_t fl, bint zero) noexcept nogil
 cdef void boot(State c) noexcept
 cdef void init_pgd(State c, uint32_t g) noexcept
 
@@ -44,12 +45,8 @@ cdef inline uint32_t alloc_frame(State c, pflags_t fl, bint zero) noexcept nogil
     elif c.hwm < c.nframes:
         f = c.hwm           # never used: still the zeros numpy gave us
         c.hwm += 1
-    elif c.nhfree:          # nothing else is left: a free huge-page block
-        break_huge_block(c)
-        f = c.free_head
-        c.free_head = c.link[f]
-        if zero:
-            memset(c.mem8 + (<size_t>f << PAGE_SHIFT), 0, PAGE_SIZE)
+    elif c.nhfree:          # nothing else is left: a free huge-page block (a tail call)
+        return alloc_from_huge_block(c, fl, zero)
     else:
         return 0
     c.nfree -= 1

@@ -138,3 +138,23 @@ cdef void break_huge_block(State c) noexcept nogil:
     for k in range(HPAGE_NR - 1, -1, -1):
         c.link[h + k] = c.free_head
         c.free_head = h + k
+
+
+cdef uint32_t alloc_from_huge_block(State c, pflags_t fl, bint zero) noexcept nogil:
+    """alloc_frame when only free blocks are left: break one and take its first frame,
+    as alloc_frame takes one from the free list.  Out of line (alloc_frame reaches it by
+    a tail call), so the inline allocator stays as small as it was."""
+    cdef uint32_t f, used
+    break_huge_block(c)
+    f = c.free_head
+    c.free_head = c.link[f]
+    if zero:
+        memset(c.mem8 + (<size_t>f << PAGE_SHIFT), 0, PAGE_SIZE)
+    c.nfree -= 1
+    c.flags[f] = fl
+    c.count[f] = 0
+    c.link[f] = 0
+    used = c.nframes - c.nfree
+    if used > c.st[ST_FRAMES_PEAK]:
+        c.st[ST_FRAMES_PEAK] = used
+    return f

@@ -10,6 +10,8 @@
 from libc.string cimport memcpy
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t, int64_t, uint64_t
 
+import numpy as np
+
 from lazyvm.errors import OutOfMemory
 
 
@@ -101,7 +103,9 @@ cdef void unmap_slot(State c, uint32_t f, slot_t slot, uint32_t s) noexcept nogi
 cdef int scan_range(State c, int level, pfn_t t, uint64_t start, uint64_t end,
                     uint32_t n, uint32_t* freed) noexcept nogil:
     """swap_out_pgd/pmd: the upper-level walker of 2.4's scan; try_to_swap_out is
-    the leaf."""
+    the leaf.  Each PTE unmapped without freeing its frame (others map it: a copy
+    fork's COW pages) is logged, so a call that runs out of slots before it frees
+    anything can give them back (undo_scan)."""
     cdef walk_t w
     cdef uint32_t i, lo, hi, f, s
     cdef entry_t x, pte
@@ -139,6 +143,9 @@ cdef int scan_range(State c, int level, pfn_t t, uint64_t start, uint64_t end,
                 freed[0] += 1
                 if freed[0] >= n:
                     break
+            elif log_unmap(c, mk_slot(c, t, i), pte) != OK:
+                rc = ERR_NOMEM
+                break
         c.st[ST_RECLAIM_SCAN_PTES] += scanned
         return rc
     walk_begin(c, &w, level, start, end)
@@ -207,6 +214,7 @@ cpdef reclaim_scan(State c, uint32_t n, list mms, uint32_t start):
         raise OutOfMemory("the swap area is full")
     if nm == 0:
         return 0, 0
+    c.nundo = 0
     m = start % nm
     for turn in range(2 * nm):
         pgd, vmas = mms[m]
@@ -223,7 +231,50 @@ cpdef reclaim_scan(State c, uint32_t n, list mms, uint32_t start):
         if freed >= n or rc != OK:
             break
     if rc == ERR_NOMEM and freed == 0:
+        undo_scan(c)                 # every slot taken goes back: nothing was done
         raise OutOfMemory("no swap slot to be had")
     if rc == ERR_BUG:
         raise_rc(rc, "")
     return freed, m
+
+
+cdef int log_unmap(State c, slot_t slot, entry_t pte) noexcept nogil:
+    """Log a PTE the scan unmapped without freeing its frame (for undo_scan)."""
+    if c.nundo == c.undo_cap:
+        with gil:
+            arr = np.zeros(4 * c.undo_cap, dtype=np.uint64)
+            arr[:2 * c.undo_cap] = c.undo_arr
+            c.undo_arr = arr
+            c.undo = <uint64_t*>array_data(arr)
+            c.undo_cap *= 2
+    c.undo[2 * c.nundo] = slot
+    c.undo[2 * c.nundo + 1] = pte
+    c.nundo += 1
+    return OK
+
+
+cdef void undo_scan(State c) except *:
+    """Give back what a reclaim_scan call that freed nothing did: each logged PTE maps
+    its frame again (the swap cache still holds it: nothing was freed), and the swap
+    entries it held go, with the slots they were the last to name."""
+    cdef uint64_t k = c.nundo
+    cdef slot_t slot
+    cdef entry_t pte
+    cdef pfn_t t, f
+    cdef uint32_t i, s
+    if c.rmap_enabled and reserve_nodes(c, k) != OK:
+        return                       # cannot map them again: they stay in swap
+    while k > 0:
+        k -= 1
+        slot = c.undo[2 * k]
+        pte = c.undo[2 * k + 1]
+        t = <pfn_t>(slot >> c.slot_shift)
+        i = <uint32_t>(slot & ((1 << c.slot_shift) - 1))
+        s = swp_offset(eget(c, t, i))
+        f = entry_pfn(pte)
+        eset(c, t, i, pte)
+        c.count[f] += 1
+        if c.rmap_enabled:
+            rmap_add(c, f, slot)
+        swap_put(c, s)
+    c.nundo = 0

@@ -30,6 +30,7 @@ cdef class State:
 
     # ---- physical memory -------------------------------------------------------------
     cdef readonly object physical        # np.uint8[nframes * 4096]
+    cdef readonly object physical_ro     # physical, read-only (its base is too)
     cdef uint8_t* mem8                   # physical's data
     cdef readonly uint32_t nframes       # frames of physical memory
 
@@ -83,6 +84,10 @@ cdef class State:
     cdef readonly uint32_t swap_free     # free list through swap_cache, 0 = none
     cdef readonly uint32_t swap_nfree    # free slots, listed and above swap_hwm
     cdef uint32_t clock_hand             # second-chance clock over frames
+    cdef object undo_arr                 # np.uint64[2 * undo_cap]: the scan's undo log
+    cdef uint64_t* undo                  # (slot, old pte) of each PTE unmapped, unfreed
+    cdef uint64_t nundo                  # pairs logged in this reclaim_scan call
+    cdef uint64_t undo_cap               # pairs undo_arr holds
 
     # ---- shared-memory objects: one global array of frames, a range per object ------
     cdef readonly object shm_arr         # np.uint32[shm_cap]: frame at an object offset, 0 none

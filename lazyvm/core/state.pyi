@@ -9,6 +9,7 @@ def host_zeros(nbytes: int) -> npt.NDArray[np.uint8]: ...
 
 class State:
     physical: npt.NDArray[np.uint8]
+    physical_ro: npt.NDArray[np.uint8]
     count_arr: npt.NDArray[np.int32]
     link_arr: npt.NDArray[np.uint32]
     index_arr: npt.NDArray[np.uint32]

@@ -31,6 +31,12 @@ def host_zeros(size_t nbytes):
     return np.frombuffer(buf, dtype=np.uint8)[:nbytes]
 
 
+def read_only(a):
+    """A view of array a that cannot be made writable: its base is a read-only buffer
+    (a plain view's writeable flag can be set back to True)."""
+    return np.asarray(memoryview(a).toreadonly())
+
+
 cdef int raise_rc(int rc, str what) except -1:
     """Raise the exception of a nogil path's result code (nothing for OK)."""
     if rc == ERR_NOMEM:
@@ -87,6 +93,7 @@ cdef class State:
         self.nframes = nframes
         self.physical = host_zeros(<size_t>nframes * PAGE_SIZE)
         self.mem8 = <uint8_t*>array_data(self.physical)
+        self.physical_ro = read_only(self.physical)
         self.count_arr = np.zeros(nframes, dtype=np.int32)
         self.link_arr = np.zeros(nframes, dtype=np.uint32)
         self.flags_arr = np.zeros(nframes, dtype=np.uint16)
@@ -137,6 +144,11 @@ cdef class State:
         self.swap_free = 0
         self.swap_nfree = nswap - 1 if nswap > 0 else 0
 
+        self.undo_cap = 256
+        self.undo_arr = np.zeros(2 * self.undo_cap, dtype=np.uint64)
+        self.undo = <uint64_t*>array_data(self.undo_arr)
+        self.nundo = 0
+
         self.shm_cap = 1024
         self.shm_arr = np.zeros(self.shm_cap, dtype=np.uint32)
         self.shm = <uint32_t*>array_data(self.shm_arr)
@@ -145,11 +157,9 @@ cdef class State:
 
     def views(self):
         """Read-only numpy views of every array of the core and its scalars, for the
-        checker (lazyvm._check) and for inspection."""
+        checker (lazyvm.core.check) and for inspection: none can be made writable."""
         def ro(a):
-            v = a.view()
-            v.flags.writeable = False
-            return v
+            return read_only(a)
         return dict(
             physical=ro(self.physical), count=ro(self.count_arr), link=ro(self.link_arr),
             index=ro(self.index_arr), flags=ro(self.flags_arr), lidx=ro(self.lidx_arr),

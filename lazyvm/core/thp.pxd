@@ -34,8 +34,7 @@ cdef int zap_huge_pmd(State c, pfn_t t, uint32_t i) noexcept nogil
 cdef int split_huge_pmd(State c, pfn_t t, uint32_t i) noexcept nogil
 cdef int split_range(State c, int level, pfn_t t, uint64_t start, uint64_t end,
                      bint every) noexcept nogil
-cdef int huge_wp(State c, pfn_t t, uint32_t i, const mm_t* mm, Py_ssize_t vi,
-                 uint64_t addr) noexcept nogil
+cdef int huge_wp(State c, pfn_t t, uint32_t i) noexcept nogil
 cdef int split_huge_page(State c, uint32_t h) noexcept nogil
 
 

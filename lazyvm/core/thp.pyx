@@ -194,8 +194,7 @@ cdef int split_range(State c, int level, pfn_t t, uint64_t start, uint64_t end,
     return OK
 
 
-cdef int huge_wp(State c, pfn_t t, uint32_t i, const mm_t* mm, Py_ssize_t vi,
-                 uint64_t addr) noexcept nogil:
+cdef int huge_wp(State c, pfn_t t, uint32_t i) noexcept nogil:
     """do_huge_pmd_wp_page: a write to the read-only huge mapping at entry i of
     private pmd table t.  One reference: make it writable.  Else split this mapping
     (the 4 KiB copy-on-write follows when the fault retries), or with thp_copy copy

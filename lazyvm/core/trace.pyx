@@ -114,6 +114,8 @@ cpdef access(State c, pfn_t pgd, const uint64_t[:, ::1] vmas, uint64_t addr,
         if rc != OK:
             raise_rc(rc, "no free frame (or pte_chain node) for a page fault")
         p = mmu(c, pgd, addr, write)
+        if p == NULL:                # handled, yet refused: a corrupted entry
+            raise_rc(ERR_BUG, "")
     if write:
         src = data
         memcpy(p, &src[0], n)
@@ -136,7 +138,9 @@ cpdef write_from(State c, pfn_t pgd, const uint64_t[:, ::1] vmas, Py_ssize_t vi,
 
 
 cdef copy_bytes(State c, pfn_t pgd, const uint64_t[:, ::1] vmas, Py_ssize_t vi,
-           uint64_t addr, uint8_t* buf, Py_ssize_t n, bint write):
+                uint64_t addr, uint8_t* buf, Py_ssize_t n, bint write):
+    """Copy n bytes between buf and addr (inside VMA vi), faulting each page in: a
+    page the MMU still refuses after its fault is handled is a corrupted entry."""
     cdef mm_t mm = make_mm(pgd, vmas)
     cdef Py_ssize_t done = 0, chunk
     cdef uint64_t a = addr
@@ -149,7 +153,10 @@ cdef copy_bytes(State c, pfn_t pgd, const uint64_t[:, ::1] vmas, Py_ssize_t vi,
                 rc = handle_mm_fault(c, &mm, vi, a, write)
                 if rc != OK:
                     break
-                continue
+                p = mmu(c, pgd, a, write)
+                if p == NULL:        # handled, yet refused: a corrupted entry
+                    rc = ERR_BUG
+                    break
             chunk = PAGE_SIZE - (a & (PAGE_SIZE - 1))
             if chunk > n - done:
                 chunk = n - done
