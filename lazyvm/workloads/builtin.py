@@ -625,6 +625,15 @@ def check_external_params(name, params, quick=False):
             ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
                   and value > 0)
             want = "a positive number"
+        elif isinstance(d, str) and isinstance(value, (int, float, tuple, list)) \
+                and not isinstance(value, bool):
+            # -p KEY=0 or KEY=0,1 read as a number or a tuple: a comma-separated list
+            items = value if isinstance(value, (tuple, list)) else [value]
+            ok = all(isinstance(v, (int, float, str)) and not isinstance(v, bool)
+                     for v in items)
+            want = "a str (a comma-separated list)"
+            if ok:
+                value = ",".join(str(v) for v in items)
         else:
             ok, want = isinstance(value, type(d)), "a %s" % type(d).__name__
         if not ok:

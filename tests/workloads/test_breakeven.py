@@ -171,3 +171,13 @@ def test_targets_from_the_counts():
     assert any(r["holds"] is None and "calibrate --thp" in r["note"] for r in rows)
     text = be.format_targets(rows)
     assert max(len(line) for line in text.splitlines()) <= 100
+
+
+def test_list_parameters_read_as_numbers_or_tuples_are_lists():
+    from lazyvm.workloads.builtin import check_external_params
+    got = check_external_params("breakeven", {"fractions": (0, 1), "sizes": "1M,4M",
+                                              "children": "live"})
+    assert got["fractions"] == "0,1" and got["sizes"] == "1M,4M"
+    assert check_external_params("breakeven", {"fractions": 0})["fractions"] == "0"
+    with pytest.raises(ValueError, match="must be a str"):
+        check_external_params("breakeven", {"fractions": True})
