@@ -48,11 +48,46 @@ EVENTS = (
     "tables_dropped", "ptes_copied", "ptes_zapped", "rmap_adds", "rmap_removes",
     "share_wrprotects", "faults", "demand_zero", "zero_page_maps", "cow_copies",
     "cow_reuses", "shmem_faults", "swap_outs", "swap_ins", "exit_vmas",
-    "fork_anon_vmas", "exit_anon_vmas",
+    "fork_anon_vmas", "exit_anon_vmas", "forks_odf", "eager_refs", "eager_refs_dropped",
+    "thp_faults", "thp_splits", "thp_copies",
 )
 
 # Events a profile file may lack (it was made before they were priced apart): read as 0
 ANON_VMA_EVENTS = ("fork_anon_vmas", "exit_anon_vmas")
+
+# Events a profile may leave out: each is then derived from the profile's own costs of
+# other events (in EVENTS order, so a derivation may use an earlier derived one), and its
+# source says so.  `lazyvm calibrate --thp` measures the THP ones on this machine.
+#   event -> (function(costs, uncertainty, store) -> (ns, se), source)
+# `store` is one 8-byte store into a table written in sequence (a 64-byte line write / 8,
+# from the profile's measured primitives; 0 when the profile has none).
+PAGES_PER_HUGE = 512
+DERIVED = {
+    "forks_odf": (lambda c, u, st: (c["forks_copy"], u["forks_copy"]),
+                  "= forks_copy: On-demand-fork's fixed work is a copy fork's"),
+    "eager_refs": (lambda c, u, st: (max(c["ptes_copied"] - st, 0.0), u["ptes_copied"]),
+                   "derived: ptes_copied (a PTE copied with its page reference, mapcount "
+                   "and rss) minus one entry store: the per-page accounting COW page tables "
+                   "v3-v5 do at fork without copying the entry"),
+    "eager_refs_dropped": (lambda c, u, st: (max(c["ptes_zapped"] - st, 0.0),
+                                             u["ptes_zapped"]),
+                           "derived: ptes_zapped (a page reference, mapcount and rss "
+                           "dropped with its entry cleared) minus one entry store"),
+    "thp_faults": (lambda c, u, st: (PAGES_PER_HUGE * c["demand_zero"],
+                                     PAGES_PER_HUGE * u["demand_zero"]),
+                   "derived (not measured): 512 demand-zero faults' worth of clearing, "
+                   "an upper bound, beyond the table it deposits (tables_allocated); "
+                   "`lazyvm calibrate --thp` measures it"),
+    "thp_splits": (lambda c, u, st: (PAGES_PER_HUGE * c["eager_refs"],
+                                     PAGES_PER_HUGE * u["eager_refs"]),
+                   "derived (not measured): 512 x eager_refs, a mapcount and an entry "
+                   "per subpage (__split_huge_pmd_locked); `lazyvm calibrate --thp` "
+                   "measures it"),
+    "thp_copies": (lambda c, u, st: (PAGES_PER_HUGE * c["cow_copies"],
+                                     PAGES_PER_HUGE * u["cow_copies"]),
+                   "derived: 512 x cow_copies (a 2 MiB copy-on-write, Linux before 5.8; "
+                   "kernels since 5.8 split instead, so no kernel here can measure it)"),
+}
 
 BUILTIN = ("linux-2.5.41",)
 
@@ -136,6 +171,7 @@ class Profile:
             if not isinstance(getattr(self, what), dict):
                 raise ProfileError(f"profile {self.name!r}: {what} must be a dict, not "
                                    f"{type(getattr(self, what)).__name__}")
+        self._derive()
         missing = [e for e in EVENTS if e not in self.costs]
         if missing:
             raise ProfileError(f"profile {self.name!r} has no cost for {', '.join(missing)}"
@@ -181,6 +217,24 @@ class Profile:
                                    f"{math.sqrt(r[i]):.2f} ns squared, its uncertainty "
                                    f"{u:.2f} ns")
         return ev, mat
+
+    def _derive(self):
+        """Fill the DERIVED events this profile leaves out, from its other costs."""
+        if not any(e in DERIVED and e not in self.costs for e in EVENTS):
+            return
+        base = [e for e in EVENTS if e not in DERIVED and e not in self.costs]
+        if base:                        # the missing-cost error below names them
+            return
+        self.costs, self.uncertainty, self.source = (dict(self.costs), dict(self.uncertainty),
+                                                     dict(self.source))
+        prim = (self.meta or {}).get("primitives") or {}
+        store = float(prim.get("line_write_ns", 0.0)) / 8
+        for e in EVENTS:
+            if e in DERIVED and e not in self.costs:
+                fn, why = DERIVED[e]
+                ns, se = fn(self.costs, self.uncertainty, store)
+                self.costs[e], self.uncertainty[e] = round(float(ns), 3), round(float(se), 3)
+                self.source[e] = why + (f" (entry store {store:.2f} ns)" if store else "")
 
     # -- prediction -------------------------------------------------------------------
     def kernel_ns(self, stats: dict) -> int:
@@ -265,7 +319,8 @@ class Profile:
             raise ProfileError(f"{where}: covariance must be an object, not "
                                f"{type(covariance).__name__}")
         for e in ANON_VMA_EVENTS:
-            if e not in costs and all(x in costs for x in EVENTS if x not in ANON_VMA_EVENTS):
+            if e not in costs and all(x in costs for x in EVENTS
+                                      if x not in ANON_VMA_EVENTS and x not in DERIVED):
                 # a profile made before the anon_vma events: its fork_vmas / exit_vmas
                 # price every VMA as one with an anon_vma, as it was made to
                 costs[e], unc[e] = 0.0, 0.0

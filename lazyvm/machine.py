@@ -8,10 +8,11 @@ consistent (Machine.check() passes after every error).
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 import weakref
 from collections import Counter
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -212,6 +213,14 @@ class Machine(_Uncopyable):
         # compiled core counts every VMA: fork_vmas, exit_vmas)
         self._anon_vmas = {"fork_anon_vmas": 0, "exit_anon_vmas": 0}
         self._lock = threading.RLock()
+        # Who pays (DESIGN.md section 10): the running prediction already handed out
+        # to accounts, the machine's own account (boot, spawn, reclaim) and that of the
+        # processes that have exited.
+        self._charged_ns = 0
+        self._machine_ns = 0
+        self._exited_ns = 0
+        if self.costs is not None:
+            self._machine_ns = self._charged_ns = self.costs.kernel_ns(self._counters())
 
     def __repr__(self) -> str:
         return (f"Machine(memory={self.memory}, fork_mode={self.fork_mode!r}, "
@@ -267,7 +276,8 @@ class Machine(_Uncopyable):
         >>> m = Machine(memory=8 << 20); p = m.spawn(); p.vmas, p.alive
         ([], True)
         """
-        pgd = self._core.new_pgd()
+        with self._charge(None):
+            pgd = self._core.new_pgd()
         return self._add(pgd, VmaList())
 
     def _add(self, pgd: int, vl: VmaList) -> "Process":
@@ -291,7 +301,39 @@ class Machine(_Uncopyable):
         out.update(self._anon_vmas)
         if self.costs is not None:
             out["kernel_ns"] = int(self.costs.kernel_ns(out))
+            out["kernel_ns_exited"] = self._exited_ns
+            out["kernel_ns_machine"] = self._machine_ns
         return out
+
+    def _counters(self) -> Dict[str, int]:
+        """The event counters priced by the cost profile: the core's, and the VMAs
+        with an anon_vma that forks, exits and execs went through."""
+        out: Dict[str, int] = self._core.counters()
+        out.update(self._anon_vmas)
+        return out
+
+    @contextlib.contextmanager
+    def _charge(self, who: Optional[_Mm]) -> Iterator[None]:
+        """Hand the predicted kernel time of the work done inside the block to `who`
+        (a process's state, or None for the machine's own account), also when the block
+        raises.
+
+        The share is the difference of the machine's rounded running prediction
+        (Profile.kernel_ns of the core's counters) after and before, so the shares of
+        all operations add up exactly, in integers, to ``stats()["kernel_ns"]``.  A
+        nested charge hands out its part first; the outer one gets the rest."""
+        if self.costs is None:
+            yield
+            return
+        try:
+            yield
+        finally:
+            now = self.costs.kernel_ns(self._counters())
+            share, self._charged_ns = now - self._charged_ns, now
+            if who is None:
+                self._machine_ns += share
+            else:
+                who.kernel_ns += share
 
     @_serialized
     def reset_peaks(self) -> None:
@@ -435,11 +477,12 @@ class Machine(_Uncopyable):
             raise ValueError("method 'rmap' needs Machine(rmap=True)")
         if n == 0:
             return 0
-        if method == "rmap":
-            return int(self._core.reclaim_rmap(n))
-        mms = [(p.pgd, p.vl.arr) for p in self._procs.values()]
-        freed, self._scan_cursor = self._core.reclaim_scan(n, mms, self._scan_cursor)
-        return int(freed)
+        with self._charge(None):           # reclaim is the machine's work (kswapd's)
+            if method == "rmap":
+                return int(self._core.reclaim_rmap(n))
+            mms = [(p.pgd, p.vl.arr) for p in self._procs.values()]
+            freed, self._scan_cursor = self._core.reclaim_scan(n, mms, self._scan_cursor)
+            return int(freed)
 
     @_serialized
     def fail_after(self, n: Optional[int]) -> None:
@@ -522,7 +565,8 @@ class Machine(_Uncopyable):
             p = self._process(mm)
             k = int(kind[s])
             if k <= EV_WRITE:
-                p._access_pages(addrs[s:e], writes[s:e], check_first=False)
+                with self._charge(mm):
+                    p._access_pages(addrs[s:e], writes[s:e], check_first=False)
             elif k == EV_FORK:
                 arg = int(ev[s, 3])
                 children.append(p.fork(None if arg < 0 else FORK_MODES[arg != 0]))

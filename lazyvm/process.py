@@ -69,6 +69,19 @@ def _serialized(method: _F) -> _F:
     return cast(_F, locked)
 
 
+def _charged(method: _F) -> _F:
+    """_serialized for a Process method whose work is done in that process's context:
+    with costs, its predicted kernel time goes to the process's account."""
+    @functools.wraps(method)
+    def charged(self: Any, *args: Any, **kwargs: Any) -> Any:
+        m = self.machine
+        with m._lock:
+            if m.costs is None:
+                return method(self, *args, **kwargs)
+            with m._charge(self._mm):
+                return method(self, *args, **kwargs)
+    return cast(_F, charged)
+
 
 def _int(value: Any, what: str) -> int:
     if type(value) is int:
@@ -117,10 +130,11 @@ class _Mm:
     and its Process objects (which hold the machine) make no reference cycle: a machine
     no one refers to any more is freed at once, not when the cyclic collector runs."""
 
-    __slots__ = ("pid", "pgd", "alive", "vl")
+    __slots__ = ("pid", "pgd", "alive", "vl", "kernel_ns")
 
     def __init__(self, pid: int, pgd: int, vl: VmaList) -> None:
         self.pid, self.pgd, self.alive, self.vl = pid, pgd, True, vl
+        self.kernel_ns = 0       # predicted kernel time of the work in its context
 
 
 class Process(_Uncopyable):
@@ -212,10 +226,12 @@ class Process(_Uncopyable):
         for k, n in enumerate(per, 1):
             out[f"page_tables_l{k}"] = n
         out["vmas"] = len(self._mm.vl)
+        if self.machine.costs is not None:
+            out["kernel_ns"] = self._mm.kernel_ns
         return out
 
     # -- mappings ---------------------------------------------------------------------
-    @_serialized
+    @_charged
     def mmap(self, length: int, prot: str = "rw", shared: bool = False,
              addr: Optional[int] = None) -> int:
         """Map length bytes of anonymous memory, private or shared; return the address.
@@ -272,7 +288,7 @@ class Process(_Uncopyable):
             return pos
         raise OutOfMemory(f"no room for {length:#x} bytes in the user address space")
 
-    @_serialized
+    @_charged
     def munmap(self, addr: int, length: int) -> None:
         """Unmap [addr, addr+length): frames lose their references, tables whose span no
         VMA reaches any more are freed (one use dropped, if shared).
@@ -304,7 +320,7 @@ class Process(_Uncopyable):
             raise
         m._retarget(old, merged)
 
-    @_serialized
+    @_charged
     def mprotect(self, addr: int, length: int, prot: str) -> None:
         """Change the protection of [addr, addr+length), which must be fully mapped.
         A private mapping never gets RW back from mprotect: the next write faults.
@@ -336,7 +352,7 @@ class Process(_Uncopyable):
             v.prot = prot
         self._splice(addr, end, changed)
 
-    @_serialized
+    @_charged
     def madvise(self, addr: int, length: int, advice: str) -> None:
         """Mark [addr, addr+length), which must be fully mapped, for transparent huge
         pages: "hugepage" (MADV_HUGEPAGE: THP applies under ``thp="madvise"``) or
@@ -392,7 +408,8 @@ class Process(_Uncopyable):
         """
         m = self.machine
         with m._lock:
-            if type(addr) is int and type(length) is int and self._mm.alive and m.contents \
+            if m.costs is None and type(addr) is int and type(length) is int \
+                    and self._mm.alive and m.contents \
                     and 0 < length <= PAGE_SIZE - (addr & (PAGE_SIZE - 1)) \
                     and 0 <= addr < m._task_size:
                 r = m._core.access(self.pgd, self._mm.vl.arr, addr, length, False)
@@ -400,6 +417,7 @@ class Process(_Uncopyable):
                     return r
             return self._read(addr, length)
 
+    @_charged
     def _read(self, addr: Any, length: Any) -> bytes:
         core = self._live()
         addr, length = _span(addr, length, self.machine._task_size)
@@ -429,13 +447,15 @@ class Process(_Uncopyable):
         """
         m = self.machine
         with m._lock:
-            if type(data) is bytes and type(addr) is int and self._mm.alive and m.contents \
+            if m.costs is None and type(data) is bytes and type(addr) is int \
+                    and self._mm.alive and m.contents \
                     and 0 < len(data) <= PAGE_SIZE - (addr & (PAGE_SIZE - 1)) \
                     and 0 <= addr < m._task_size:
                 if m._core.access(self.pgd, self._mm.vl.arr, addr, len(data), True, data):
                     return
             self._write(addr, data)
 
+    @_charged
     def _write(self, addr: Any, data: Any) -> None:
         core = self._live()
         if isinstance(data, np.ndarray) and data.dtype.hasobject:
@@ -455,7 +475,7 @@ class Process(_Uncopyable):
         for i, lo, hi in parts:
             core.write_from(self.pgd, self._mm.vl.arr, i, lo, src, lo - addr, hi - lo)
 
-    @_serialized
+    @_charged
     def touch(self, addr: int, length: int, write: bool = False) -> None:
         """Access every page of [addr, addr+length) (bulk faulting in the core).
 
@@ -475,7 +495,7 @@ class Process(_Uncopyable):
         for i, lo, hi in parts:
             core.fault_range(self.pgd, self._mm.vl.arr, i, lo, hi, write)
 
-    @_serialized
+    @_charged
     def touch_pages(self, addrs: Union[Sequence[int], np.ndarray], write: bool = False) -> None:
         """Access the page of each address in addrs (a sequence or numpy array), in order.
 
@@ -552,7 +572,7 @@ class Process(_Uncopyable):
         (b'1', b'2', 1)
         """
         m = self.machine
-        with m._lock:
+        with m._lock, m._charge(self._mm):
             core = self._live()
             if mode is None:
                 mode = m.fork_mode
@@ -570,7 +590,7 @@ class Process(_Uncopyable):
             m._anon_vmas["fork_anon_vmas"] += self._anon_vma_count()
             return m._add(pgd, vl.copy())
 
-    @_serialized
+    @_charged
     def exec(self) -> None:
         """Drop the whole user space, keep the process (and its page directory).
 
@@ -596,12 +616,15 @@ class Process(_Uncopyable):
         with m._lock:
             core = self._live()
             mm = self._mm
-            m._anon_vmas["exit_anon_vmas"] += self._anon_vma_count()
-            core.exit_mm(self.pgd, mm.vl.arr, True)
+            with m._charge(mm):
+                m._anon_vmas["exit_anon_vmas"] += self._anon_vma_count()
+                core.exit_mm(self.pgd, mm.vl.arr, True)
             m._retarget(mm.vl.vmas, [])
             mm.vl = VmaList()
             mm.alive = False
             del m._procs[self.pid]
+            m._exited_ns += mm.kernel_ns      # its account goes with it
+            mm.kernel_ns = 0
 
     # -- raw entries -----------------------------------------------------------------
     def _entry_addr(self, value: Any) -> int:

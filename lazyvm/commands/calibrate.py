@@ -8,6 +8,7 @@ import sys
 
 from ..costs import Profile, ProfileError, host_profile_path
 from ..measure import calibrate as cal
+from ..measure import thp_model
 from .common import UsageError
 
 
@@ -22,6 +23,8 @@ def add_parser(sub) -> None:
     p.add_argument("--out", metavar="PATH", help="where to write the profile (default: "
                    "the user cache dir, where load_profile('host') reads it)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--thp", action="store_true", help="only measure transparent huge "
+                   "pages (fork, split, huge fault) into the profile calibrate wrote")
     p.set_defaults(handler=cmd_calibrate)
 
 
@@ -31,6 +34,8 @@ def cmd_calibrate(args) -> int:
     if args.out is not None and os.path.isdir(args.out):
         raise UsageError(f"--out {args.out} is a directory: give a file path")
     out = args.out or host_profile_path()
+    if args.thp:
+        return _thp(args, out)
     previous = None
     if os.path.exists(out):
         try:
@@ -50,4 +55,19 @@ def cmd_calibrate(args) -> int:
             print()
             print(cal.format_compare(report["previous"]))
         print(f"wrote {out}")
+    return 0
+
+
+def _thp(args, out) -> int:
+    """calibrate --thp: THP's fork, split and huge fault measured into the profile at
+    `out` (lazyvm.measure.thp_model.calibrate_thp)."""
+    if not os.path.exists(out):
+        raise UsageError(f"--thp adds to a profile: none at {out}; run lazyvm calibrate")
+    try:
+        _, rows = thp_model.calibrate_thp(out, quick=args.quick,
+                                    progress=lambda m: print(m, file=sys.stderr))
+    except (ValueError, ProfileError) as e:
+        raise UsageError(f"--thp: {e}") from None
+    print(thp_model.format_validate(rows))
+    print(f"wrote {out}")
     return 0

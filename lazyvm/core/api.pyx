@@ -286,6 +286,10 @@ cdef class Core(State):
     def stats(self):
         return inspection.stats(self)
 
+    def counters(self):
+        """The event counters of stats() alone (see inspection.counters)."""
+        return inspection.counters(self)
+
     def walk(self, pfn_t pgd, uint64_t addr):
         """[(level, table, index, entry), ...] from the pgd down (see inspection.walk)."""
         return inspection.walk(self, pgd, addr)

@@ -355,7 +355,7 @@ def fit_2541(cells=None):
                                                      f["rel_residuals"])]},
             "program": [list(a) for a in LAYOUT_2002], "written": list(WRITTEN),
             "writer": WRITER, "exec_image": EXEC_IMAGE, "assumptions": list(ASSUMPTIONS),
-            "unpriced": [e for e in EVENTS if source[e].startswith("0, UNPRICED")],
+            "unpriced": [e for e in EVENTS if source.get(e, "").startswith("0, UNPRICED")],
             "sources": [_MCC, _MORTON]}
     return Profile(name="linux-2.5.41", costs=costs, uncertainty=unc, source=source,
                    version=FORMAT_VERSION,

@@ -52,7 +52,7 @@ from ..machine import CONFIGS
 from ..measure import host as _m
 from ..measure import published
 from ..report.run import COUNTER_KEYS, PEAK_KEYS
-from . import redis
+from . import breakeven, redis
 
 __all__ = ["CONFIGS", "COUNTER_KEYS", "PEAK_KEYS", "PUBLISHED", "WORKLOADS", "EXTERNAL",
            "run_workload", "check_params", "check_external_params",
@@ -644,6 +644,13 @@ EXTERNAL = {w.name: w for w in [
              "redis-benchmark SET load) captured from /proc and replayed in every "
              "configuration, beside Redis's latest_fork_usec and rdb_last_cow_size and "
              "the kernel's VmPTE. Needs redis-server and redis-benchmark."),
+    External("breakeven", breakeven, "run_breakeven",
+             "Where sharing page tables at fork wins: copy, share, share-eager, odf, "
+             "odf-eager and share-l2, with 4 KiB pages and THP, over resident size, the "
+             "fraction written after fork, clustered or uniform writes, and a child that "
+             "execs or lives; predicted parent fork latency, first-write latency, total "
+             "kernel time and page-table memory (contents=False, x86_64). -p plot=FILE.png "
+             "draws the heat maps."),
 ]}
 
 
@@ -683,6 +690,15 @@ def check_external_params(name, params, quick=False):
             ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
                   and value > 0)
             want = "a positive number"
+        elif isinstance(d, str) and isinstance(value, (int, float, tuple, list)) \
+                and not isinstance(value, bool):
+            # -p KEY=0 or KEY=0,1 read as a number or a tuple: a comma-separated list
+            items = value if isinstance(value, (tuple, list)) else [value]
+            ok = all(isinstance(v, (int, float, str)) and not isinstance(v, bool)
+                     for v in items)
+            want = "a str (a comma-separated list)"
+            if ok:
+                value = ",".join(str(v) for v in items)
         else:
             ok, want = isinstance(value, type(d)), "a %s" % type(d).__name__
         if not ok:

@@ -49,6 +49,7 @@ import sys
 import time
 import traceback
 import warnings
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -66,9 +67,11 @@ from ..machine import check_machine_args
 from ..measure import host as _host
 from ..measure.host import memory_for
 from ..report import format as report
+from . import breakeven
 from .builtin import WORKLOADS as REGISTRY
 
-WORKLOADS = tuple(name for name, w in REGISTRY.items() if w.sweep)
+# The registry's workloads that a sweep runs, and breakeven (one cell per point)
+WORKLOADS = tuple(name for name, w in REGISTRY.items() if w.sweep) + ("breakeven",)
 # Earlier spellings of the workload names, read for one more release with a warning.
 RENAMED = {"fork-write-exit": "fork_exit", "parent-writes": "snapshot",
            "fork-exec": "fork_exec"}
@@ -100,6 +103,10 @@ PARAMS = {
     "costs": (lambda v: isinstance(v, str), "a cost profile name or path", ""),
     "contents": (lambda v: isinstance(v, bool), "true or false", True),
     "repeats": (lambda v: _is_int(v) and 1 <= v <= 1000, "an integer from 1 to 1000", 5),
+    # workload "breakeven" only (lazyvm.workloads.breakeven: one cell per point)
+    "policy": (lambda v: v == "" or v in breakeven.POLICY_NAMES, "a breakeven policy", ""),
+    "spread": (lambda v: v in ("clustered", "uniform"), "'clustered' or 'uniform'", "uniform"),
+    "child": (lambda v: v in ("exec", "live"), "'exec' or 'live'", "live"),
 }
 # The timed phases of a point; each has `_median`, `_q1`, `_q3`, `_min`, `_max` columns
 # over the point's `repeats` warm rounds, and `first_fork_ns` is the cold first fork.
@@ -136,7 +143,10 @@ def normalise(point, where="point"):
             raise SpecError(f"{where}: {k} = {v!r} is not {what}")
     full = {k: point.get(k, PARAMS[k][2]) for k in PARAM_ORDER}
     full["write_fraction"] = float(full["write_fraction"])
-    _check_machine(full, where)
+    if full["workload"] == "breakeven":
+        _check_breakeven(full, where)
+    else:
+        _check_machine(full, where)
     if full["costs"]:
         _check_costs(full["costs"], where)
     return full
@@ -155,6 +165,21 @@ def _check_machine(point, where):
     if point["pages"] * PAGE > lay.task_size:
         raise SpecError(f"{where}: pages = {point['pages']:,} is more than the "
                         f"{lay.task_size // PAGE:,} pages of {point['layout']}'s user space")
+
+
+def _check_breakeven(full, where):
+    """A breakeven point: a policy, a size breakeven takes (1 GiB and more: whole GiB)
+    and a fraction 0 or 1/2**k.  The policy names the Machine (x86_64, contents=False,
+    no pte_chains): fork_mode, rmap, layout, share_level, memory and contents are not
+    used."""
+    if not full["policy"]:
+        raise SpecError(f"{where}: workload breakeven needs a policy (one of "
+                        f"{', '.join(breakeven.POLICY_NAMES)})")
+    try:
+        breakeven.parse_size(full["pages"] * PAGE)
+        breakeven.parse_fraction(full["write_fraction"])
+    except breakeven.BreakevenError as e:
+        raise SpecError(f"{where}: {e}") from None
 
 
 _COSTS_OK: set = set()
@@ -182,6 +207,8 @@ def point_key(point):
     rep = point.get("repeats")
     p["repeats"] = None if rep is None or (isinstance(rep, float) and math.isnan(rep)) \
         else int(rep)
+    for k in ("policy", "spread", "child"):
+        p[k] = "" if not isinstance(p[k], str) else p[k]
     p["costs"] = "" if p["costs"] is None or (isinstance(p["costs"], float)
                                               and math.isnan(p["costs"])) else str(p["costs"])
     return json.dumps(p, sort_keys=True)
@@ -298,6 +325,8 @@ def check_points(points):
     needs within the layout's limit and this machine's memory (normalise has checked
     its pages against the layout's user space).  Raises SpecError naming the first point that fails."""
     for i, p in enumerate(points, 1):
+        if p["workload"] == "breakeven":         # sized by breakeven, not by a Machine
+            continue
         where = f"SPEC point {i} (pages={p['pages']:,}, layout={p['layout']})"
         max_memory = _host.layout_limits(p["layout"])[1]   # pages: checked by normalise
         need = p["memory"] or _memory_for(p)
@@ -349,11 +378,35 @@ def check_scheduler(address, timeout=5.0):
             from None
 
 
+def run_breakeven_point(point):
+    """A breakeven cell (lazyvm.workloads.breakeven.counts: simulated, or extrapolated
+    per GiB beyond 2 GiB): its total counts, and with costs the predicted parent fork
+    latency (kernel_ns_fork), first write (kernel_ns_first_write), total from the fork on
+    (kernel_ns_run) and the child's own page tables (child_pt_kb)."""
+    row = dict(point)
+    t0 = time.perf_counter_ns()
+    c = breakeven.counts(point["policy"], point["pages"] * PAGE,
+                         Fraction(point["write_fraction"]).limit_denominator(1 << 20),
+                         point["spread"], point["child"])
+    row.update({k: int(v) for k, v in c["total"].items()})
+    row.update({"pages_written": c["written"], "child_tables": c["child_tables"],
+                "peak_tables": c["peak_tables"], "extrapolated": bool(c.get("extrapolated")),
+                "sim_ns": time.perf_counter_ns() - t0})
+    if point["costs"]:
+        pr = breakeven.price(c, load_profile(point["costs"]))
+        row.update({"kernel_ns_fork": pr["fork_ns"], "kernel_ns_run": pr["total_ns"],
+                    "kernel_ns_first_write": pr["first_write_ns"] or 0,
+                    "child_pt_kb": pr["child_pt_kb"], "peak_pt_kb": pr["peak_pt_kb"]})
+    return row
+
+
 def run_point(point):
     """Run one point in this process; return its row (a dict).  The fork, the writes
     and the exit run 1 + `repeats` times: the first is the cold first fork of a fresh
     process (`first_fork_ns`; the counters are of it), the `repeats` after it are warm
     and give each phase's median, quartiles and extremes."""
+    if point["workload"] == "breakeven":
+        return run_breakeven_point(point)
     row = dict(point)
     kw = {"fork_mode": point["fork_mode"], "rmap": point["rmap"],
           "memory": point["memory"] or _memory_for(point), "layout": point["layout"],
