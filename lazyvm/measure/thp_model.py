@@ -25,9 +25,9 @@ def fork_counts(size, thp):
             if thp:
                 p.madvise(a, size, "hugepage")
             p.touch(a, size, write=True)
-        before = m._core.counters()
+        before = m._counters()
         p.fork()
-        after = m._core.counters()
+        after = m._counters()
         return {k: after[k] - before[k] for k in after}
 
     full, bare = one(True), one(False)

@@ -198,7 +198,7 @@ def supported(policy):
 
 
 def _counters(m):
-    return m._core.counters()
+    return m._counters()
 
 
 def _diff(a, b):
@@ -599,9 +599,9 @@ def odf_tables(policy="odf"):
     for lo, hi in ODF_VMAS:
         p.mmap(hi - lo, addr=lo)
         p.touch(lo, hi - lo, write=True)
-    before = m._core.counters()
+    before = m._counters()
     p.fork()
-    after = m._core.counters()
+    after = m._counters()
     return (after["odf_tables_shared"] - before["odf_tables_shared"],
             after["odf_tables_copied"] - before["odf_tables_copied"])
 

@@ -229,8 +229,9 @@ def _done_point(rec, where):
             v = v.item()
         if k == "costs" and (v is None or (isinstance(v, float) and math.isnan(v))):
             v = ""
-        if k == "repeats" and (v is None or (isinstance(v, float) and math.isnan(v))):
-            v = PARAMS[k][2]                  # a file from before points took repeats
+        if k in ("repeats", "policy", "spread", "child") and (
+                v is None or (isinstance(v, float) and math.isnan(v))):
+            v = PARAMS[k][2]                  # an empty cell, or a file from before
         if k in _INTS and isinstance(v, float) and v.is_integer():
             v = int(v)                        # a column that held a missing value
         if k == "write_fraction" and _is_int(v):

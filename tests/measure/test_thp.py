@@ -73,14 +73,16 @@ def test_thp_costs_are_the_measured_differences():
 
 def test_fork_prediction_counts_and_prices_exactly():
     """The predicted THP fork of 1 GiB prices lazyvm's own counts: 512 deposited tables,
-    a PMD and a PUD table (allocated and copied) and one VMA; 4 KiB: 262,144 PTEs and
+    a PMD and a PUD table (allocated and copied) and one VMA with its anon_vma; 4 KiB:
+    262,144 PTEs and
     512 leaf tables more."""
     _machine_thp(memory=64 << 20)
     prof = Profile(name="t", costs={e: float(i + 1) for i, e in enumerate(EVENTS)},
                    uncertainty={e: 0.0 for e in EVENTS}, source={e: "t" for e in EVENTS})
     ns, counts = thp_model.predicted_fork_ns(prof, 1 << 30)
     priced = {e: n for e, n in counts.items() if e in EVENTS}
-    assert priced == {"fork_vmas": 1, "tables_allocated": 512 + 2, "tables_copied": 2}
+    assert priced == {"fork_vmas": 1, "fork_anon_vmas": 1, "tables_allocated": 512 + 2,
+                      "tables_copied": 2}
     assert ns == sum(prof.costs[e] * n for e, n in priced.items())
     ns4, c4 = thp_model.predicted_fork_ns(prof, 1 << 30, thp=False)
     assert c4["ptes_copied"] == 262144 and c4["tables_allocated"] == 512 + 2

@@ -76,7 +76,12 @@ def test_a_cell_counts_what_the_machine_counts_and_prices_it_exactly():
 
 
 def test_eager_share_forks_about_as_slowly_as_copy_and_lazy_share_far_faster():
-    prof = load_profile("linux-2.5.41")
+    """COW page tables v2 against v5 in shape.  The 2.5.41 profile's fitted table cost
+    (about 0.38 ms a table: McCracken's fixed costs land there) says nothing of today's
+    table; a table is priced here at 1.9 us, what this machine's calibration measured."""
+    base = load_profile("linux-2.5.41")
+    prof = Profile(name="t", costs=dict(base.costs, tables_allocated=1900.0),
+                   uncertainty=dict(base.uncertainty), source=dict(base.source))
     size = 512 << 20
     got = {pol: be.price(be.simulate(pol, size, Fraction(0), "clustered", "live"), prof)
            for pol in ("copy", "share", "share-eager")}
