@@ -1,6 +1,7 @@
 """Property: one corrupted entry never crashes the core.  Each case corrupts one entry
 of one table (a random value, a bit flip, a frame beyond memory, a swap offset beyond
-the swap area) in a random layout, fork mode and rmap setting, then forks, writes from
+the swap area) in a random layout, fork mode (copy, share, odf), accounting, THP and
+rmap setting, then forks, writes from
 each side, reclaims, munmaps and exits.  Every error must be a LazyVMError; the child
 process running the cases must end normally (a segfault or a hang fails the test).
 
@@ -34,9 +35,12 @@ def attempt(f, *a):
 
 for case in range(cases):
     layout = rng.choice(("i386", "pae", "x86_64"))
-    mode = rng.choice(("copy", "share"))
+    mode = rng.choice(("copy", "share", "odf"))
     rmap = rng.random() < 0.5
-    m = Machine(memory=24 << 20, layout=layout, fork_mode=mode, rmap=rmap, swap=1 << 20)
+    accounting = rng.choice(("lazy", "eager"))
+    thp = "never" if layout == "i386" else rng.choice(("never", "always"))
+    m = Machine(memory=24 << 20, layout=layout, fork_mode=mode, rmap=rmap, swap=1 << 20,
+                accounting=accounting, thp=thp)
     p = m.spawn()
     npages = rng.choice((8, 64, 600))
     a = p.mmap(npages * PAGE)
