@@ -356,10 +356,11 @@ class Process(_Uncopyable):
     def madvise(self, addr: int, length: int, advice: str) -> None:
         """Mark [addr, addr+length), which must be fully mapped, for transparent huge
         pages: "hugepage" (MADV_HUGEPAGE: THP applies under ``thp="madvise"``) or
-        "nohugepage" (MADV_NOHUGEPAGE: never).  VMAs are split at the range's ends as
-        mprotect splits them (and a huge mapping cut by an end is split into PTEs);
-        neighbours that differ only in the mark do not merge.  Huge pages already
-        mapped stay.
+        "nohugepage" (MADV_NOHUGEPAGE: never).  Private VMAs are split at the range's
+        ends as mprotect splits them (and a huge mapping cut by an end is split into
+        PTEs); neighbours that differ only in the mark do not merge.  Shared mappings
+        are left whole and unmarked: transparent huge pages here are private anonymous
+        memory's alone.  Huge pages already mapped stay.
 
         Raises
         ------
@@ -387,8 +388,9 @@ class Process(_Uncopyable):
         core.thp_split(self.pgd, vl.arr, addr, end)
         changed = [vl[i].piece(lo, hi) for i, lo, hi in parts]
         for v in changed:
-            v.advice = advice
-        self._splice(addr, end, changed)
+            if not v.shared:            # THP here is private anonymous memory's alone:
+                v.advice = advice       # a shared mapping keeps its VMA whole (and the
+        self._splice(addr, end, changed)  # tables it covers stay shm-covered)
 
     # -- access ----------------------------------------------------------------------
     def read(self, addr: int, length: int) -> bytes:
