@@ -495,20 +495,26 @@ def odf(profile, sizes=ODF_GB):
         nbytes = gb << 30
         ns = {}
         for mode in ("copy", "share"):
-            m = Machine(memory=nbytes + (nbytes >> 8) + (64 << 20), fork_mode=mode,
-                        rmap=False, layout="x86_64", contents=False)
-            p = m.spawn()
-            a = p.mmap(nbytes)
-            p.touch(a, nbytes, write=True)
-            before = m.stats()
-            p.fork()
-            after = m.stats()
+            before, after, _ = one_vma_fork(mode, nbytes)
             d = {e: int(after[e]) - int(before[e]) for e in EVENTS if e in after}
             ns[mode] = (profile.kernel_ns(d), d)
         rows.append({"gb": gb, "copy_ns": ns["copy"][0], "share_ns": ns["share"][0],
                      "ratio": ns["copy"][0] / ns["share"][0],
                      "copy_counts": ns["copy"][1], "share_counts": ns["share"][1]})
     return rows
+
+
+def one_vma_fork(mode, nbytes):
+    """A copy or share fork, x86_64 without rmap or page contents, of one process with
+    `nbytes` touched in one VMA: (Machine.stats before, after, the child)."""
+    m = Machine(memory=nbytes + (nbytes >> 8) + (64 << 20), fork_mode=mode, rmap=False,
+                layout="x86_64", contents=False)
+    p = m.spawn()
+    a = p.mmap(nbytes)
+    p.touch(a, nbytes, write=True)
+    before = m.stats()
+    c = p.fork()
+    return before, m.stats(), c
 
 
 def _merge_forks(counts):

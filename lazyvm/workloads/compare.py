@@ -548,14 +548,7 @@ def _fork_counts(mode: str, nbytes: int):
     touched in one VMA.  The child's page tables (Process.stats) include the tables it
     shares; the ones allocated (Machine.stats page_tables growth) are its own, which is
     what its VmPTE would be charged."""
-    m = Machine(memory=nbytes + (nbytes >> 8) + (64 << 20), fork_mode=mode,
-                       rmap=False, layout="x86_64", contents=False)
-    p = m.spawn()
-    a = p.mmap(nbytes)
-    p.touch(a, nbytes, write=True)
-    before = m.stats()
-    c = p.fork()
-    after = m.stats()
+    before, after, c = published.one_vma_fork(mode, nbytes)
     return (_events(before, after), int(c.stats()["page_tables"]),
             int(after["page_tables"]) - int(before["page_tables"]))
 
